@@ -1,0 +1,582 @@
+//! PyTorch's `load_state_dict`, made transactional: options, the report and the error.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use indexmap::IndexMap;
+
+use crate::module::{KeyPath, Leaf, Role, StateDict};
+use crate::source::TensorSource;
+use crate::tensor::TensorError;
+use crate::{DType, DTypeKind};
+
+/// How to load a state dict into a model.
+///
+/// ```
+/// use ckpt_core::{DTypePolicy, LoadOptions};
+///
+/// let options = LoadOptions::new().strict(false).dtype_policy(DTypePolicy::Exact);
+/// assert!(!options.strict);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Whether missing and unexpected keys are errors (`true`, the default) or only reported.
+    pub strict: bool,
+    /// Whether tensors may be cast to the model's dtype.
+    pub dtype_policy: DTypePolicy,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            strict: true,
+            dtype_policy: DTypePolicy::Cast,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Strict, casting floats to the model's float type: PyTorch's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`LoadOptions::strict`].
+    #[must_use]
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Sets [`LoadOptions::dtype_policy`].
+    #[must_use]
+    pub fn dtype_policy(mut self, policy: DTypePolicy) -> Self {
+        self.dtype_policy = policy;
+        self
+    }
+}
+
+/// What to do when a checkpoint tensor's dtype differs from the model's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DTypePolicy {
+    /// Cast to the model's dtype within a kind, as PyTorch's `copy_` does: any float to any
+    /// float, and integers to integers when every value fits. Integers, bools and floats never
+    /// convert into one another.
+    #[default]
+    Cast,
+    /// Refuse any difference of dtype.
+    Exact,
+}
+
+/// What a successful load did, as PyTorch's `_IncompatibleKeys` plus what loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadReport {
+    /// Keys copied into the model, in the model's order.
+    pub loaded_keys: Vec<String>,
+    /// Keys of the model that the source lacked (only in non-strict loads).
+    pub missing_keys: Vec<String>,
+    /// Keys of the source that the model lacks (only in non-strict loads).
+    pub unexpected_keys: Vec<String>,
+    /// Loaded keys whose tensors were cast to the model's dtype.
+    pub cast_keys: Vec<String>,
+}
+
+impl LoadReport {
+    /// Whether every key matched: nothing missing, nothing unexpected.
+    pub fn is_complete(&self) -> bool {
+        self.missing_keys.is_empty() && self.unexpected_keys.is_empty()
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_complete() {
+            return write!(
+                f,
+                "<All keys matched successfully: {} loaded>",
+                self.loaded_keys.len()
+            );
+        }
+        write!(
+            f,
+            "{} loaded; missing keys: [{}]; unexpected keys: [{}]",
+            self.loaded_keys.len(),
+            Quoted(&self.missing_keys),
+            Quoted(&self.unexpected_keys),
+        )
+    }
+}
+
+/// One thing wrong with a load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadProblem {
+    /// The model has the key; the source does not.
+    Missing {
+        /// The model's key.
+        key: String,
+        /// A similar unexpected key of the source, if there is one.
+        suggestion: Option<String>,
+    },
+    /// The source has the key; the model does not.
+    Unexpected {
+        /// The source's key.
+        key: String,
+    },
+    /// The shapes differ.
+    SizeMismatch {
+        /// The key.
+        key: String,
+        /// The shape in the source.
+        checkpoint: Vec<usize>,
+        /// The shape in the model.
+        model: Vec<usize>,
+    },
+    /// The dtypes differ and may not be cast.
+    DTypeMismatch {
+        /// The key.
+        key: String,
+        /// The dtype in the source.
+        checkpoint: DType,
+        /// The dtype in the model.
+        model: DType,
+        /// Whether only [`DTypePolicy::Exact`] refused the cast.
+        refused_by_policy: bool,
+    },
+    /// A value does not fit the model's integer dtype.
+    OutOfRange {
+        /// The key.
+        key: String,
+        /// Which value, and why.
+        error: TensorError,
+    },
+    /// Two tensors of the model map to one key (a `#[state(flatten)]` collision).
+    DuplicateKey {
+        /// The key.
+        key: String,
+    },
+    /// Copying failed after every check had passed. This is a bug in a [`Leaf`]
+    /// implementation; the model may be partly written.
+    Copy {
+        /// The key.
+        key: String,
+        /// The leaf's error.
+        error: TensorError,
+    },
+}
+
+impl LoadProblem {
+    /// The key the problem is about.
+    pub fn key(&self) -> &str {
+        match self {
+            LoadProblem::Missing { key, .. }
+            | LoadProblem::Unexpected { key }
+            | LoadProblem::SizeMismatch { key, .. }
+            | LoadProblem::DTypeMismatch { key, .. }
+            | LoadProblem::OutOfRange { key, .. }
+            | LoadProblem::DuplicateKey { key }
+            | LoadProblem::Copy { key, .. } => key,
+        }
+    }
+}
+
+impl fmt::Display for LoadProblem {
+    /// One problem alone; [`LoadError`] groups missing and unexpected keys as PyTorch does.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadProblem::Missing { key, suggestion } => {
+                write!(f, "Missing key(s) in state_dict: \"{key}\".")?;
+                if let Some(near) = suggestion {
+                    write!(f, " Did you mean \"{near}\"?")?;
+                }
+                Ok(())
+            }
+            LoadProblem::Unexpected { key } => {
+                write!(f, "Unexpected key(s) in state_dict: \"{key}\".")
+            }
+            LoadProblem::SizeMismatch {
+                key,
+                checkpoint,
+                model,
+            } => write!(
+                f,
+                "size mismatch for {key}: copying a param with shape {checkpoint:?} from \
+                 checkpoint, the shape in current model is {model:?}."
+            ),
+            LoadProblem::DTypeMismatch {
+                key,
+                checkpoint,
+                model,
+                refused_by_policy,
+            } => {
+                write!(
+                    f,
+                    "dtype mismatch for {key}: copying a param of dtype {checkpoint} from \
+                     checkpoint, the dtype in current model is {model}"
+                )?;
+                if *refused_by_policy {
+                    f.write_str(" (casts are refused by DTypePolicy::Exact).")
+                } else {
+                    f.write_str(" (integer, bool and float tensors do not convert).")
+                }
+            }
+            LoadProblem::OutOfRange { key, error } => write!(f, "for {key}: {error}."),
+            LoadProblem::DuplicateKey { key } => {
+                write!(f, "two tensors of the model map to the key \"{key}\".")
+            }
+            LoadProblem::Copy { key, error } => write!(f, "copying {key} failed: {error}."),
+        }
+    }
+}
+
+/// Why a load failed: every problem at once, in PyTorch's wording, with hints. The model is
+/// unchanged.
+///
+/// ```text
+/// Error(s) in loading state_dict for Net:
+///     Missing key(s) in state_dict: "fc.bias".
+///     Unexpected key(s) in state_dict: "fc.biass".
+///     size mismatch for fc.weight: copying a param with shape [10, 4] from checkpoint, the shape in current model is [10, 8].
+///     Did you mean "fc.biass" for missing "fc.bias"?
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadError {
+    module: String,
+    problems: Vec<LoadProblem>,
+    hints: Vec<String>,
+}
+
+impl LoadError {
+    /// The name of the model, as in the message's first line.
+    pub fn module_name(&self) -> &str {
+        &self.module
+    }
+
+    /// Every problem found, in the model's key order: missing keys and size or dtype mismatches
+    /// first, then unexpected keys.
+    pub fn problems(&self) -> &[LoadProblem] {
+        &self.problems
+    }
+
+    /// Advice that would make the load succeed, such as stripping a `module.` prefix.
+    pub fn hints(&self) -> &[String] {
+        &self.hints
+    }
+
+    /// The model's keys that the source lacked.
+    pub fn missing_keys(&self) -> Vec<&str> {
+        self.keys_of(|p| matches!(p, LoadProblem::Missing { .. }))
+    }
+
+    /// The source's keys that the model lacks.
+    pub fn unexpected_keys(&self) -> Vec<&str> {
+        self.keys_of(|p| matches!(p, LoadProblem::Unexpected { .. }))
+    }
+
+    fn keys_of(&self, pick: impl Fn(&LoadProblem) -> bool) -> Vec<&str> {
+        self.problems
+            .iter()
+            .filter(|p| pick(p))
+            .map(LoadProblem::key)
+            .collect()
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Error(s) in loading state_dict for {}:", self.module)?;
+        let missing = self.missing_keys();
+        if !missing.is_empty() {
+            write!(f, "\n\tMissing key(s) in state_dict: {}.", Quoted(&missing))?;
+        }
+        let unexpected = self.unexpected_keys();
+        if !unexpected.is_empty() {
+            write!(
+                f,
+                "\n\tUnexpected key(s) in state_dict: {}.",
+                Quoted(&unexpected)
+            )?;
+        }
+        for problem in &self.problems {
+            match problem {
+                LoadProblem::Missing { .. } | LoadProblem::Unexpected { .. } => {}
+                other => write!(f, "\n\t{other}")?,
+            }
+        }
+        for problem in &self.problems {
+            if let LoadProblem::Missing {
+                key,
+                suggestion: Some(near),
+            } = problem
+            {
+                write!(f, "\n\tDid you mean \"{near}\" for missing \"{key}\"?")?;
+            }
+        }
+        for hint in &self.hints {
+            write!(f, "\n\tHint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Keys as PyTorch lists them: `"a", "b"`.
+struct Quoted<'k, K>(&'k [K]);
+
+impl<K: AsRef<str>> fmt::Display for Quoted<'_, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, key) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "\"{}\"", key.as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+/// A model tensor's key, dtype and shape, collected before anything is written.
+struct Slot {
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+/// Checks everything, then copies: the model changes only if the whole load succeeds.
+pub(crate) fn load_into<M: StateDict + ?Sized>(
+    model: &mut M,
+    source: &dyn TensorSource,
+    options: &LoadOptions,
+) -> Result<LoadReport, LoadError> {
+    let mut problems = Vec::new();
+    let mut slots: IndexMap<String, Slot> = IndexMap::new();
+    model.visit(
+        &mut KeyPath::new(),
+        Role::Parameter,
+        &mut |key: &str, tensor: crate::TensorView<'_>, role: Role| {
+            if !role.is_persistent() {
+                return;
+            }
+            let slot = Slot {
+                dtype: tensor.dtype(),
+                shape: tensor.shape().to_vec(),
+            };
+            if slots.insert(key.to_owned(), slot).is_some() {
+                problems.push(LoadProblem::DuplicateKey {
+                    key: key.to_owned(),
+                });
+            }
+        },
+    );
+
+    let mut report = LoadReport::default();
+    for (key, slot) in &slots {
+        let Some(tensor) = source.get_tensor(key) else {
+            report.missing_keys.push(key.clone());
+            continue;
+        };
+        if tensor.shape() != slot.shape.as_slice() {
+            problems.push(LoadProblem::SizeMismatch {
+                key: key.clone(),
+                checkpoint: tensor.shape().to_vec(),
+                model: slot.shape.clone(),
+            });
+            continue;
+        }
+        let from = tensor.dtype();
+        if from != slot.dtype {
+            let same_kind = from.kind() == slot.dtype.kind() && from.kind() != DTypeKind::Bool;
+            if !same_kind || options.dtype_policy == DTypePolicy::Exact {
+                problems.push(LoadProblem::DTypeMismatch {
+                    key: key.clone(),
+                    checkpoint: from,
+                    model: slot.dtype,
+                    refused_by_policy: same_kind,
+                });
+                continue;
+            }
+            if let Err(error) = tensor.check_cast(slot.dtype) {
+                problems.push(LoadProblem::OutOfRange {
+                    key: key.clone(),
+                    error,
+                });
+                continue;
+            }
+            report.cast_keys.push(key.clone());
+        }
+        report.loaded_keys.push(key.clone());
+    }
+    report.unexpected_keys = source
+        .tensor_keys()
+        .filter(|key| !slots.contains_key(*key))
+        .map(str::to_owned)
+        .collect();
+
+    let incomplete = !report.is_complete();
+    if !problems.is_empty() || (options.strict && incomplete) {
+        let suggestions = suggest(&report.missing_keys, &report.unexpected_keys);
+        let mut all: Vec<LoadProblem> = report
+            .missing_keys
+            .iter()
+            .zip(suggestions)
+            .map(|(key, suggestion)| LoadProblem::Missing {
+                key: key.clone(),
+                suggestion,
+            })
+            .filter(|_| options.strict)
+            .collect();
+        all.extend(problems);
+        if options.strict {
+            all.extend(
+                report
+                    .unexpected_keys
+                    .iter()
+                    .map(|key| LoadProblem::Unexpected { key: key.clone() }),
+            );
+        }
+        let hints = prefix_hints(&slots, &report, source);
+        return Err(LoadError {
+            module: model.module_name().to_owned(),
+            problems: all,
+            hints,
+        });
+    }
+
+    let loaded: HashSet<&str> = report.loaded_keys.iter().map(String::as_str).collect();
+    let mut failure = None;
+    model.visit_mut(
+        &mut KeyPath::new(),
+        Role::Parameter,
+        &mut |key: &str, leaf: &mut dyn Leaf, role: Role| {
+            if !role.is_persistent() || failure.is_some() || !loaded.contains(key) {
+                return;
+            }
+            if let Some(tensor) = source.get_tensor(key) {
+                if let Err(error) = leaf.copy_from(&tensor) {
+                    failure = Some(LoadProblem::Copy {
+                        key: key.to_owned(),
+                        error,
+                    });
+                }
+            }
+        },
+    );
+    if let Some(problem) = failure {
+        return Err(LoadError {
+            module: model.module_name().to_owned(),
+            problems: vec![problem],
+            hints: Vec::new(),
+        });
+    }
+    Ok(report)
+}
+
+/// For each missing key, the closest unexpected key if it is only a typo away.
+fn suggest(missing: &[String], unexpected: &[String]) -> Vec<Option<String>> {
+    missing
+        .iter()
+        .map(|key| {
+            let limit = (key.len() / 5).max(2);
+            unexpected
+                .iter()
+                .map(|candidate| (strsim::levenshtein(key, candidate), candidate))
+                .filter(|(distance, _)| *distance <= limit)
+                .min_by_key(|(distance, _)| *distance)
+                .map(|(_, candidate)| candidate.clone())
+        })
+        .collect()
+}
+
+/// Explains a prefix that, stripped from the source's keys or added to them, would make the
+/// load succeed: DataParallel's `module.`, `torch.compile`'s `_orig_mod.`, or a checkpoint's
+/// `model_state_dict.`.
+fn prefix_hints(
+    slots: &IndexMap<String, Slot>,
+    report: &LoadReport,
+    source: &dyn TensorSource,
+) -> Vec<String> {
+    let (missing, unexpected) = (&report.missing_keys, &report.unexpected_keys);
+    if missing.is_empty() || unexpected.is_empty() || missing.len() != unexpected.len() {
+        return Vec::new();
+    }
+    let fits = |model_key: &str, source_key: &str| {
+        let slot = &slots[model_key];
+        source.get_tensor(source_key).is_some_and(|t| {
+            t.shape() == slot.shape.as_slice()
+                && (t.dtype() == slot.dtype || t.dtype().kind() == slot.dtype.kind())
+        })
+    };
+    let origin = |prefix: &str| match prefix {
+        "module." => " (the prefix nn.DataParallel adds)",
+        "_orig_mod." => " (the prefix torch.compile adds)",
+        _ => "",
+    };
+
+    if let Some(prefix) = common_prefix(unexpected) {
+        let wanted: HashSet<&str> = missing.iter().map(String::as_str).collect();
+        if unexpected.iter().all(|key| {
+            let stripped = &key[prefix.len()..];
+            wanted.contains(stripped) && fits(stripped, key)
+        }) {
+            return vec![format!(
+                "every unexpected key starts with \"{prefix}\"{}; with that prefix stripped \
+                 the load succeeds: load `StripPrefix::new(&state, \"{prefix}\")`.",
+                origin(prefix)
+            )];
+        }
+    }
+    if let Some(prefix) = common_prefix(missing) {
+        let present: HashSet<&str> = unexpected.iter().map(String::as_str).collect();
+        if missing.iter().all(|key| {
+            let stripped = &key[prefix.len()..];
+            present.contains(stripped) && fits(key, stripped)
+        }) {
+            return vec![format!(
+                "every missing key starts with \"{prefix}\"{} and the checkpoint has them \
+                 without it; load the checkpoint into the wrapped module instead.",
+                origin(prefix)
+            )];
+        }
+    }
+    Vec::new()
+}
+
+/// The first segment (with its dot) that every key starts with.
+fn common_prefix(keys: &[String]) -> Option<&str> {
+    let first = keys.first()?;
+    let end = first.find('.')? + 1;
+    let prefix = &first[..end];
+    keys.iter()
+        .all(|key| key.len() > end && key.starts_with(prefix))
+        .then_some(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_typos_only() {
+        let missing = ["fc.bias".to_owned(), "fc.weight".to_owned()];
+        let unexpected = ["fc.biass".to_owned(), "head.weight".to_owned()];
+        assert_eq!(
+            suggest(&missing, &unexpected),
+            [Some("fc.biass".to_owned()), None]
+        );
+    }
+
+    #[test]
+    fn common_prefixes() {
+        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            common_prefix(&keys(&["module.a", "module.b.c"])),
+            Some("module.")
+        );
+        assert_eq!(common_prefix(&keys(&["module.a", "other.b"])), None);
+        assert_eq!(common_prefix(&keys(&["module.", "module.b"])), None);
+        assert_eq!(common_prefix(&keys(&["plain"])), None);
+    }
+}
