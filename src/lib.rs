@@ -1,1 +1,11 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub use ckpt_core::*;
+/// Derives [`StateDict`](trait@StateDict) for a struct; see the [crate documentation](crate).
+pub use ckpt_derive::StateDict;
+
+/// What `#[derive(StateDict)]` expands to refers to; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use ckpt_core::{KeyPath, Role, Visitor, VisitorMut, merge_modes};
+}
