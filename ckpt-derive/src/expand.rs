@@ -36,12 +36,12 @@ fn impl_state_dict(input: &Input<'_>) -> TokenStream {
             Kind::Training => {
                 // Spanned on the type, so a field that is not a `bool` is the error's target.
                 let flag_ref = quote_spanned!(ty.span()=> {
-                    let __flag: &mut bool = &mut self.#member;
+                    let __flag: &mut ::core::primitive::bool = &mut self.#member;
                     *__flag = __training;
                 });
                 set_training.push(flag_ref);
                 flag = Some(quote_spanned!(ty.span()=> {
-                    let __flag: &bool = &self.#member;
+                    let __flag: &::core::primitive::bool = &self.#member;
                     ::core::option::Option::Some(*__flag)
                 }));
             }
@@ -109,15 +109,15 @@ fn impl_state_dict(input: &Input<'_>) -> TokenStream {
                 #(#visit_mut)*
             }
 
-            fn set_training(&mut self, __training: bool) {
+            fn set_training(&mut self, __training: ::core::primitive::bool) {
                 #(#set_training)*
             }
 
-            fn training_mode(&self) -> ::core::option::Option<bool> {
+            fn training_mode(&self) -> ::core::option::Option<::core::primitive::bool> {
                 #training_mode
             }
 
-            fn module_name(&self) -> &'static str {
+            fn module_name(&self) -> &'static ::core::primitive::str {
                 #name
             }
         }

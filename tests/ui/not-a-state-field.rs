@@ -1,0 +1,9 @@
+use ckpt::{StateDict, Tensor};
+
+#[derive(StateDict)]
+struct Net {
+    weight: Tensor,
+    hidden_size: usize,
+}
+
+fn main() {}

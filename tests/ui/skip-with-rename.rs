@@ -1,0 +1,10 @@
+use ckpt::{StateDict, Tensor};
+
+#[derive(StateDict)]
+struct Net {
+    weight: Tensor,
+    #[state(skip, rename = "scratch")]
+    cache: Vec<f32>,
+}
+
+fn main() {}

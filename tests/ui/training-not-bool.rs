@@ -1,0 +1,10 @@
+use ckpt::{StateDict, Tensor};
+
+#[derive(StateDict)]
+struct Net {
+    weight: Tensor,
+    #[state(training)]
+    mode: u8,
+}
+
+fn main() {}
