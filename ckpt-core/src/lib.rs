@@ -13,6 +13,7 @@ mod map;
 mod module;
 mod source;
 mod tensor;
+mod value;
 
 pub use crate::device::{Device, ParseDeviceError};
 pub use crate::dtype::{DType, DTypeKind, ParseDTypeError};
@@ -22,3 +23,4 @@ pub use crate::map::TensorMap;
 pub use crate::module::{KeyPath, Leaf, Role, StateDict, Visitor, VisitorMut, merge_modes};
 pub use crate::source::{StripPrefix, TensorSource};
 pub use crate::tensor::{Tensor, TensorError, TensorView};
+pub use crate::value::{Key, TensorCow, Value, ValueError};

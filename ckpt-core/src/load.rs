@@ -1,5 +1,6 @@
 //! PyTorch's `load_state_dict`, made transactional: options, the report and the error.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -411,8 +412,8 @@ pub(crate) fn load_into<M: StateDict + ?Sized>(
     }
     report.unexpected_keys = source
         .tensor_keys()
-        .filter(|key| !slots.contains_key(*key))
-        .map(str::to_owned)
+        .filter(|key| !slots.contains_key(key.as_ref()))
+        .map(Cow::into_owned)
         .collect();
 
     let incomplete = !report.is_complete();

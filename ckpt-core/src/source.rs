@@ -1,5 +1,6 @@
 //! [`TensorSource`]: anything a model can load tensors from.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
@@ -17,7 +18,7 @@ pub trait TensorSource {
     fn get_tensor(&self, key: &str) -> Option<TensorView<'_>>;
 
     /// Every key that holds a tensor, in the source's order.
-    fn tensor_keys(&self) -> Box<dyn Iterator<Item = &str> + '_>;
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_>;
 }
 
 impl TensorSource for TensorMap<'_> {
@@ -25,8 +26,8 @@ impl TensorSource for TensorMap<'_> {
         self.get(key).map(TensorView::view)
     }
 
-    fn tensor_keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        Box::new(self.keys())
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys().map(Cow::Borrowed))
     }
 }
 
@@ -38,8 +39,8 @@ where
         self.get(key).map(Tensor::view)
     }
 
-    fn tensor_keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        Box::new(self.keys().map(String::as_str))
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys().map(|k| Cow::Borrowed(k.as_str())))
     }
 }
 
@@ -48,8 +49,8 @@ impl TensorSource for BTreeMap<String, Tensor> {
         self.get(key).map(Tensor::view)
     }
 
-    fn tensor_keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        Box::new(self.keys().map(String::as_str))
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys().map(|k| Cow::Borrowed(k.as_str())))
     }
 }
 
@@ -58,8 +59,8 @@ impl<S: BuildHasher> TensorSource for HashMap<String, Tensor, S> {
         self.get(key).map(Tensor::view)
     }
 
-    fn tensor_keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        Box::new(self.keys().map(String::as_str))
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys().map(|k| Cow::Borrowed(k.as_str())))
     }
 }
 
@@ -68,7 +69,7 @@ impl<T: TensorSource + ?Sized> TensorSource for &T {
         (**self).get_tensor(key)
     }
 
-    fn tensor_keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
         (**self).tensor_keys()
     }
 }
@@ -106,11 +107,14 @@ impl<S: TensorSource + ?Sized> TensorSource for StripPrefix<'_, S> {
         self.source.get_tensor(&format!("{}{key}", self.prefix))
     }
 
-    fn tensor_keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        Box::new(
-            self.source
-                .tensor_keys()
-                .filter_map(|key| key.strip_prefix(self.prefix)),
-        )
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.source.tensor_keys().filter_map(|key| {
+            match key {
+                Cow::Borrowed(key) => key.strip_prefix(self.prefix).map(Cow::Borrowed),
+                Cow::Owned(key) => key
+                    .strip_prefix(self.prefix)
+                    .map(|k| Cow::Owned(k.to_owned())),
+            }
+        }))
     }
 }

@@ -5,7 +5,7 @@
 #![allow(unreachable_pub)]
 
 use half::{bf16, f16};
-use ndarray::{ArcArray, ArrayViewD, IxDyn};
+use ndarray::{ArcArray, ArrayBase, IxDyn, ViewRepr};
 
 /// Expands `$mac!` once with every `Variant element_type` pair.
 macro_rules! for_each_dtype {
@@ -43,9 +43,12 @@ macro_rules! storage_enums {
         }
 
         /// Borrowed host data of one dtype, with any strides.
+        ///
+        /// The element type is spelled out: `ArrayViewD`'s default for it is a projection
+        /// through the lifetime, which would make views invariant instead of covariant.
         #[derive(Clone, Debug)]
         pub enum HostView<'a> {
-            $($V(ArrayViewD<'a, $T>),)*
+            $($V(ArrayBase<ViewRepr<&'a $T>, IxDyn, $T>),)*
         }
     };
 }
