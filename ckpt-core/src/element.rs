@@ -18,6 +18,10 @@ pub(crate) mod sealed {
         fn unwrap_array(array: &HostArray) -> Option<&ArcArray<Self, IxDyn>>;
         fn unwrap_array_mut(array: &mut HostArray) -> Option<&mut ArcArray<Self, IxDyn>>;
         fn unwrap_view<'a>(view: &HostView<'a>) -> Option<ArrayViewD<'a, Self>>;
+        /// The elements stored little-endian in `bytes`, if aligned and (for bools) valid.
+        fn cast_bytes(bytes: &[u8]) -> Option<&[Self]>;
+        /// The elements as writable bytes; `None` for `bool`, whose bytes may not be 2..=255.
+        fn bytes_mut(elements: &mut [Self]) -> Option<&mut [u8]>;
     }
 }
 
@@ -41,8 +45,37 @@ pub trait Element:
     fn try_from_i128(value: i128) -> Option<Self>;
 }
 
+/// Reinterprets little-endian bytes as elements, checking alignment and bool validity.
+macro_rules! bytes_as {
+    (bool, $bytes:expr) => {
+        bytemuck::checked::try_cast_slice::<u8, bool>($bytes).ok()
+    };
+    ($T:ty, $bytes:expr) => {
+        if cfg!(target_endian = "little") {
+            bytemuck::try_cast_slice::<u8, $T>($bytes).ok()
+        } else {
+            None
+        }
+    };
+}
+
+/// Elements as mutable bytes, for every type whose every bit pattern is valid.
+macro_rules! bytes_of_mut {
+    (bool, $elements:expr) => {{
+        let _ = $elements;
+        None
+    }};
+    ($T:ty, $elements:expr) => {
+        if cfg!(target_endian = "little") {
+            Some(bytemuck::cast_slice_mut::<$T, u8>($elements))
+        } else {
+            None
+        }
+    };
+}
+
 macro_rules! sealed_impl {
-    ($($V:ident $T:ty),*) => {$(
+    ($($V:ident $T:ident),*) => {$(
         impl sealed::Sealed for $T {
             fn wrap_array(array: ArcArray<Self, IxDyn>) -> HostArray {
                 HostArray::$V(array)
@@ -68,10 +101,21 @@ macro_rules! sealed_impl {
                     _ => None,
                 }
             }
+            fn cast_bytes(bytes: &[u8]) -> Option<&[Self]> {
+                bytes_as!($T, bytes)
+            }
+            fn bytes_mut(elements: &mut [Self]) -> Option<&mut [u8]> {
+                bytes_of_mut!($T, elements)
+            }
         }
     )*};
 }
 for_each_dtype!(sealed_impl);
+
+/// Elements as writable bytes, where every byte pattern is a valid element.
+pub(crate) fn bytes_mut<T: Element>(elements: &mut [T]) -> Option<&mut [u8]> {
+    T::bytes_mut(elements)
+}
 
 /// Wraps a typed view into the per-dtype enum.
 pub(crate) fn wrap_view<T: Element>(view: ArrayViewD<'_, T>) -> HostView<'_> {

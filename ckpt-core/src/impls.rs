@@ -18,6 +18,10 @@ impl Leaf for Tensor {
     fn copy_from(&mut self, src: &TensorView<'_>) -> Result<(), TensorError> {
         Tensor::copy_from(self, src)
     }
+
+    fn contiguous_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        Tensor::contiguous_bytes_mut(self)
+    }
 }
 
 impl StateDict for Tensor {
@@ -51,6 +55,11 @@ where
             });
         }
         cast_into(src, &mut self.view_mut().into_dyn())
+    }
+
+    fn contiguous_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        // Only arrays already in C order: relayouting would change the field's strides.
+        self.as_slice_mut().and_then(crate::element::bytes_mut)
     }
 }
 

@@ -4,11 +4,17 @@
 #[macro_use]
 mod storage;
 
+mod atomic;
+mod backing;
 mod device;
 mod dtype;
 mod element;
+mod error;
+mod file;
+mod format;
 mod impls;
 mod load;
+mod location;
 mod map;
 mod module;
 mod source;
@@ -18,7 +24,13 @@ mod value;
 pub use crate::device::{Device, ParseDeviceError};
 pub use crate::dtype::{DType, DTypeKind, ParseDTypeError};
 pub use crate::element::Element;
+pub use crate::error::{Corruption, Error};
+pub use crate::file::{
+    Checkpoint, SaveHandle, SaveOptions, TensorInfo, inspect, load, load_with, save, save_async,
+    save_async_with, save_with,
+};
 pub use crate::load::{DTypePolicy, LoadError, LoadOptions, LoadProblem, LoadReport};
+pub use crate::location::{DeviceFn, MapLocation, ParseMapLocationError};
 pub use crate::map::TensorMap;
 pub use crate::module::{KeyPath, Leaf, Role, StateDict, Visitor, VisitorMut, merge_modes};
 pub use crate::source::{StripPrefix, TensorSource};

@@ -6,6 +6,7 @@ use std::fmt;
 
 use indexmap::IndexMap;
 
+use crate::location::MapLocation;
 use crate::module::{KeyPath, Leaf, Role, StateDict};
 use crate::source::TensorSource;
 use crate::tensor::TensorError;
@@ -26,6 +27,13 @@ pub struct LoadOptions {
     pub strict: bool,
     /// Whether tensors may be cast to the model's dtype.
     pub dtype_policy: DTypePolicy,
+    /// Where loaded tensors go, from the device each was saved on.
+    pub map_location: MapLocation,
+    /// Whether file checksums are verified before anything is used (`true`, the default);
+    /// turn off only for files you trust, to save one pass over the data.
+    pub verify_checksums: bool,
+    /// Whether files are memory-mapped (`true`, the default) rather than read into memory.
+    pub mmap: bool,
 }
 
 impl Default for LoadOptions {
@@ -33,6 +41,9 @@ impl Default for LoadOptions {
         LoadOptions {
             strict: true,
             dtype_policy: DTypePolicy::Cast,
+            map_location: MapLocation::Saved,
+            verify_checksums: true,
+            mmap: true,
         }
     }
 }
@@ -54,6 +65,28 @@ impl LoadOptions {
     #[must_use]
     pub fn dtype_policy(mut self, policy: DTypePolicy) -> Self {
         self.dtype_policy = policy;
+        self
+    }
+
+    /// Sets [`LoadOptions::map_location`]: a [`Device`](crate::Device), a table
+    /// `[(from, to), ...]`, or a [`MapLocation`].
+    #[must_use]
+    pub fn map_location(mut self, location: impl Into<MapLocation>) -> Self {
+        self.map_location = location.into();
+        self
+    }
+
+    /// Sets [`LoadOptions::verify_checksums`].
+    #[must_use]
+    pub fn verify_checksums(mut self, verify: bool) -> Self {
+        self.verify_checksums = verify;
+        self
+    }
+
+    /// Sets [`LoadOptions::mmap`].
+    #[must_use]
+    pub fn mmap(mut self, mmap: bool) -> Self {
+        self.mmap = mmap;
         self
     }
 }
@@ -352,6 +385,18 @@ pub(crate) fn load_into<M: StateDict + ?Sized>(
     source: &dyn TensorSource,
     options: &LoadOptions,
 ) -> Result<LoadReport, LoadError> {
+    load_into_with(model, source, options, &mut |leaf, tensor| {
+        leaf.copy_from(tensor)
+    })
+}
+
+/// [`load_into`], copying each checked tensor with `copy`.
+pub(crate) fn load_into_with<M: StateDict + ?Sized>(
+    model: &mut M,
+    source: &dyn TensorSource,
+    options: &LoadOptions,
+    copy: &mut dyn FnMut(&mut dyn Leaf, &crate::TensorView<'_>) -> Result<(), TensorError>,
+) -> Result<LoadReport, LoadError> {
     let mut problems = Vec::new();
     let mut slots: IndexMap<String, Slot> = IndexMap::new();
     model.visit(
@@ -456,7 +501,7 @@ pub(crate) fn load_into<M: StateDict + ?Sized>(
                 return;
             }
             if let Some(tensor) = source.get_tensor(key) {
-                if let Err(error) = leaf.copy_from(&tensor) {
+                if let Err(error) = copy(leaf, &tensor) {
                     failure = Some(LoadProblem::Copy {
                         key: key.to_owned(),
                         error,

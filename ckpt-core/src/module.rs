@@ -91,6 +91,22 @@ pub trait StateDict {
         load::load_into(self, state, options)
     }
 
+    /// Loads a state dict file straight into this model, as
+    /// `model.load_state_dict(torch.load(path))`, without holding a second copy of the
+    /// tensors: each is copied from the memory-mapped file into the model and its pages
+    /// released. Checksums are verified first (unless `options` says not to), and the load is
+    /// checked whole before anything is written, as `load_state_dict` is.
+    fn load_from(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        options: &LoadOptions,
+    ) -> Result<LoadReport, crate::Error>
+    where
+        Self: Sized,
+    {
+        crate::file::load_from(self, path.as_ref(), options)
+    }
+
     /// Training mode: dropout drops, batch norm uses and updates batch statistics.
     fn train(&mut self) {
         self.set_training(true);
@@ -270,6 +286,13 @@ pub trait Leaf {
     /// Overwrites the contents with `src`, which has the same shape, casting as
     /// [`Tensor::to_dtype`](crate::Tensor::to_dtype) does.
     fn copy_from(&mut self, src: &TensorView<'_>) -> Result<(), TensorError>;
+
+    /// The contents as writable little-endian bytes in C order, when the leaf can lend them
+    /// (host memory, a dtype other than `BOOL`): lets loaders read a file straight into the
+    /// model, in chunks, without an intermediate copy. `None` makes them use `copy_from`.
+    fn contiguous_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
 use bytemuck::NoUninit;
 use ndarray::{ArcArray, Array, ArrayView, ArrayViewD, ArrayViewMutD, Dimension, IxDyn, Zip};
@@ -92,7 +94,63 @@ pub enum TensorError {
 /// ```
 #[derive(Clone)]
 pub struct Tensor {
-    host: HostArray,
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// Data in an ndarray.
+    Host(HostArray),
+    /// Data read in place from shared bytes, such as a memory-mapped file.
+    Mapped(Mapped),
+}
+
+/// Bytes that tensors can borrow for as long as they live: a memory-mapped file, a buffer.
+pub(crate) trait Backing: Send + Sync + 'static {
+    fn bytes(&self) -> &[u8];
+
+    /// A hint that `bytes`, a part of [`Backing::bytes`], will not be read again soon, so its
+    /// pages may leave resident memory (they stay readable).
+    fn release(&self, bytes: &[u8]) {
+        let _ = bytes;
+    }
+}
+
+#[derive(Clone)]
+struct Mapped {
+    backing: Arc<dyn Backing>,
+    range: Range<usize>,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+impl Mapped {
+    fn view(&self) -> TensorView<'_> {
+        let bytes = self.backing.bytes().get(self.range.clone()).unwrap_or(&[]);
+        fn view<'a, T: Element>(bytes: &'a [u8], shape: &[usize]) -> HostView<'a> {
+            // `Tensor::mapped` checked the length, alignment and bool bytes of this range, and
+            // backings are immutable, so the cast and the shape cannot fail.
+            let elements = T::cast_bytes(bytes).expect("mapped range checked at construction");
+            let array = ArrayViewD::from_shape(IxDyn(shape), elements)
+                .expect("mapped length checked at construction");
+            T::wrap_view(array)
+        }
+        let shape = &self.shape;
+        TensorView {
+            host: match self.dtype {
+                DType::F64 => view::<f64>(bytes, shape),
+                DType::F32 => view::<f32>(bytes, shape),
+                DType::F16 => view::<half::f16>(bytes, shape),
+                DType::BF16 => view::<half::bf16>(bytes, shape),
+                DType::I64 => view::<i64>(bytes, shape),
+                DType::I32 => view::<i32>(bytes, shape),
+                DType::I16 => view::<i16>(bytes, shape),
+                DType::I8 => view::<i8>(bytes, shape),
+                DType::U8 => view::<u8>(bytes, shape),
+                DType::Bool => view::<bool>(bytes, shape),
+            },
+        }
+    }
 }
 
 /// A borrowed tensor: a dtype, a shape and a strided view of someone else's data.
@@ -123,7 +181,78 @@ impl Tensor {
             DType::U8 => zeros::<u8>(shape),
             DType::Bool => zeros::<bool>(shape),
         };
-        Ok(Tensor { host })
+        Ok(Tensor::from_host(host))
+    }
+
+    fn from_host(host: HostArray) -> Self {
+        Tensor {
+            repr: Repr::Host(host),
+        }
+    }
+
+    /// A tensor reading `range` of `backing` in place, without copying, when the host is
+    /// little-endian and the range is aligned for the dtype; a decoded copy otherwise. Checks
+    /// the length against the shape and every byte of a `BOOL` tensor.
+    pub(crate) fn mapped(
+        backing: Arc<dyn Backing>,
+        range: Range<usize>,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Self, TensorError> {
+        let expected = check_size(dtype, shape)?;
+        let bytes = backing.bytes().get(range.clone()).unwrap_or(&[]);
+        if bytes.len() != expected || range.len() != expected {
+            return Err(TensorError::ByteLength {
+                dtype,
+                shape: shape.to_vec(),
+                expected,
+                actual: bytes.len(),
+            });
+        }
+        fn castable<T: Element>(bytes: &[u8]) -> bool {
+            T::cast_bytes(bytes).is_some()
+        }
+        let in_place = match dtype {
+            DType::F64 => castable::<f64>(bytes),
+            DType::F32 => castable::<f32>(bytes),
+            DType::F16 => castable::<half::f16>(bytes),
+            DType::BF16 => castable::<half::bf16>(bytes),
+            DType::I64 => castable::<i64>(bytes),
+            DType::I32 => castable::<i32>(bytes),
+            DType::I16 => castable::<i16>(bytes),
+            DType::I8 => castable::<i8>(bytes),
+            DType::U8 => castable::<u8>(bytes),
+            DType::Bool => castable::<bool>(bytes),
+        };
+        if !in_place {
+            // Misaligned, big-endian host, or a bad bool byte, which `from_le_bytes` reports.
+            return Tensor::from_le_bytes(dtype, shape, bytes);
+        }
+        Ok(Tensor {
+            repr: Repr::Mapped(Mapped {
+                backing,
+                range,
+                dtype,
+                shape: shape.to_vec(),
+            }),
+        })
+    }
+
+    /// Whether the data is read in place from a file rather than held in memory of its own.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.repr, Repr::Mapped(_))
+    }
+
+    /// The ndarray storage, copying mapped data into memory of its own first.
+    fn host_mut(&mut self) -> &mut HostArray {
+        if let Repr::Mapped(mapped) = &self.repr {
+            let copy = mapped.view().to_tensor();
+            *self = copy;
+        }
+        match &mut self.repr {
+            Repr::Host(host) => host,
+            Repr::Mapped(_) => unreachable!("mapped data was copied above"),
+        }
     }
 
     /// A tensor from elements in C order and a shape.
@@ -200,13 +329,14 @@ impl Tensor {
                 HostArray::Bool(array)
             }
         };
-        Ok(Tensor { host })
+        Ok(Tensor::from_host(host))
     }
 
     /// A borrowed view of this tensor.
     pub fn view(&self) -> TensorView<'_> {
-        TensorView {
-            host: self.host.view(),
+        match &self.repr {
+            Repr::Host(host) => TensorView { host: host.view() },
+            Repr::Mapped(mapped) => mapped.view(),
         }
     }
 
@@ -217,7 +347,10 @@ impl Tensor {
 
     /// The size of each dimension.
     pub fn shape(&self) -> &[usize] {
-        dispatch!(&self.host, HostArray, a => a.shape())
+        match &self.repr {
+            Repr::Host(host) => dispatch!(host, HostArray, a => a.shape()),
+            Repr::Mapped(mapped) => &mapped.shape,
+        }
     }
 
     /// The number of dimensions.
@@ -242,15 +375,13 @@ impl Tensor {
 
     /// The data as a typed ndarray view, or an error if `T` is not the tensor's element type.
     pub fn array<T: Element>(&self) -> Result<ArrayViewD<'_, T>, TensorError> {
-        T::unwrap_array(&self.host)
-            .map(|a| a.view())
-            .ok_or_else(|| self.dtype_error::<T>())
+        self.view().array()
     }
 
     /// The data as a typed mutable ndarray view; copies the data first if it is shared.
     pub fn array_mut<T: Element>(&mut self) -> Result<ArrayViewMutD<'_, T>, TensorError> {
         let dtype = self.dtype();
-        T::unwrap_array_mut(&mut self.host)
+        T::unwrap_array_mut(self.host_mut())
             .map(|a| a.view_mut())
             .ok_or(TensorError::DType {
                 expected: T::DTYPE,
@@ -283,15 +414,8 @@ impl Tensor {
         }
         let mut out = Tensor::zeros(dtype, self.shape())?;
         let src = self.view();
-        dispatch!(&mut out.host, HostArray, dst => cast_into(&src, &mut dst.view_mut()))?;
+        dispatch!(out.host_mut(), HostArray, dst => cast_into(&src, &mut dst.view_mut()))?;
         Ok(out)
-    }
-
-    fn dtype_error<T: Element>(&self) -> TensorError {
-        TensorError::DType {
-            expected: T::DTYPE,
-            actual: self.dtype(),
-        }
     }
 
     /// Overwrites the elements with `src`'s, casting as [`Tensor::to_dtype`] does. The shapes
@@ -304,7 +428,10 @@ impl Tensor {
                 actual: src.shape().to_vec(),
             });
         }
-        let unique = dispatch!(&self.host, HostArray, a => a.is_unique());
+        let unique = match &self.repr {
+            Repr::Host(host) => dispatch!(host, HostArray, a => a.is_unique()),
+            Repr::Mapped(_) => false,
+        };
         if !unique && src.dtype() == self.dtype() {
             // Copy the source once, rather than the shared data and then the source.
             *self = src.to_tensor();
@@ -313,7 +440,19 @@ impl Tensor {
         if !unique {
             *self = Tensor::zeros(self.dtype(), self.shape())?;
         }
-        dispatch!(&mut self.host, HostArray, dst => cast_into(src, &mut dst.view_mut()))
+        dispatch!(self.host_mut(), HostArray, dst => cast_into(src, &mut dst.view_mut()))
+    }
+
+    /// The elements as writable little-endian bytes in C order, if they can be: a host tensor
+    /// of a dtype other than `BOOL`. Shared or mapped data is copied first, so writing never
+    /// shows through a clone.
+    pub fn contiguous_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        dispatch!(self.host_mut(), HostArray, a => {
+            if !a.is_standard_layout() {
+                *a = a.as_standard_layout().into_owned().into_shared();
+            }
+            a.as_slice_mut().and_then(|s| crate::element::bytes_mut(s))
+        })
     }
 }
 
@@ -400,13 +539,27 @@ impl<'a> TensorView<'a> {
 
     /// Whether both views read the same memory: the same address, dtype, shape and strides.
     pub fn shares_storage(&self, other: &TensorView<'_>) -> bool {
-        fn raw<'v, T>(v: &'v ArrayViewD<'_, T>) -> (usize, &'v [usize], &'v [isize]) {
-            (v.as_ptr() as usize, v.shape(), v.strides())
+        self.storage_id()
+            .is_some_and(|id| Some(id) == other.storage_id())
+    }
+
+    /// What identifies the memory this view reads, for storing tied tensors once; `None` for
+    /// empty tensors, which have no memory to share.
+    pub(crate) fn storage_id(&self) -> Option<StorageId> {
+        fn id<T>(v: &ArrayViewD<'_, T>) -> (usize, Vec<usize>, Vec<isize>) {
+            (
+                v.as_ptr() as usize,
+                v.shape().to_vec(),
+                v.strides().to_vec(),
+            )
         }
-        self.numel() > 0
-            && self.dtype() == other.dtype()
-            && dispatch!(&self.host, HostView, v => raw(v))
-                == dispatch!(&other.host, HostView, v => raw(v))
+        let (ptr, shape, strides) = dispatch!(&self.host, HostView, v => id(v));
+        (self.numel() > 0).then_some(StorageId {
+            ptr,
+            dtype: self.dtype(),
+            shape,
+            strides,
+        })
     }
 
     /// Every value as `f64` in C order (integers and bools converted exactly where `f64` can).
@@ -440,6 +593,15 @@ impl<'a> TensorView<'a> {
         }
         dispatch!(&self.host, HostView, v => check(v, dtype))
     }
+}
+
+/// The memory a view reads: equal ids read the same elements in the same order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct StorageId {
+    ptr: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    strides: Vec<isize>,
 }
 
 fn int_range(dtype: DType) -> (i128, i128) {
@@ -519,18 +681,14 @@ pub(crate) fn cast_into<T: Element>(
 impl<T: Element, D: Dimension> From<Array<T, D>> for Tensor {
     /// Takes ownership of the array's data without copying it.
     fn from(array: Array<T, D>) -> Self {
-        Tensor {
-            host: T::wrap_array(array.into_dyn().into_shared()),
-        }
+        Tensor::from_host(T::wrap_array(array.into_dyn().into_shared()))
     }
 }
 
 impl<T: Element, D: Dimension> From<ArcArray<T, D>> for Tensor {
     /// Shares the array's data without copying it.
     fn from(array: ArcArray<T, D>) -> Self {
-        Tensor {
-            host: T::wrap_array(array.into_dyn()),
-        }
+        Tensor::from_host(T::wrap_array(array.into_dyn()))
     }
 }
 

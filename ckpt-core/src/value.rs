@@ -340,6 +340,22 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// A value borrowing this one's tensors: cheap, since tensor data is not copied.
+    pub fn reborrow(&self) -> Value<'_> {
+        match self {
+            Value::None => Value::None,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Int(i) => Value::Int(*i),
+            Value::Float(x) => Value::Float(*x),
+            Value::String(s) => Value::String(s.clone()),
+            Value::List(items) => Value::List(items.iter().map(Value::reborrow).collect()),
+            Value::Map(map) => {
+                Value::Map(map.iter().map(|(k, v)| (k.clone(), v.reborrow())).collect())
+            }
+            Value::Tensor(t) => Value::Tensor(TensorCow::Borrowed(t.view())),
+        }
+    }
+
     /// Every tensor with its flattened key (`optimizer_state_dict.state.0.exp_avg`), in order.
     pub fn tensors(&self) -> Vec<(String, TensorView<'_>)> {
         let mut out = Vec::new();
@@ -514,6 +530,13 @@ impl<'a> From<&'a Tensor> for Value<'a> {
 impl<'a> From<TensorView<'a>> for Value<'a> {
     fn from(v: TensorView<'a>) -> Self {
         Value::Tensor(TensorCow::Borrowed(v))
+    }
+}
+
+impl<'a> From<&'a Value<'_>> for Value<'a> {
+    /// Borrows the tensors: saving `&value` copies no tensor data.
+    fn from(value: &'a Value<'_>) -> Self {
+        value.reborrow()
     }
 }
 

@@ -1,0 +1,117 @@
+//! The CBOR header and the fixed prefix.
+
+use serde::{Deserialize, Serialize};
+
+use super::{MAGIC, MAJOR, MINOR, PREFIX_LEN};
+
+/// Everything but the tensor bytes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Header {
+    /// Who wrote the file, for diagnostics: `"ckpt 0.1.0"`.
+    pub(crate) producer: String,
+    /// The saved value, tensors replaced by indices into `tensors`.
+    pub(crate) root: Node,
+    /// One record per stored tensor; tied tensors share one.
+    pub(crate) tensors: Vec<TensorRecord>,
+}
+
+/// A node of the value tree.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Node {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Node>),
+    Map(Vec<(NodeKey, Node)>),
+    /// Index into `Header::tensors`.
+    Tensor(u64),
+}
+
+/// A map key.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum NodeKey {
+    Str(String),
+    Int(i64),
+}
+
+/// Where one tensor's bytes are and what they hold.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TensorRecord {
+    /// safetensors' dtype name: `"F32"`.
+    pub(crate) dtype: String,
+    pub(crate) shape: Vec<u64>,
+    /// The device it was saved from: `"cpu"`, `"cuda:1"`.
+    pub(crate) device: String,
+    /// Offset of the data from the start of the file, a multiple of 64.
+    pub(crate) offset: u64,
+    /// Length of the data in bytes: element count × item size.
+    pub(crate) len: u64,
+    /// xxh3-64 of the data.
+    pub(crate) xxh3: u64,
+}
+
+/// The fixed prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Prefix {
+    pub(crate) major: u16,
+    pub(crate) minor: u16,
+    pub(crate) header_offset: u64,
+    pub(crate) header_len: u64,
+    pub(crate) header_xxh3: u64,
+}
+
+impl Prefix {
+    pub(crate) fn current(header_offset: u64, header_len: u64, header_xxh3: u64) -> Self {
+        Prefix {
+            major: MAJOR,
+            minor: MINOR,
+            header_offset,
+            header_len,
+            header_xxh3,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> [u8; PREFIX_LEN] {
+        let mut out = [0u8; PREFIX_LEN];
+        out[0..8].copy_from_slice(&MAGIC);
+        out[8..10].copy_from_slice(&self.major.to_le_bytes());
+        out[10..12].copy_from_slice(&self.minor.to_le_bytes());
+        out[16..24].copy_from_slice(&self.header_offset.to_le_bytes());
+        out[24..32].copy_from_slice(&self.header_len.to_le_bytes());
+        out[32..40].copy_from_slice(&self.header_xxh3.to_le_bytes());
+        out
+    }
+
+    /// Reads a prefix whose magic has been checked.
+    pub(crate) fn decode(bytes: &[u8; PREFIX_LEN]) -> Self {
+        let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        Prefix {
+            major: u16_at(8),
+            minor: u16_at(10),
+            header_offset: u64_at(16),
+            header_len: u64_at(24),
+            header_xxh3: u64_at(32),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_round_trip() {
+        let p = Prefix::current(4096, 300, 0xdead_beef_0bad_f00d);
+        let bytes = p.encode();
+        assert_eq!(&bytes[..8], &MAGIC);
+        assert_eq!(Prefix::decode(&bytes), p);
+        assert!(bytes[40..].iter().all(|&b| b == 0));
+    }
+}

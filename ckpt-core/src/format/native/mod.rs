@@ -1,0 +1,41 @@
+//! ckpt's own format: a fixed prefix, 64-byte-aligned tensor data, then a CBOR header.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic  89 'C' 'K' 'P' 'T' 0d 0a 1a
+//! 8       2     major version, u16 little-endian (a reader refuses a newer major)
+//! 10      2     minor version, u16 (additions a reader of the same major may ignore)
+//! 12      4     flags, u32, zero
+//! 16      8     header offset, u64
+//! 24      8     header length, u64: the header ends the file
+//! 32      8     header checksum: xxh3-64 of the header bytes
+//! 40      24    zero
+//! 64      ...   tensor data: C-contiguous little-endian, each at a multiple of 64
+//! ...     ...   header: CBOR of `Header`: the value tree, with each tensor a reference to a
+//!               record {dtype, shape, device, offset, length, xxh3-64 checksum}
+//! ```
+//!
+//! Data comes before the header so that saving is one sequential pass, hashing on a second
+//! thread while the first writes; the prefix is written last. A memory map of the file gives
+//! aligned, zero-copy views of every tensor.
+
+mod header;
+mod read;
+mod write;
+
+pub(crate) use read::{Opened, open};
+pub(crate) use write::write;
+
+/// The first bytes of every ckpt file: not ASCII, then CR LF and ^Z, which text-mode transfers
+/// mangle, as in PNG.
+pub(crate) const MAGIC: [u8; 8] = *b"\x89CKPT\r\n\x1a";
+/// The format's major version: readers refuse a newer one.
+pub(crate) const MAJOR: u16 = 1;
+/// The format's minor version.
+pub(crate) const MINOR: u16 = 0;
+/// Length of the fixed prefix; tensor data starts here.
+pub(crate) const PREFIX_LEN: usize = 64;
+/// Alignment of each tensor's data.
+pub(crate) const ALIGN: usize = 64;
+/// How deep the header's value tree may nest.
+pub(crate) const MAX_DEPTH: usize = 128;

@@ -1,0 +1,137 @@
+//! Writing: one sequential pass over the tensor data, hashed on a second thread.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
+use super::{ALIGN, PREFIX_LEN};
+use crate::tensor::{StorageId, TensorView};
+use crate::value::{Key, Value};
+
+/// Below this many bytes of tensor data, hashing on another thread costs more than it saves.
+const PARALLEL_HASH_MIN: usize = 4 << 20;
+
+/// Writes `value` to `out`, which must be empty and positioned at its start.
+pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> io::Result<()> {
+    let mut encoder = Encoder::default();
+    let root = encoder.node(value);
+    let bytes: Vec<Cow<'_, [u8]>> = encoder
+        .tensors
+        .iter()
+        .map(TensorView::to_le_bytes)
+        .collect();
+    let mut offsets = Vec::with_capacity(bytes.len());
+    let mut end = PREFIX_LEN as u64;
+    for b in &bytes {
+        let offset = end.next_multiple_of(ALIGN as u64);
+        offsets.push(offset);
+        end = offset + b.len() as u64;
+    }
+
+    let mut writer = BufWriter::with_capacity(1 << 20, out);
+    writer.write_all(&[0u8; PREFIX_LEN])?;
+    let total: usize = bytes.iter().map(|b| b.len()).sum();
+    let hashes = if total < PARALLEL_HASH_MIN {
+        write_data(&mut writer, &bytes, &offsets)?;
+        bytes.iter().map(|b| xxh3_64(b)).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let hasher = scope.spawn(|| bytes.iter().map(|b| xxh3_64(b)).collect::<Vec<_>>());
+            let written = write_data(&mut writer, &bytes, &offsets);
+            let hashes = hasher
+                .join()
+                .map_err(|_| io::Error::other("the hashing thread panicked"))?;
+            written.map(|()| hashes)
+        })?
+    };
+
+    let header = Header {
+        producer: concat!("ckpt ", env!("CARGO_PKG_VERSION")).to_owned(),
+        root,
+        tensors: encoder
+            .tensors
+            .iter()
+            .zip(&offsets)
+            .zip(&hashes)
+            .map(|((t, &offset), &xxh3)| TensorRecord {
+                dtype: t.dtype().as_str().to_owned(),
+                shape: t.shape().iter().map(|&d| d as u64).collect(),
+                device: t.device().to_string(),
+                offset,
+                len: t.nbytes() as u64,
+                xxh3,
+            })
+            .collect(),
+    };
+    let mut encoded = Vec::new();
+    ciborium::into_writer(&header, &mut encoded).map_err(io::Error::other)?;
+    writer.write_all(&encoded)?;
+    let prefix = Prefix::current(end, encoded.len() as u64, xxh3_64(&encoded));
+    writer.seek(SeekFrom::Start(0))?;
+    writer.write_all(&prefix.encode())?;
+    writer.flush()
+}
+
+fn write_data<W: Write>(
+    writer: &mut W,
+    bytes: &[Cow<'_, [u8]>],
+    offsets: &[u64],
+) -> io::Result<()> {
+    const ZEROS: [u8; ALIGN] = [0; ALIGN];
+    let mut at = PREFIX_LEN as u64;
+    for (b, &offset) in bytes.iter().zip(offsets) {
+        // `offset - at` < ALIGN by construction of the offsets.
+        writer.write_all(&ZEROS[..(offset - at) as usize])?;
+        writer.write_all(b)?;
+        at = offset + b.len() as u64;
+    }
+    Ok(())
+}
+
+/// Turns a value into header nodes, collecting each distinct tensor once.
+#[derive(Default)]
+struct Encoder<'v> {
+    tensors: Vec<TensorView<'v>>,
+    seen: HashMap<StorageId, u64>,
+}
+
+impl<'v> Encoder<'v> {
+    fn node(&mut self, value: &'v Value<'_>) -> Node {
+        match value {
+            Value::None => Node::None,
+            Value::Bool(b) => Node::Bool(*b),
+            Value::Int(i) => Node::Int(*i),
+            Value::Float(x) => Node::Float(*x),
+            Value::String(s) => Node::Str(s.clone()),
+            Value::List(items) => Node::List(items.iter().map(|v| self.node(v)).collect()),
+            Value::Map(map) => Node::Map(
+                map.iter()
+                    .map(|(k, v)| {
+                        let key = match k {
+                            Key::Str(s) => NodeKey::Str(s.clone()),
+                            Key::Int(i) => NodeKey::Int(*i),
+                        };
+                        (key, self.node(v))
+                    })
+                    .collect(),
+            ),
+            Value::Tensor(t) => Node::Tensor(self.tensor(t.view())),
+        }
+    }
+
+    fn tensor(&mut self, view: TensorView<'v>) -> u64 {
+        let id = view.storage_id();
+        if let Some(&index) = id.as_ref().and_then(|id| self.seen.get(id)) {
+            return index;
+        }
+        let index = self.tensors.len() as u64;
+        self.tensors.push(view);
+        if let Some(id) = id {
+            self.seen.insert(id, index);
+        }
+        index
+    }
+}
