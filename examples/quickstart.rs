@@ -1,5 +1,5 @@
-//! Recipe 1 of PyTorch's guide to saving models, in Rust: take a model's state dict, build a
-//! fresh model, `load_state_dict`, `eval()`, and get the same outputs.
+//! Recipe 1 of PyTorch's guide to saving models, in Rust: save a model's state dict, build a
+//! fresh model, `load_state_dict(load(path))`, `eval()`, and get the same outputs.
 //!
 //! Run it with `cargo run --example quickstart`; it exits non-zero if anything differs.
 
@@ -67,14 +67,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = array![[0.5f32, -1.0, 2.0, 0.25], [1.0, 1.0, -0.5, 0.0]];
     let expected = trained.forward(&x);
 
-    // torch: state = model.state_dict()
-    let state = trained.state_dict();
-    println!("state dict of {}:", trained.module_name());
-    for (key, tensor) in state.iter() {
-        println!("  {key:<10} {} {:?}", tensor.dtype(), tensor.shape());
+    // torch: torch.save(model.state_dict(), PATH)
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("mlp.ckpt");
+    ckpt::save(trained.state_dict(), &path)?;
+    println!(
+        "saved {} ({} bytes):",
+        path.display(),
+        std::fs::metadata(&path)?.len()
+    );
+    for info in ckpt::inspect(&path)? {
+        println!("  {:<10} {} {:?}", info.key, info.dtype, info.shape);
     }
 
-    // torch: model = Mlp(); model.load_state_dict(state); model.eval()
+    // torch: model = Mlp(); model.load_state_dict(torch.load(PATH)); model.eval()
+    let state = ckpt::load(&path)?;
     let mut model = Mlp::new(99);
     assert_ne!(
         model.forward(&x),

@@ -57,20 +57,25 @@ pub(crate) struct TensorRecord {
 pub(crate) struct Prefix {
     pub(crate) major: u16,
     pub(crate) minor: u16,
+    pub(crate) flags: u32,
     pub(crate) header_offset: u64,
     pub(crate) header_len: u64,
     pub(crate) header_xxh3: u64,
 }
 
 impl Prefix {
-    pub(crate) fn current(header_offset: u64, header_len: u64, header_xxh3: u64) -> Self {
-        Prefix {
+    /// The prefix of a file this version writes, its checksum computed over `header`.
+    pub(crate) fn current(header_offset: u64, header: &[u8]) -> Self {
+        let mut prefix = Prefix {
             major: MAJOR,
             minor: MINOR,
+            flags: 0,
             header_offset,
-            header_len,
-            header_xxh3,
-        }
+            header_len: header.len() as u64,
+            header_xxh3: 0,
+        };
+        prefix.header_xxh3 = prefix.checksum(header);
+        prefix
     }
 
     pub(crate) fn encode(&self) -> [u8; PREFIX_LEN] {
@@ -78,15 +83,27 @@ impl Prefix {
         out[0..8].copy_from_slice(&MAGIC);
         out[8..10].copy_from_slice(&self.major.to_le_bytes());
         out[10..12].copy_from_slice(&self.minor.to_le_bytes());
+        out[12..16].copy_from_slice(&self.flags.to_le_bytes());
         out[16..24].copy_from_slice(&self.header_offset.to_le_bytes());
         out[24..32].copy_from_slice(&self.header_len.to_le_bytes());
         out[32..40].copy_from_slice(&self.header_xxh3.to_le_bytes());
         out
     }
 
+    /// The checksum stored in the prefix: xxh3-64 over the prefix's own fields (versions,
+    /// flags, header offset and length) and the header, so no flipped bit goes unnoticed.
+    pub(crate) fn checksum(&self, header: &[u8]) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&self.encode()[8..32]);
+        hasher.update(header);
+        hasher.digest()
+    }
+
     /// Reads a prefix whose magic has been checked.
     pub(crate) fn decode(bytes: &[u8; PREFIX_LEN]) -> Self {
         let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let u64_at = |i: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[i..i + 8]);
@@ -95,6 +112,7 @@ impl Prefix {
         Prefix {
             major: u16_at(8),
             minor: u16_at(10),
+            flags: u32_at(12),
             header_offset: u64_at(16),
             header_len: u64_at(24),
             header_xxh3: u64_at(32),
@@ -108,10 +126,12 @@ mod tests {
 
     #[test]
     fn prefix_round_trip() {
-        let p = Prefix::current(4096, 300, 0xdead_beef_0bad_f00d);
+        let p = Prefix::current(4096, b"header");
         let bytes = p.encode();
         assert_eq!(&bytes[..8], &MAGIC);
         assert_eq!(Prefix::decode(&bytes), p);
+        assert_eq!(p.checksum(b"header"), p.header_xxh3);
+        assert_ne!(p.checksum(b"headex"), p.header_xxh3);
         assert!(bytes[40..].iter().all(|&b| b == 0));
     }
 }

@@ -8,7 +8,7 @@
 //! 12      4     flags, u32, zero
 //! 16      8     header offset, u64
 //! 24      8     header length, u64: the header ends the file
-//! 32      8     header checksum: xxh3-64 of the header bytes
+//! 32      8     checksum: xxh3-64 of bytes 8..32 then the header
 //! 40      24    zero
 //! 64      ...   tensor data: C-contiguous little-endian, each at a multiple of 64
 //! ...     ...   header: CBOR of `Header`: the value tree, with each tensor a reference to a

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, MAGIC, MAJOR, MAX_DEPTH, PREFIX_LEN};
@@ -54,6 +54,7 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
     if prefix[..MAGIC.len()] != MAGIC {
         return Err(corrupt(None, bad_magic(bytes)));
     }
+    let reserved_zero = prefix[40..].iter().all(|&b| b == 0);
     let prefix = Prefix::decode(prefix);
     if prefix.major > MAJOR {
         return Err(Error::UnsupportedVersion {
@@ -83,7 +84,7 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
             ));
         }
     };
-    let actual = xxh3_64(header_bytes);
+    let actual = prefix.checksum(header_bytes);
     if actual != prefix.header_xxh3 {
         return Err(corrupt(
             Some("<header>"),
@@ -91,6 +92,18 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
                 expected: prefix.header_xxh3,
                 actual,
             },
+        ));
+    }
+    if prefix.major == 0 || prefix.flags != 0 || !reserved_zero {
+        return Err(corrupt(
+            None,
+            Corruption::Header(format!(
+                "format {}.{} with flags {:#x} and reserved bytes {}: not written by ckpt",
+                prefix.major,
+                prefix.minor,
+                prefix.flags,
+                if reserved_zero { "zero" } else { "set" }
+            )),
         ));
     }
     let header: Header =

@@ -69,7 +69,7 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> io::Resu
     let mut encoded = Vec::new();
     ciborium::into_writer(&header, &mut encoded).map_err(io::Error::other)?;
     writer.write_all(&encoded)?;
-    let prefix = Prefix::current(end, encoded.len() as u64, xxh3_64(&encoded));
+    let prefix = Prefix::current(end, &encoded);
     writer.seek(SeekFrom::Start(0))?;
     writer.write_all(&prefix.encode())?;
     writer.flush()
