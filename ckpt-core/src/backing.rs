@@ -15,22 +15,38 @@ impl Backing for Mmap {
     }
 
     fn release(&self, bytes: &[u8]) {
-        let base = self.as_ptr() as usize;
-        let start = bytes.as_ptr() as usize;
-        if start < base || start + bytes.len() > base + self.len() {
+        let Some(start) = offset_in(self, bytes) else {
             return;
-        }
+        };
         // SAFETY: the map is a read-only shared mapping of a file (`Mmap::map`), so after
         // MADV_DONTNEED the next access re-reads the same bytes from the page cache: no reader
         // sees a change. Failure only means the pages stay resident, so it is ignored.
         let _ = unsafe {
             self.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
-                start - base,
+                start,
                 bytes.len(),
             )
         };
     }
+
+    fn prefetch(&self, bytes: &[u8]) {
+        if let Some(start) = offset_in(self, bytes) {
+            // One call faults the whole range in; on kernels without it, the pages fault in
+            // one by one as they are read, which is only slower.
+            #[cfg(target_os = "linux")]
+            let _ = self.advise_range(memmap2::Advice::PopulateRead, start, bytes.len());
+            #[cfg(not(target_os = "linux"))]
+            let _ = self.advise_range(memmap2::Advice::WillNeed, start, bytes.len());
+        }
+    }
+}
+
+/// Where `bytes` starts within `map`, if it lies inside it.
+fn offset_in(map: &Mmap, bytes: &[u8]) -> Option<usize> {
+    let base = map.as_ptr() as usize;
+    let start = bytes.as_ptr() as usize;
+    (start >= base && start + bytes.len() <= base + map.len()).then(|| start - base)
 }
 
 impl Backing for Vec<u8> {

@@ -176,12 +176,29 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Checkp
     let path = path.as_ref();
     let opened = open(path, options)?;
     if options.verify_checksums {
-        opened.verify(path, &|_| {})?;
+        opened.verify(path, false)?;
     }
     Ok(Checkpoint {
         value: opened.value(path, &options.map_location)?,
         path: path.to_owned(),
     })
+}
+
+impl Checkpoint {
+    /// Loads a file's bytes already in memory (received over a network, embedded with
+    /// `include_bytes!`); errors name the file `<memory>`. Tensors are copied out of `bytes`
+    /// where it is not aligned for them, and read in place where it is.
+    pub fn from_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Checkpoint, Error> {
+        let path = Path::new("<memory>");
+        let opened = native::open(path, Arc::new(bytes))?;
+        if options.verify_checksums {
+            opened.verify(path, false)?;
+        }
+        Ok(Checkpoint {
+            value: opened.value(path, &options.map_location)?,
+            path: path.to_owned(),
+        })
+    }
 }
 
 fn open(path: &Path, options: &LoadOptions) -> Result<native::Opened, Error> {
@@ -292,7 +309,7 @@ pub(crate) fn load_from<M: StateDict + ?Sized>(
     let opened = open(path, options)?;
     let backing: &Arc<dyn Backing> = opened.backing();
     if options.verify_checksums {
-        opened.verify(path, &|chunk| backing.release(chunk))?;
+        opened.verify(path, true)?;
     }
     let value = opened.value(path, &options.map_location)?;
     let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {
@@ -303,6 +320,7 @@ pub(crate) fn load_from<M: StateDict + ?Sized>(
                     .filter(|to| to.len() == from.len())
                 {
                     for (to, from) in to.chunks_mut(CHUNK).zip(from.chunks(CHUNK)) {
+                        backing.prefetch(from);
                         to.copy_from_slice(from);
                         backing.release(from);
                     }

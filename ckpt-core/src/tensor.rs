@@ -114,6 +114,11 @@ pub(crate) trait Backing: Send + Sync + 'static {
     fn release(&self, bytes: &[u8]) {
         let _ = bytes;
     }
+
+    /// A hint that `bytes` will be read next: map them in one go rather than page by page.
+    fn prefetch(&self, bytes: &[u8]) {
+        let _ = bytes;
+    }
 }
 
 #[derive(Clone)]

@@ -297,9 +297,10 @@ impl Opened {
         &self.backing
     }
 
-    /// Checks every tensor's checksum, on up to four threads; calls `done(bytes)` after each
-    /// chunk hashed.
-    pub(crate) fn verify(&self, path: &Path, done: &(dyn Fn(&[u8]) + Sync)) -> Result<(), Error> {
+    /// Checks every tensor's checksum, on up to four threads; with `release`, lets each chunk's
+    /// pages go once hashed, keeping resident memory small.
+    pub(crate) fn verify(&self, path: &Path, release: bool) -> Result<(), Error> {
+        let backing = &*self.backing;
         let entries: Vec<(Entry<'_>, u64)> = self
             .entries()
             .zip(self.header.tensors.iter().map(|r| r.xxh3))
@@ -312,8 +313,11 @@ impl Opened {
         let check = |(entry, expected): &(Entry<'_>, u64)| {
             let mut hasher = Xxh3::new();
             for chunk in entry.bytes.chunks(CHUNK) {
+                backing.prefetch(chunk);
                 hasher.update(chunk);
-                done(chunk);
+                if release {
+                    backing.release(chunk);
+                }
             }
             let actual = hasher.digest();
             if actual == *expected {
