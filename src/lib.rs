@@ -8,6 +8,7 @@ pub use ckpt_core::*;
 pub use ckpt_derive::StateDict;
 
 pub mod nn;
+pub mod optim;
 
 /// What `#[derive(StateDict)]` expands to refers to; not public API.
 #[doc(hidden)]
