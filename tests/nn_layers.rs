@@ -5,8 +5,9 @@
 mod support;
 
 use ckpt::nn::{
-    BatchNorm1d, BatchNorm2d, Conv2d, Conv2dOptions, Dropout, Embedding, GRU, LSTM, LayerNorm,
-    Linear, MultiheadAttention, NnError, ReLU, Rng, RnnOptions, Sequential,
+    AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Conv2dOptions, Dropout, Embedding, GRU,
+    LSTM, LayerNorm, Linear, MaxPool2d, MultiheadAttention, NnError, ReLU, Rng, RnnOptions,
+    Sequential,
 };
 use ckpt::{StateDict, TensorMap};
 use ndarray::{Array1, Array2, Array3, ArrayD, Ix2, Ix3, Ix4, IxDyn};
@@ -360,4 +361,31 @@ fn sequential_keys_are_pytorch_indices() {
         .unwrap()
         .into_dyn();
     assert_close("sequential", &y, &expected, TOL);
+}
+
+#[test]
+fn pooling_matches_pytorch() {
+    let f = support::load_file("pooling.json");
+    let x = f.array::<Ix4>("x");
+    let y = MaxPool2d::new(3, 2, 1).unwrap().forward(&x).unwrap();
+    assert_close("max_pool y", &y, &f.array::<Ix4>("y_max"), 0.0);
+    let y = AdaptiveAvgPool2d::new((3, 2)).forward(&x).unwrap();
+    assert_close(
+        "adaptive_avg_pool 3x2 y",
+        &y,
+        &f.array::<Ix4>("y_avg_3x2"),
+        TOL,
+    );
+    let y = AdaptiveAvgPool2d::new((1, 1)).forward(&x).unwrap();
+    assert_close(
+        "adaptive_avg_pool 1x1 y",
+        &y,
+        &f.array::<Ix4>("y_avg_1x1"),
+        TOL,
+    );
+    assert_eq!(
+        MaxPool2d::new(3, 2, 2).unwrap_err().to_string(),
+        "MaxPool2d: pad should be at most half of effective kernel size, but got pad=2, kernel_size=3"
+    );
+    assert!(MaxPool2d::new(3, 2, 1).unwrap().state_dict().is_empty());
 }

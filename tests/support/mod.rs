@@ -22,11 +22,14 @@ struct Entry {
     data: Vec<f64>,
 }
 
+/// `tests/fixtures/layers/NAME.json`, the copies of the shared PyTorch layer fixtures.
 pub(crate) fn load(name: &str) -> Fixture {
-    let path = format!(
-        "{}/tests/fixtures/layers/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    load_file(&format!("layers/{name}.json"))
+}
+
+/// A fixture file under `tests/fixtures/`.
+pub(crate) fn load_file(relative: &str) -> Fixture {
+    let path = format!("{}/tests/fixtures/{relative}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
