@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
-use super::optimizer::{read_flag, read_number, wrong};
+use super::state_dict::{read_flag, read_number, wrong};
 use super::{Algorithm, OptimError, ParamState};
 use crate::Value;
 

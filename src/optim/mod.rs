@@ -29,6 +29,7 @@ mod adam;
 mod error;
 mod optimizer;
 mod sgd;
+mod state_dict;
 
 pub use self::adam::{AdamConfig, AdamWConfig};
 pub use self::error::OptimError;

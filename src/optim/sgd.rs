@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
-use super::optimizer::{read_flag, read_number};
+use super::state_dict::{read_flag, read_number};
 use super::{Algorithm, OptimError, ParamState};
 use crate::Value;
 
