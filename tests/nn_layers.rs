@@ -217,6 +217,64 @@ fn lstm_matches_pytorch() {
 }
 
 #[test]
+fn lstm_bidirectional_batch_first_with_initial_state_matches_pytorch() {
+    let f = support::load_file("lstm_bidirectional.json");
+    let options = RnnOptions::default()
+        .num_layers(2)
+        .bidirectional(true)
+        .batch_first(true);
+    let mut lstm = LSTM::new(3, 4, options, &mut Rng::seed(1)).unwrap();
+    check_layout_and_load(&mut lstm, &f, "state");
+    let (h0, c0) = (f.array::<Ix3>("h0"), f.array::<Ix3>("c0"));
+    let (y, (h_n, c_n)) = lstm
+        .forward(&f.array::<Ix3>("x"), Some((h0.view(), c0.view())))
+        .unwrap();
+    assert_close("lstm bidirectional y", &y, &f.array::<Ix3>("y"), TOL);
+    assert_close("lstm bidirectional h_n", &h_n, &f.array::<Ix3>("h_n"), TOL);
+    assert_close("lstm bidirectional c_n", &c_n, &f.array::<Ix3>("c_n"), TOL);
+    let err = lstm
+        .forward(
+            &f.array::<Ix3>("x"),
+            Some((h0.view(), h0.slice(ndarray::s![..2, .., ..]))),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "LSTM: expected input of shape initial state [4, 2, 4], got [2, 2, 4]"
+    );
+}
+
+#[test]
+fn batchnorm_without_momentum_keeps_a_cumulative_average() {
+    let f = support::load_file("batchnorm_cumulative.json");
+    let mut bn = BatchNorm1d::new(3).momentum(None);
+    bn.forward(&f.array::<Ix2>("x1")).unwrap();
+    let y = bn.forward(&f.array::<Ix3>("x2")).unwrap();
+    assert_close(
+        "batchnorm cumulative y2_train",
+        &y,
+        &f.array::<Ix3>("y2_train"),
+        TOL,
+    );
+    let after = f.state("state_after_train");
+    let state = bn.state_dict();
+    for key in ["running_mean", "running_var"] {
+        let expected = support::values(&after[key].view());
+        let what = format!("batchnorm cumulative {key}");
+        assert_close(&what, &support::values(&state[key]), &expected, TOL);
+    }
+    assert_eq!(bn.num_batches_tracked(), 2);
+    bn.eval();
+    let y = bn.forward(&f.array::<Ix3>("x2")).unwrap();
+    assert_close(
+        "batchnorm cumulative y_eval",
+        &y,
+        &f.array::<Ix3>("y_eval"),
+        TOL,
+    );
+}
+
+#[test]
 fn multihead_attention_matches_pytorch() {
     let f = support::load("multihead_attention");
     let mut mha = MultiheadAttention::new(8, 2, true, &mut Rng::seed(1)).unwrap();

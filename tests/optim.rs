@@ -38,9 +38,18 @@ fn grads(f: &Fixture, step: usize) -> IndexMap<String, Tensor> {
     ])
 }
 
-/// Runs the three steps, checking the parameters after each; returns the model and optimizer.
+/// Runs the three steps of a shared fixture (`tests/fixtures/layers/NAME.json`), checking the
+/// parameters after each; returns the model and optimizer.
 fn run<A: Algorithm>(name: &str, config: A) -> (Fixture, Params, Optimizer<A>) {
-    let f = support::load(name);
+    run_fixture(support::load(name), name, config)
+}
+
+/// [`run`] for a fixture of ours (`tests/fixtures/NAME.json`, by `make_forward_fixtures.py`).
+fn run_ours<A: Algorithm>(name: &str, config: A) -> (Fixture, Params, Optimizer<A>) {
+    run_fixture(support::load_file(&format!("{name}.json")), name, config)
+}
+
+fn run_fixture<A: Algorithm>(f: Fixture, name: &str, config: A) -> (Fixture, Params, Optimizer<A>) {
     let mut model = initial(&f);
     let mut opt = Optimizer::new(&model, config);
     assert_eq!(opt.param_names().collect::<Vec<_>>(), ["p0", "p1"]);
@@ -233,6 +242,39 @@ fn adamw_matches_pytorch() {
     );
     check_pytorch_layout(&f, &opt, ADAM_ENTRIES);
     check_round_trips(&f, &model, &opt, AdamWConfig::default(), ADAM_ENTRIES);
+}
+
+const AMSGRAD_ENTRIES: &[&str] = &["step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
+
+#[test]
+fn adam_amsgrad_with_l2_weight_decay_matches_pytorch() {
+    let config = AdamConfig::default()
+        .lr(0.01)
+        .weight_decay(0.1)
+        .amsgrad(true);
+    let (f, model, opt) = run_ours("optim_adam_amsgrad", config);
+    check_pytorch_layout(&f, &opt, AMSGRAD_ENTRIES);
+    check_round_trips(&f, &model, &opt, AdamConfig::default(), AMSGRAD_ENTRIES);
+}
+
+#[test]
+fn adamw_amsgrad_maximize_matches_pytorch() {
+    let config = AdamWConfig::default().lr(0.01).amsgrad(true).maximize(true);
+    let (f, model, opt) = run_ours("optim_adamw_amsgrad", config);
+    check_pytorch_layout(&f, &opt, AMSGRAD_ENTRIES);
+    check_round_trips(&f, &model, &opt, AdamWConfig::default(), AMSGRAD_ENTRIES);
+}
+
+#[test]
+fn sgd_maximize_matches_pytorch() {
+    let config = SgdConfig::default()
+        .lr(0.1)
+        .momentum(0.9)
+        .weight_decay(0.01)
+        .maximize(true);
+    let (f, model, opt) = run_ours("optim_sgd_maximize", config);
+    check_pytorch_layout(&f, &opt, &["momentum_buffer"]);
+    check_round_trips(&f, &model, &opt, SgdConfig::default(), &["momentum_buffer"]);
 }
 
 #[test]
