@@ -108,16 +108,32 @@ impl Gpt2 {
             .map(|b| {
                 let s = 1000 + 100 * b as u32;
                 Block {
-                    ln_1: Norm { weight: filled(d, s), bias: filled(d, s + 2) },
-                    attn: Attention { c_attn: conv(d, 3 * d, s + 4), c_proj: conv(d, d, s + 6) },
-                    ln_2: Norm { weight: filled(d, s + 8), bias: filled(d, s + 10) },
-                    mlp: Mlp { c_fc: conv(d, 4 * d, s + 12), c_proj: conv(4 * d, d, s + 14) },
+                    ln_1: Norm {
+                        weight: filled(d, s),
+                        bias: filled(d, s + 2),
+                    },
+                    attn: Attention {
+                        c_attn: conv(d, 3 * d, s + 4),
+                        c_proj: conv(d, d, s + 6),
+                    },
+                    ln_2: Norm {
+                        weight: filled(d, s + 8),
+                        bias: filled(d, s + 10),
+                    },
+                    mlp: Mlp {
+                        c_fc: conv(d, 4 * d, s + 12),
+                        c_proj: conv(4 * d, d, s + 14),
+                    },
                 }
             })
             .collect();
         Gpt2 {
-            wte: Embedding { weight: filled((vocab, d), 1) },
-            wpe: Embedding { weight: filled((1024, d), 2) },
+            wte: Embedding {
+                weight: filled((vocab, d), 1),
+            },
+            wpe: Embedding {
+                weight: filled((1024, d), 2),
+            },
             h,
             ln_f,
         }
@@ -125,7 +141,12 @@ impl Gpt2 {
 
     fn full_bytes() -> usize {
         let d = Self::D;
-        let block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d);
+        let block = 2 * d
+            + (d * 3 * d + 3 * d)
+            + (d * d + d)
+            + 2 * d
+            + (d * 4 * d + 4 * d)
+            + (4 * d * d + d);
         4 * (Self::FULL_VOCAB * d + 1024 * d + Self::FULL_BLOCKS * block + 2 * d)
     }
 }
@@ -136,10 +157,14 @@ fn bytes_of(model: &Gpt2) -> usize {
 
 /// Copies `source` into `target`, tensor by tensor: the memcpy every loader is held against.
 fn copy_into(target: &mut Gpt2, source: &HashMap<String, &[u8]>) {
-    target.visit_mut(&mut KeyPath::new(), Role::Parameter, &mut |key: &str, leaf: &mut dyn Leaf, _| {
-        let to = leaf.contiguous_bytes_mut().expect("f32 arrays in C order");
-        to.copy_from_slice(source[key]);
-    });
+    target.visit_mut(
+        &mut KeyPath::new(),
+        Role::Parameter,
+        &mut |key: &str, leaf: &mut dyn Leaf, _| {
+            let to = leaf.contiguous_bytes_mut().expect("f32 arrays in C order");
+            to.copy_from_slice(source[key]);
+        },
+    );
 }
 
 struct St<'a> {
@@ -171,7 +196,13 @@ fn safetensors_save(model: &Gpt2, path: &Path) {
                 Cow::Borrowed(b) => b,
                 Cow::Owned(_) => unreachable!("contiguous arrays lend their bytes"),
             };
-            (k.to_owned(), St { shape: v.shape().to_vec(), data })
+            (
+                k.to_owned(),
+                St {
+                    shape: v.shape().to_vec(),
+                    data,
+                },
+            )
         })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
@@ -182,10 +213,14 @@ fn safetensors_load_into(model: &mut Gpt2, path: &Path) {
     // SAFETY: the benchmark's own file, not modified while mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&map).unwrap();
-    model.visit_mut(&mut KeyPath::new(), Role::Parameter, &mut |key: &str, leaf: &mut dyn Leaf, _| {
-        let data = tensors.tensor(key).unwrap().data();
-        leaf.contiguous_bytes_mut().unwrap().copy_from_slice(data);
-    });
+    model.visit_mut(
+        &mut KeyPath::new(),
+        Role::Parameter,
+        &mut |key: &str, leaf: &mut dyn Leaf, _| {
+            let data = tensors.tensor(key).unwrap().data();
+            leaf.contiguous_bytes_mut().unwrap().copy_from_slice(data);
+        },
+    );
 }
 
 fn raw_write(model: &Gpt2, path: &Path, fsync: bool) {
@@ -231,7 +266,11 @@ impl Bench {
     }
 
     fn get(&self, name: &str) -> f64 {
-        self.results.iter().find(|(n, _)| n == name).map(|r| r.1).unwrap()
+        self.results
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|r| r.1)
+            .unwrap()
     }
 }
 
@@ -257,12 +296,19 @@ fn child(how: &str, path: &Path, mb: Option<f64>) {
             model.load_from(path, &LoadOptions::new()).unwrap();
         }
         "ckpt_trusted" => {
-            model.load_from(path, &LoadOptions::new().verify_checksums(false)).unwrap();
+            model
+                .load_from(path, &LoadOptions::new().verify_checksums(false))
+                .unwrap();
         }
         "safetensors" => safetensors_load_into(&mut model, path),
         other => panic!("unknown loader {other}"),
     }
-    println!("{} {} {}", bytes_of(&model), before, peak_rss().unwrap_or(0));
+    println!(
+        "{} {} {}",
+        bytes_of(&model),
+        before,
+        peak_rss().unwrap_or(0)
+    );
 }
 
 fn measure_peak(how: &str, path: &Path) -> Option<(f64, f64)> {
@@ -272,23 +318,34 @@ fn measure_peak(how: &str, path: &Path) -> Option<(f64, f64)> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let numbers: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let numbers: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
     let [model, _before, peak] = numbers[..] else {
-        eprintln!("peak-memory child failed: {}", String::from_utf8_lossy(&output.stderr));
+        eprintln!(
+            "peak-memory child failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         return None;
     };
     Some((model, peak))
 }
 
 fn main() {
-    let mb: Option<f64> = std::env::var("CKPT_BENCH_MB").ok().and_then(|v| v.parse().ok());
+    let mb: Option<f64> = std::env::var("CKPT_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok());
     if let Ok(how) = std::env::var("CKPT_BENCH_CHILD") {
         let path = PathBuf::from(std::env::var_os("CKPT_BENCH_CHILD_PATH").unwrap());
         child(&how, &path, mb);
         return;
     }
     // `cargo bench` passes `--bench`; anything else (a filter) is ignored.
-    let repeat = std::env::var("CKPT_BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let repeat = std::env::var("CKPT_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let dir = match std::env::var_os("CKPT_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
@@ -302,14 +359,20 @@ fn main() {
         bytes as f64 / (1u64 << 30) as f64,
         model.h.len()
     );
-    let mut bench = Bench { repeat, bytes, results: Vec::new() };
+    let mut bench = Bench {
+        repeat,
+        bytes,
+        results: Vec::new(),
+    };
     let raw = dir.path().join("raw.bin");
     let ck = dir.path().join("w.ckpt");
     let st = dir.path().join("w.safetensors");
 
     bench.run(&mut [
         ("raw_write", &mut || raw_write(&model, &raw, true)),
-        ("ckpt_save", &mut || ckpt::save(model.state_dict(), &ck).unwrap()),
+        ("ckpt_save", &mut || {
+            ckpt::save(model.state_dict(), &ck).unwrap();
+        }),
     ]);
     let no_sync = ckpt::SaveOptions::new().fsync(false);
     bench.run(&mut [
@@ -338,10 +401,17 @@ fn main() {
     let trusted = LoadOptions::new().verify_checksums(false);
     let target = std::cell::RefCell::new(target);
     bench.run(&mut [
-        ("memcpy", &mut || copy_into(&mut target.borrow_mut(), &source)),
-        ("safetensors_load_into", &mut || safetensors_load_into(&mut target.borrow_mut(), &st)),
+        ("memcpy", &mut || {
+            copy_into(&mut target.borrow_mut(), &source);
+        }),
+        ("safetensors_load_into", &mut || {
+            safetensors_load_into(&mut target.borrow_mut(), &st);
+        }),
         ("ckpt_load_into", &mut || {
-            target.borrow_mut().load_from(&ck, &LoadOptions::new()).unwrap();
+            target
+                .borrow_mut()
+                .load_from(&ck, &LoadOptions::new())
+                .unwrap();
         }),
         ("ckpt_load_into_trusted", &mut || {
             target.borrow_mut().load_from(&ck, &trusted).unwrap();
@@ -366,14 +436,38 @@ fn main() {
 
     println!("ratios (targets in parentheses):");
     let ratio = |a: &str, b: &str| bench.get(a) / bench.get(b);
-    println!("  ckpt_save / raw_write                       {:.3} (<= 1.05)", ratio("ckpt_save", "raw_write"));
-    println!("  ckpt_save_nofsync / raw_write_nofsync       {:.3} (<= 1.05)", ratio("ckpt_save_nofsync", "raw_write_nofsync"));
-    println!("  ckpt_save_nofsync / safetensors_save        {:.3} (<= 0.9)", ratio("ckpt_save_nofsync", "safetensors_save"));
-    println!("  ckpt_load_into / memcpy                     {:.3} (<= 1.15)", ratio("ckpt_load_into", "memcpy"));
-    println!("  ckpt_load_into_trusted / memcpy             {:.3} (<= 1.15)", ratio("ckpt_load_into_trusted", "memcpy"));
-    println!("  ckpt_load_into / safetensors_load_into      {:.3} (<= 1)", ratio("ckpt_load_into", "safetensors_load_into"));
-    println!("  ckpt_load_into_trusted / safetensors_load   {:.3} (<= 1)", ratio("ckpt_load_into_trusted", "safetensors_load_into"));
-    println!("  ckpt_lazy_open                              {:.3} ms (< 1 ms)", lazy * 1e3);
+    println!(
+        "  ckpt_save / raw_write                       {:.3} (<= 1.05)",
+        ratio("ckpt_save", "raw_write")
+    );
+    println!(
+        "  ckpt_save_nofsync / raw_write_nofsync       {:.3} (<= 1.05)",
+        ratio("ckpt_save_nofsync", "raw_write_nofsync")
+    );
+    println!(
+        "  ckpt_save_nofsync / safetensors_save        {:.3} (<= 0.9)",
+        ratio("ckpt_save_nofsync", "safetensors_save")
+    );
+    println!(
+        "  ckpt_load_into / memcpy                     {:.3} (<= 1.15)",
+        ratio("ckpt_load_into", "memcpy")
+    );
+    println!(
+        "  ckpt_load_into_trusted / memcpy             {:.3} (<= 1.15)",
+        ratio("ckpt_load_into_trusted", "memcpy")
+    );
+    println!(
+        "  ckpt_load_into / safetensors_load_into      {:.3} (<= 1)",
+        ratio("ckpt_load_into", "safetensors_load_into")
+    );
+    println!(
+        "  ckpt_load_into_trusted / safetensors_load   {:.3} (<= 1)",
+        ratio("ckpt_load_into_trusted", "safetensors_load_into")
+    );
+    println!(
+        "  ckpt_lazy_open                              {:.3} ms (< 1 ms)",
+        lazy * 1e3
+    );
     for (how, path) in [("ckpt", &ck), ("ckpt_trusted", &ck), ("safetensors", &st)] {
         if let Some((model_bytes, peak)) = measure_peak(how, path) {
             println!(

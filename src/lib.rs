@@ -1,8 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+// The derive emits `::ckpt::...` paths; this lets the layers below derive `StateDict` too.
+extern crate self as ckpt;
+
 pub use ckpt_core::*;
 /// Derives [`StateDict`](trait@StateDict) for a struct; see the [crate documentation](crate).
 pub use ckpt_derive::StateDict;
+
+pub mod nn;
+pub mod optim;
 
 /// What `#[derive(StateDict)]` expands to refers to; not public API.
 #[doc(hidden)]

@@ -22,11 +22,7 @@ impl Backing for Mmap {
         // MADV_DONTNEED the next access re-reads the same bytes from the page cache: no reader
         // sees a change. Failure only means the pages stay resident, so it is ignored.
         let _ = unsafe {
-            self.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                start,
-                bytes.len(),
-            )
+            self.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, bytes.len())
         };
     }
 

@@ -1,0 +1,232 @@
+//! [`BatchNorm1d`] and [`BatchNorm2d`]: batch normalisation with running statistics.
+
+use ndarray::{Array, Array0, Array1, ArrayBase, ArrayD, Axis, Data, Dimension, Ix3};
+
+use super::{Module, NnError};
+use crate::StateDict;
+
+/// What both batch norms hold; each wraps one with `#[state(flatten)]`, so the keys are the same.
+#[derive(StateDict, Clone, Debug)]
+struct Norm {
+    weight: Array1<f32>,
+    bias: Array1<f32>,
+    #[state(buffer)]
+    running_mean: Array1<f32>,
+    #[state(buffer)]
+    running_var: Array1<f32>,
+    #[state(buffer)]
+    num_batches_tracked: Array0<i64>,
+    #[state(training)]
+    training: bool,
+    #[state(skip)]
+    momentum: Option<f32>,
+    #[state(skip)]
+    eps: f32,
+}
+
+impl Norm {
+    fn new(num_features: usize) -> Self {
+        Norm {
+            weight: Array1::ones(num_features),
+            bias: Array1::zeros(num_features),
+            running_mean: Array1::zeros(num_features),
+            running_var: Array1::ones(num_features),
+            num_batches_tracked: Array0::zeros(()),
+            training: true,
+            momentum: Some(0.1),
+            eps: 1e-5,
+        }
+    }
+
+    /// Normalises `x`, whose dimensions are `ndims`, over every axis but axis 1 (channels).
+    fn forward<S, D>(
+        &mut self,
+        layer: &'static str,
+        ndims: &[usize],
+        x: &ArrayBase<S, D>,
+    ) -> Result<Array<f32, D>, NnError>
+    where
+        S: Data<Elem = f32>,
+        D: Dimension,
+    {
+        let c = self.weight.len();
+        let shape = x.shape();
+        let expected = || {
+            let dims = ndims.iter().map(|d| format!("{d}-D")).collect::<Vec<_>>();
+            format!("{} with {c} channels in axis 1", dims.join(" or "))
+        };
+        if !ndims.contains(&shape.len()) || shape[1] != c {
+            return Err(NnError::shape(layer, expected(), shape));
+        }
+        let (n, rest) = (shape[0], shape[2..].iter().product::<usize>());
+        let x3 = x
+            .to_shape((n, c, rest))
+            .map_err(|_| NnError::shape(layer, expected(), shape))?;
+        let count = n * rest;
+        let (mean, var) = if self.training {
+            if count <= 1 {
+                return Err(NnError::shape(
+                    layer,
+                    format!(
+                        "{} (more than 1 value per channel when training)",
+                        expected()
+                    ),
+                    shape,
+                ));
+            }
+            let (mean, var) = batch_stats(&x3);
+            self.update_running(&mean, &var, count);
+            (mean, var)
+        } else {
+            (self.running_mean.clone(), self.running_var.clone())
+        };
+        let scale: Array1<f32> = ndarray::Zip::from(&self.weight)
+            .and(&var)
+            .map_collect(|&w, &v| w / (v + self.eps).sqrt());
+        let mut y = x3.into_owned();
+        for ((mut channel, &m), (&s, &b)) in y
+            .axis_iter_mut(Axis(1))
+            .zip(&mean)
+            .zip(scale.iter().zip(&self.bias))
+        {
+            channel.mapv_inplace(|v| (v - m) * s + b);
+        }
+        y.into_shape_with_order(x.raw_dim())
+            .map_err(|_| NnError::shape(layer, expected(), shape))
+    }
+
+    /// PyTorch's update: the running mean and the unbiased variance move by `momentum`, or by
+    /// `1 / num_batches_tracked` (a cumulative average) when the momentum is `None`.
+    fn update_running(&mut self, mean: &Array1<f32>, var: &Array1<f32>, count: usize) {
+        let tracked = self.num_batches_tracked.first_mut();
+        if let Some(t) = tracked {
+            *t = t.saturating_add(1);
+        }
+        let batches = self.num_batches_tracked.first().copied().unwrap_or(1);
+        let factor = self.momentum.unwrap_or(1.0 / batches.max(1) as f32);
+        let unbias = count as f32 / (count - 1) as f32;
+        ndarray::Zip::from(&mut self.running_mean)
+            .and(mean)
+            .for_each(|r, &m| *r = (1.0 - factor) * *r + factor * m);
+        ndarray::Zip::from(&mut self.running_var)
+            .and(var)
+            .for_each(|r, &v| *r = (1.0 - factor) * *r + factor * v * unbias);
+    }
+}
+
+/// Per-channel mean and biased variance of `[N, C, L]`, accumulated in `f64`.
+fn batch_stats<S: Data<Elem = f32>>(x: &ArrayBase<S, Ix3>) -> (Array1<f32>, Array1<f32>) {
+    let c = x.shape()[1];
+    let mut mean = Array1::zeros(c);
+    let mut var = Array1::zeros(c);
+    for (i, channel) in x.axis_iter(Axis(1)).enumerate() {
+        let count = channel.len() as f64;
+        let m = channel.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+        let v = channel
+            .iter()
+            .map(|&v| (f64::from(v) - m).powi(2))
+            .sum::<f64>()
+            / count;
+        mean[i] = m as f32;
+        var[i] = v as f32;
+    }
+    (mean, var)
+}
+
+macro_rules! batch_norm {
+    ($(#[$doc:meta])* $name:ident, $ndims:expr, $dims:literal) => {
+        $(#[$doc])*
+        ///
+        /// Keys: `weight`, `bias` (parameters, ones and zeros), `running_mean`, `running_var`
+        /// (buffers, zeros and ones) and `num_batches_tracked` (an `I64` scalar buffer). In
+        /// training mode the forward pass normalises with the batch's mean and biased variance
+        /// and moves the running statistics toward the batch's mean and unbiased variance by
+        /// `momentum` (0.1); in evaluation mode it normalises with the running statistics.
+        #[derive(StateDict, Clone, Debug)]
+        pub struct $name {
+            #[state(flatten)]
+            norm: Norm,
+        }
+
+        impl $name {
+            /// A layer over `num_features` channels with PyTorch's defaults: `eps = 1e-5`,
+            /// `momentum = 0.1`, in training mode.
+            pub fn new(num_features: usize) -> Self {
+                $name { norm: Norm::new(num_features) }
+            }
+
+            /// Sets `eps`, added to the variance before the square root.
+            #[must_use]
+            pub fn eps(mut self, eps: f32) -> Self {
+                self.norm.eps = eps;
+                self
+            }
+
+            /// Sets the momentum; `None` keeps a cumulative average, as `momentum=None`.
+            #[must_use]
+            pub fn momentum(mut self, momentum: Option<f32>) -> Self {
+                self.norm.momentum = momentum;
+                self
+            }
+
+            /// The number of channels.
+            pub fn num_features(&self) -> usize {
+                self.norm.weight.len()
+            }
+
+            /// The scale, `[num_features]`.
+            pub fn weight(&self) -> &Array1<f32> {
+                &self.norm.weight
+            }
+
+            /// The shift, `[num_features]`.
+            pub fn bias(&self) -> &Array1<f32> {
+                &self.norm.bias
+            }
+
+            /// The running mean, `[num_features]`.
+            pub fn running_mean(&self) -> &Array1<f32> {
+                &self.norm.running_mean
+            }
+
+            /// The running (unbiased) variance, `[num_features]`.
+            pub fn running_var(&self) -> &Array1<f32> {
+                &self.norm.running_var
+            }
+
+            /// How many training-mode batches have updated the running statistics.
+            pub fn num_batches_tracked(&self) -> i64 {
+                self.norm.num_batches_tracked.first().copied().unwrap_or(0)
+            }
+
+            #[doc = concat!("Normalises a ", $dims, " input over every axis but channels (axis 1).")]
+            pub fn forward<S, D>(&mut self, x: &ArrayBase<S, D>) -> Result<Array<f32, D>, NnError>
+            where
+                S: Data<Elem = f32>,
+                D: Dimension,
+            {
+                self.norm.forward(stringify!($name), $ndims, x)
+            }
+        }
+
+        impl Module for $name {
+            fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
+                self.forward(&x)
+            }
+        }
+    };
+}
+
+batch_norm!(
+    /// Batch normalisation over `[N, C]` or `[N, C, L]` inputs, as `torch.nn.BatchNorm1d`.
+    BatchNorm1d,
+    &[2, 3],
+    "`[N, C]` or `[N, C, L]`"
+);
+
+batch_norm!(
+    /// Batch normalisation over `[N, C, H, W]` inputs, as `torch.nn.BatchNorm2d`.
+    BatchNorm2d,
+    &[4],
+    "`[N, C, H, W]`"
+);

@@ -1,0 +1,81 @@
+//! [`LayerNorm`]: normalisation over the trailing dimensions, as `torch.nn.LayerNorm`.
+
+use ndarray::{Array, ArrayBase, ArrayD, Data, Dimension, IxDyn};
+
+use super::{Module, NnError};
+use crate::StateDict;
+
+/// Normalises over the last `normalized_shape.len()` dimensions with their mean and biased
+/// variance, then scales and shifts elementwise, as `torch.nn.LayerNorm`: keys `weight` (ones)
+/// and `bias` (zeros), both of shape `normalized_shape`.
+#[derive(StateDict, Clone, Debug)]
+pub struct LayerNorm {
+    /// The scale, of shape `normalized_shape`.
+    pub weight: ArrayD<f32>,
+    /// The shift, of shape `normalized_shape`.
+    pub bias: ArrayD<f32>,
+    #[state(skip)]
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// A layer over trailing dimensions `normalized_shape` with `eps = 1e-5`.
+    pub fn new(normalized_shape: &[usize]) -> Self {
+        LayerNorm {
+            weight: ArrayD::ones(IxDyn(normalized_shape)),
+            bias: ArrayD::zeros(IxDyn(normalized_shape)),
+            eps: 1e-5,
+        }
+    }
+
+    /// Sets `eps`, added to the variance before the square root.
+    #[must_use]
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// The trailing shape that is normalised.
+    pub fn normalized_shape(&self) -> &[usize] {
+        self.weight.shape()
+    }
+
+    /// Normalises `x`, whose shape must end with `normalized_shape`.
+    pub fn forward<S, D>(&self, x: &ArrayBase<S, D>) -> Result<Array<f32, D>, NnError>
+    where
+        S: Data<Elem = f32>,
+        D: Dimension,
+    {
+        let norm = self.normalized_shape();
+        let shape = x.shape();
+        let error = || NnError::shape("LayerNorm", format!("[*, {norm:?}]"), shape);
+        if !shape.ends_with(norm) {
+            return Err(error());
+        }
+        let width: usize = norm.iter().product();
+        let rows = shape.iter().product::<usize>() / width.max(1);
+        let mut y = x.to_shape((rows, width)).map_err(|_| error())?.into_owned();
+        let weight = self.weight.iter().copied().collect::<Vec<_>>();
+        let bias = self.bias.iter().copied().collect::<Vec<_>>();
+        for mut row in y.rows_mut() {
+            let n = row.len() as f64;
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = row
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let inv = 1.0 / (var + f64::from(self.eps)).sqrt();
+            for ((v, &w), &b) in row.iter_mut().zip(&weight).zip(&bias) {
+                *v = ((f64::from(*v) - mean) * inv) as f32 * w + b;
+            }
+        }
+        y.into_shape_with_order(x.raw_dim()).map_err(|_| error())
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
+        self.forward(&x)
+    }
+}

@@ -1,0 +1,64 @@
+//! Layers of `torch.nn` on the CPU, with PyTorch's state-dict keys, shapes, dtypes, default
+//! initialisation and numerics.
+//!
+//! Every layer derives (or implements) [`StateDict`](crate::StateDict), so a model built from
+//! them saves and loads PyTorch's keys unchanged:
+//!
+//! ```
+//! use ckpt::StateDict;
+//! use ckpt::nn::{BatchNorm2d, Conv2d, Conv2dOptions, Linear, Rng};
+//!
+//! #[derive(StateDict)]
+//! struct Net {
+//!     conv: Conv2d,
+//!     bn: BatchNorm2d,
+//!     fc: Linear,
+//! }
+//!
+//! let rng = &mut Rng::seed(0);
+//! let net = Net {
+//!     conv: Conv2d::new(3, 8, 3, Conv2dOptions::default().padding(1), rng),
+//!     bn: BatchNorm2d::new(8),
+//!     fc: Linear::new(8, 10, rng),
+//! };
+//! let keys: Vec<_> = net.state_dict().keys().map(str::to_owned).collect();
+//! assert_eq!(keys[..3], ["conv.weight", "conv.bias", "bn.weight"]);
+//! assert_eq!(keys[6], "bn.num_batches_tracked");
+//! ```
+//!
+//! Parameters are `f32` ndarray arrays in public fields. Forward passes take ndarray arrays and
+//! return [`NnError`] for inputs of the wrong shape. Layers with a mode (dropout, batch norm)
+//! follow [`train`](crate::StateDict::train) and [`eval`](crate::StateDict::eval).
+
+mod activation;
+mod attention;
+mod batchnorm;
+mod conv;
+mod dropout;
+mod embedding;
+mod error;
+mod gru;
+mod init;
+mod layernorm;
+mod linear;
+mod lstm;
+mod pool;
+mod rng;
+mod rnn;
+mod sequential;
+
+pub use self::activation::ReLU;
+pub use self::attention::MultiheadAttention;
+pub use self::batchnorm::{BatchNorm1d, BatchNorm2d};
+pub use self::conv::{Conv2d, Conv2dOptions};
+pub use self::dropout::Dropout;
+pub use self::embedding::Embedding;
+pub use self::error::NnError;
+pub use self::gru::GRU;
+pub use self::layernorm::LayerNorm;
+pub use self::linear::Linear;
+pub use self::lstm::{LSTM, LstmState};
+pub use self::pool::{AdaptiveAvgPool2d, MaxPool2d};
+pub use self::rng::Rng;
+pub use self::rnn::RnnOptions;
+pub use self::sequential::{Module, Sequential};
