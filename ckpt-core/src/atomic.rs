@@ -6,7 +6,8 @@ use std::path::Path;
 
 use crate::error::Error;
 
-/// Writes a new file next to `path`, then renames it over `path`.
+/// Writes a new file next to `path`, then renames it over `path`. `write` gets the temporary
+/// file and its path (for writers that only take paths).
 ///
 /// The temporary file lives in the same directory, so the rename is atomic; with `fsync`, the
 /// data is on disk before the rename and the rename is on disk before this returns. An error
@@ -15,7 +16,7 @@ use crate::error::Error;
 pub(crate) fn write_atomically(
     path: &Path,
     fsync: bool,
-    write: impl FnOnce(&mut File) -> io::Result<()>,
+    write: impl FnOnce(&mut File, &Path) -> io::Result<()>,
 ) -> Result<(), Error> {
     let err = |e| Error::io(path, e);
     let dir = match path.parent() {
@@ -37,9 +38,13 @@ pub(crate) fn write_atomically(
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
     let mut tmp = builder.tempfile_in(dir).map_err(err)?;
-    write(tmp.as_file_mut()).map_err(err)?;
+    let tmp_path = tmp.path().to_owned();
+    write(tmp.as_file_mut(), &tmp_path).map_err(err)?;
     if fsync {
-        tmp.as_file().sync_all().map_err(err)?;
+        // Through the path: a writer given only the path may have replaced the file.
+        File::open(&tmp_path)
+            .and_then(|f| f.sync_all())
+            .map_err(err)?;
     }
     tmp.persist(path).map_err(|e| err(e.error))?;
     if fsync {

@@ -178,6 +178,9 @@ pub enum Corruption {
     /// The header is not valid CBOR of the expected shape.
     #[error("invalid header: {0}")]
     Header(String),
+    /// A sharded checkpoint's index does not agree with its shards.
+    #[error("sharded index: {0}")]
+    Index(String),
     /// The header nests deeper than the reader allows.
     #[error("header nests deeper than {0} levels")]
     TooDeep(usize),

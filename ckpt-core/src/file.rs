@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::format::native;
+use crate::format::{Format, native, safetensors};
 use crate::load::{LoadOptions, LoadReport, load_into_with};
 use crate::module::{Leaf, StateDict};
 use crate::source::TensorSource;
@@ -26,11 +26,22 @@ pub struct SaveOptions {
     /// default). Off, a power failure soon after a save may lose it; the previous file is
     /// never damaged either way.
     pub fsync: bool,
+    /// The format; `None` (the default) picks it from the extension: `.safetensors`, and
+    /// ckpt's own for `.ckpt` and anything else. A path ending in `.index.json` writes a
+    /// sharded safetensors checkpoint.
+    pub format: Option<Format>,
+    /// The most tensor bytes in one shard of a sharded checkpoint (default 5 GB, as Hugging
+    /// Face's `max_shard_size`); a larger tensor gets a shard of its own.
+    pub max_shard_bytes: usize,
 }
 
 impl Default for SaveOptions {
     fn default() -> Self {
-        SaveOptions { fsync: true }
+        SaveOptions {
+            fsync: true,
+            format: None,
+            max_shard_bytes: 5_000_000_000,
+        }
     }
 }
 
@@ -44,6 +55,20 @@ impl SaveOptions {
     #[must_use]
     pub fn fsync(mut self, fsync: bool) -> Self {
         self.fsync = fsync;
+        self
+    }
+
+    /// Sets [`SaveOptions::format`].
+    #[must_use]
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = Some(format);
+        self
+    }
+
+    /// Sets [`SaveOptions::max_shard_bytes`].
+    #[must_use]
+    pub fn max_shard_bytes(mut self, bytes: usize) -> Self {
+        self.max_shard_bytes = bytes;
         self
     }
 }
@@ -80,10 +105,33 @@ pub fn save_with<'a>(
     path: impl AsRef<Path>,
     options: &SaveOptions,
 ) -> Result<(), Error> {
-    let value = value.into();
-    crate::atomic::write_atomically(path.as_ref(), options.fsync, |file| {
-        native::write(&value, file)
-    })
+    let (path, value) = (path.as_ref(), value.into());
+    if options.format.is_none() && safetensors::is_index(path) {
+        return safetensors::write_sharded(
+            path,
+            &value,
+            options.max_shard_bytes,
+            options.fsync,
+            &|shard, value| write_file(shard, value, Format::SafeTensors, options.fsync),
+        );
+    }
+    let format = options
+        .format
+        .or_else(|| Format::from_path(path))
+        .unwrap_or(Format::Ckpt);
+    write_file(path, &value, format, options.fsync)
+}
+
+fn write_file(path: &Path, value: &Value<'_>, format: Format, fsync: bool) -> Result<(), Error> {
+    match format {
+        Format::Ckpt => {
+            crate::atomic::write_atomically(path, fsync, |file, _| native::write(value, file))
+        }
+        Format::SafeTensors => {
+            let prepared = safetensors::prepare(path, value)?;
+            crate::atomic::write_atomically(path, fsync, |_, tmp| prepared.write_to(tmp))
+        }
+    }
 }
 
 /// Saves in the background: takes a snapshot now and writes it on another thread, so the
@@ -174,14 +222,100 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, Error> {
 /// [`load`] with options: `map_location`, checksums, memory mapping.
 pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Checkpoint, Error> {
     let path = path.as_ref();
-    let opened = open(path, options)?;
-    if options.verify_checksums {
-        opened.verify(path, false)?;
+    let (checkpoint, _) = read(path, options, false)?;
+    Ok(checkpoint)
+}
+
+/// Opens any supported file (or sharded index), verifies it as `options` say (letting pages
+/// go after hashing with `release`), and returns it with the bytes its tensors read.
+fn read(
+    path: &Path,
+    options: &LoadOptions,
+    release: bool,
+) -> Result<(Checkpoint, Vec<Arc<dyn Backing>>), Error> {
+    if safetensors::is_index(path) {
+        let (value, backings) = safetensors::read_sharded(path, options.mmap)?;
+        let checkpoint = Checkpoint {
+            value: placed(path, value, &options.map_location)?,
+            path: path.to_owned(),
+            format: Format::SafeTensors,
+        };
+        return Ok((checkpoint, backings));
     }
+    let backing = crate::backing::open(path, options.mmap)?;
+    let checkpoint = from_backing(path, Arc::clone(&backing), options, release)?;
+    Ok((checkpoint, vec![backing]))
+}
+
+fn from_backing(
+    path: &Path,
+    backing: Arc<dyn Backing>,
+    options: &LoadOptions,
+    release: bool,
+) -> Result<Checkpoint, Error> {
+    let format =
+        Format::detect(backing.bytes()).ok_or_else(|| not_a_checkpoint(path, backing.bytes()))?;
+    let value = match format {
+        Format::Ckpt => {
+            let opened = native::open(path, backing)?;
+            if options.verify_checksums {
+                opened.verify(path, release)?;
+            }
+            opened.value(path, &options.map_location)?
+        }
+        Format::SafeTensors => placed(
+            path,
+            safetensors::read(path, backing)?,
+            &options.map_location,
+        )?,
+    };
     Ok(Checkpoint {
-        value: opened.value(path, &options.map_location)?,
+        value,
         path: path.to_owned(),
+        format,
     })
+}
+
+fn not_a_checkpoint(path: &Path, bytes: &[u8]) -> Error {
+    if bytes.len() < 8 {
+        let needed = 8;
+        return Error::corrupt(
+            path,
+            None,
+            crate::error::Corruption::Truncated {
+                len: bytes.len() as u64,
+                needed,
+            },
+        );
+    }
+    Error::corrupt(
+        path,
+        None,
+        crate::error::Corruption::BadMagic {
+            found: bytes.iter().take(8).copied().collect(),
+        },
+    )
+}
+
+/// Applies `map_location` to a value read from a format that records no devices: every tensor
+/// was saved from the CPU.
+fn placed(
+    path: &Path,
+    value: Value<'static>,
+    map_location: &crate::location::MapLocation,
+) -> Result<Value<'static>, Error> {
+    for (key, _) in value.tensors() {
+        let target = map_location.resolve(&key, Device::Cpu);
+        if target.is_cuda() {
+            return Err(Error::CudaUnavailable {
+                path: path.to_owned(),
+                key,
+                saved: Device::Cpu,
+                target,
+            });
+        }
+    }
+    Ok(value)
 }
 
 impl Checkpoint {
@@ -189,35 +323,40 @@ impl Checkpoint {
     /// `include_bytes!`); errors name the file `<memory>`. Tensors are copied out of `bytes`
     /// where it is not aligned for them, and read in place where it is.
     pub fn from_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Checkpoint, Error> {
-        let path = Path::new("<memory>");
-        let opened = native::open(path, Arc::new(bytes))?;
-        if options.verify_checksums {
-            opened.verify(path, false)?;
-        }
-        Ok(Checkpoint {
-            value: opened.value(path, &options.map_location)?,
-            path: path.to_owned(),
-        })
+        from_backing(Path::new("<memory>"), Arc::new(bytes), options, false)
     }
-}
-
-fn open(path: &Path, options: &LoadOptions) -> Result<native::Opened, Error> {
-    let backing = crate::backing::open(path, options.mmap)?;
-    native::open(path, backing)
 }
 
 /// Reads only the header of a file: the keys, dtypes, shapes and devices of its tensors,
 /// without touching their data. Fast on files of any size.
 pub fn inspect(path: impl AsRef<Path>) -> Result<Vec<TensorInfo>, Error> {
     let path = path.as_ref();
-    let opened = open(path, &LoadOptions::default())?;
-    Ok(opened
-        .entries()
-        .map(|e| TensorInfo {
-            key: e.key.to_owned(),
-            dtype: e.dtype,
-            shape: e.shape.to_vec(),
-            device: e.device,
+    let options = LoadOptions::new().verify_checksums(false);
+    if !safetensors::is_index(path) {
+        let backing = crate::backing::open(path, true)?;
+        if Format::detect(backing.bytes()) == Some(Format::Ckpt) {
+            let opened = native::open(path, backing)?;
+            return Ok(opened
+                .entries()
+                .map(|e| TensorInfo {
+                    key: e.key.to_owned(),
+                    dtype: e.dtype,
+                    shape: e.shape.to_vec(),
+                    device: e.device,
+                })
+                .collect());
+        }
+    }
+    // Other formats record no devices, and their headers are read whole anyway.
+    let (checkpoint, _) = read(path, &options, false)?;
+    Ok(checkpoint
+        .tensors()
+        .into_iter()
+        .map(|(key, t)| TensorInfo {
+            key,
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+            device: Device::Cpu,
         })
         .collect())
 }
@@ -244,12 +383,18 @@ pub struct TensorInfo {
 pub struct Checkpoint {
     value: Value<'static>,
     path: PathBuf,
+    format: Format,
 }
 
 impl Checkpoint {
     /// The file it was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's format.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The value under `key`, read through serde as `T`; errors name the file.
@@ -306,12 +451,9 @@ pub(crate) fn load_from<M: StateDict + ?Sized>(
     path: &Path,
     options: &LoadOptions,
 ) -> Result<LoadReport, Error> {
-    let opened = open(path, options)?;
-    let backing: &Arc<dyn Backing> = opened.backing();
-    if options.verify_checksums {
-        opened.verify(path, true)?;
-    }
-    let value = opened.value(path, &options.map_location)?;
+    let (value, backings) = read(path, options, true)?;
+    let release = |bytes: &[u8]| backings.iter().for_each(|b| b.release(bytes));
+    let prefetch = |bytes: &[u8]| backings.iter().for_each(|b| b.prefetch(bytes));
     let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {
         if leaf.view().dtype() == src.dtype() {
             if let Cow::Borrowed(from) = src.to_le_bytes() {
@@ -320,9 +462,9 @@ pub(crate) fn load_from<M: StateDict + ?Sized>(
                     .filter(|to| to.len() == from.len())
                 {
                     for (to, from) in to.chunks_mut(CHUNK).zip(from.chunks(CHUNK)) {
-                        backing.prefetch(from);
+                        prefetch(from);
                         to.copy_from_slice(from);
-                        backing.release(from);
+                        release(from);
                     }
                     return Ok(());
                 }

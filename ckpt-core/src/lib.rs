@@ -29,6 +29,7 @@ pub use crate::file::{
     Checkpoint, SaveHandle, SaveOptions, TensorInfo, inspect, load, load_with, save, save_async,
     save_async_with, save_with,
 };
+pub use crate::format::Format;
 pub use crate::load::{DTypePolicy, LoadError, LoadOptions, LoadProblem, LoadReport};
 pub use crate::location::{DeviceFn, MapLocation, ParseMapLocationError};
 pub use crate::map::TensorMap;

@@ -23,7 +23,7 @@ mod header;
 mod read;
 mod write;
 
-pub(crate) use read::{Opened, open};
+pub(crate) use read::open;
 pub(crate) use write::write;
 
 /// The first bytes of every ckpt file: not ASCII, then CR LF and ^Z, which text-mode transfers

@@ -292,11 +292,6 @@ impl Opened {
             })
     }
 
-    /// The bytes under the whole mapping, for callers that release pages as they go.
-    pub(crate) fn backing(&self) -> &Arc<dyn Backing> {
-        &self.backing
-    }
-
     /// Checks every tensor's checksum, on up to four threads; with `release`, lets each chunk's
     /// pages go once hashed, keeping resident memory small.
     pub(crate) fn verify(&self, path: &Path, release: bool) -> Result<(), Error> {
