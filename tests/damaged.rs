@@ -29,7 +29,7 @@ fn sample() -> (tempfile::TempDir, PathBuf) {
 
 fn corruption(err: &Error) -> (&Option<String>, &Corruption) {
     match err {
-        Error::Corrupt { key, problem, .. } => (key, problem),
+        Error::Corrupt { key, problem, .. } => (key, &**problem),
         other => panic!("expected a corruption error, got {other}"),
     }
 }

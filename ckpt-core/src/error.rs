@@ -30,8 +30,8 @@ pub enum Error {
         path: PathBuf,
         /// The tensor or value concerned, if any.
         key: Option<String>,
-        /// What is wrong.
-        problem: Corruption,
+        /// What is wrong (boxed: it is large and errors are rare).
+        problem: Box<Corruption>,
     },
     /// The file was written by a newer ckpt whose format this version cannot read.
     #[error(
@@ -72,7 +72,7 @@ pub enum Error {
         path: PathBuf,
         /// Every mismatch.
         #[source]
-        source: LoadError,
+        source: Box<LoadError>,
     },
     /// A value could not be read as the type asked for.
     #[error("{}: {source}", path.display())]
@@ -107,7 +107,7 @@ impl Error {
         Error::Corrupt {
             path: path.to_owned(),
             key: key.map(str::to_owned),
-            problem,
+            problem: Box::new(problem),
         }
     }
 

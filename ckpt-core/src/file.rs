@@ -474,7 +474,7 @@ pub(crate) fn load_from<M: StateDict + ?Sized>(
     };
     load_into_with(model, &value, options, &mut copy).map_err(|source| Error::Load {
         path: path.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 

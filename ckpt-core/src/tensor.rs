@@ -569,7 +569,41 @@ impl<'a> TensorView<'a> {
 
     /// Every value as `f64` in C order (integers and bools converted exactly where `f64` can).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        dispatch!(&self.host, HostView, v => v.iter().map(|x| x.to_f64()).collect())
+        self.f64_values().collect()
+    }
+
+    /// Every value as `f64`, in C order, without collecting them.
+    pub fn f64_values(&self) -> Box<dyn Iterator<Item = f64> + '_> {
+        dispatch!(&self.host, HostView, v => Box::new(v.iter().map(|x| x.to_f64())))
+    }
+
+    /// The largest absolute difference between corresponding elements, compared as `f64`:
+    /// `None` if the shapes differ, NaN if one side has a NaN where the other has not. Empty
+    /// tensors differ by 0.
+    ///
+    /// ```
+    /// # use ckpt_core::Tensor;
+    /// let a = Tensor::from(ndarray::array![1.0f32, 2.0]);
+    /// let b = Tensor::from(ndarray::array![1.5f64, 2.0]);
+    /// assert_eq!(a.view().max_abs_diff(&b.view()), Some(0.5));
+    /// ```
+    pub fn max_abs_diff(&self, other: &TensorView<'_>) -> Option<f64> {
+        if self.shape() != other.shape() {
+            return None;
+        }
+        let mut max = 0.0f64;
+        for (a, b) in self.f64_values().zip(other.f64_values()) {
+            let d = match (a.is_nan(), b.is_nan()) {
+                (true, true) => 0.0,
+                (false, false) if a == b => 0.0,
+                _ => (a - b).abs(),
+            };
+            if d.is_nan() {
+                return Some(f64::NAN);
+            }
+            max = max.max(d);
+        }
+        Some(max)
     }
 
     /// Checks that every value fits `dtype` when cast as [`Tensor::copy_from`] would cast it.
