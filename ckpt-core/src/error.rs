@@ -83,6 +83,22 @@ pub enum Error {
         #[source]
         source: ValueError,
     },
+    /// A whole model's file does not fit the type it is loaded as.
+    #[error(
+        "{}: the file holds a `{saved}` whose layout differs from `{loading}`:{}",
+        path.display(),
+        crate::whole::Lines(differences)
+    )]
+    ModelMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The type name recorded in the file.
+        saved: String,
+        /// The type it was loaded as.
+        loading: String,
+        /// Every difference, key by key.
+        differences: Vec<crate::whole::Difference>,
+    },
     /// The value cannot be written in the chosen format.
     #[error("{}: {}{problem}", path.display(), KeyPrefix(key.as_deref()))]
     Unsupported {
@@ -120,6 +136,7 @@ impl Error {
             | Error::CudaUnavailable { path, .. }
             | Error::Load { path, .. }
             | Error::Value { path, .. }
+            | Error::ModelMismatch { path, .. }
             | Error::Unsupported { path, .. } => path,
         }
     }

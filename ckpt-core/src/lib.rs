@@ -20,6 +20,7 @@ mod module;
 mod source;
 mod tensor;
 mod value;
+mod whole;
 
 pub use crate::device::{Device, ParseDeviceError};
 pub use crate::dtype::{DType, DTypeKind, ParseDTypeError};
@@ -37,3 +38,4 @@ pub use crate::module::{KeyPath, Leaf, Role, StateDict, Visitor, VisitorMut, mer
 pub use crate::source::{StripPrefix, TensorSource};
 pub use crate::tensor::{Tensor, TensorError, TensorView};
 pub use crate::value::{Key, TensorCow, Value, ValueError};
+pub use crate::whole::{Difference, Model, load_model, load_model_with, save_model};

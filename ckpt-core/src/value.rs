@@ -219,14 +219,14 @@ impl<'a> Value<'a> {
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ValueError> {
         let plain = to_cbor(self, &mut String::new())?;
         plain.deserialized().map_err(|e| ValueError::Type {
-            message: e.to_string(),
+            message: serde_message(e),
         })
     }
 
     /// A value holding `value` as serde serializes it: any `Serialize` user struct becomes a map.
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Value<'static>, ValueError> {
         let plain = ciborium::Value::serialized(value).map_err(|e| ValueError::Type {
-            message: e.to_string(),
+            message: serde_message(e),
         })?;
         from_cbor(plain)
     }
@@ -584,6 +584,13 @@ macro_rules! dict {
         $( map.insert($key, $value); )+
         map
     }};
+}
+
+/// Serde's own message, without ciborium's `Custom("...")` wrapping.
+fn serde_message(error: ciborium::value::Error) -> String {
+    match error {
+        ciborium::value::Error::Custom(message) => message,
+    }
 }
 
 fn to_cbor(value: &Value<'_>, path: &mut String) -> Result<ciborium::Value, ValueError> {

@@ -24,6 +24,17 @@ struct Norm {
     eps: f32,
 }
 
+/// What rebuilds a batch-norm layer saved with [`save_model`](crate::save_model).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchNormConfig {
+    /// The number of channels.
+    pub num_features: usize,
+    /// Added to the variance before the square root.
+    pub eps: f32,
+    /// The running statistics' momentum; `None` for a cumulative average.
+    pub momentum: Option<f32>,
+}
+
 impl Norm {
     fn new(num_features: usize) -> Self {
         Norm {
@@ -146,6 +157,25 @@ macro_rules! batch_norm {
         pub struct $name {
             #[state(flatten)]
             norm: Norm,
+        }
+
+        /// Saved whole with its channel count, `eps` and momentum.
+        impl crate::Model for $name {
+            type Config = BatchNormConfig;
+
+            fn config(&self) -> BatchNormConfig {
+                BatchNormConfig {
+                    num_features: self.norm.weight.len(),
+                    eps: self.norm.eps,
+                    momentum: self.norm.momentum,
+                }
+            }
+
+            fn from_config(config: BatchNormConfig) -> Self {
+                $name::new(config.num_features)
+                    .eps(config.eps)
+                    .momentum(config.momentum)
+            }
         }
 
         impl $name {

@@ -14,6 +14,34 @@ pub struct Embedding {
     pub weight: Array2<f32>,
 }
 
+/// What rebuilds an [`Embedding`] saved with [`save_model`](crate::save_model).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EmbeddingConfig {
+    /// The number of vectors.
+    pub num_embeddings: usize,
+    /// The size of each vector.
+    pub embedding_dim: usize,
+}
+
+impl crate::Model for Embedding {
+    type Config = EmbeddingConfig;
+
+    fn config(&self) -> EmbeddingConfig {
+        EmbeddingConfig {
+            num_embeddings: self.weight.nrows(),
+            embedding_dim: self.weight.ncols(),
+        }
+    }
+
+    fn from_config(config: EmbeddingConfig) -> Self {
+        Embedding::new(
+            config.num_embeddings,
+            config.embedding_dim,
+            &mut Rng::seed(0),
+        )
+    }
+}
+
 impl Embedding {
     /// A table initialised from `N(0, 1)`, as PyTorch does.
     pub fn new(num_embeddings: usize, embedding_dim: usize, rng: &mut Rng) -> Self {

@@ -18,6 +18,30 @@ pub struct LayerNorm {
     eps: f32,
 }
 
+/// What rebuilds a [`LayerNorm`] saved with [`save_model`](crate::save_model).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LayerNormConfig {
+    /// The trailing dimensions normalised over.
+    pub normalized_shape: Vec<usize>,
+    /// Added to the variance before the square root.
+    pub eps: f32,
+}
+
+impl crate::Model for LayerNorm {
+    type Config = LayerNormConfig;
+
+    fn config(&self) -> LayerNormConfig {
+        LayerNormConfig {
+            normalized_shape: self.weight.shape().to_vec(),
+            eps: self.eps,
+        }
+    }
+
+    fn from_config(config: LayerNormConfig) -> Self {
+        LayerNorm::new(&config.normalized_shape).eps(config.eps)
+    }
+}
+
 impl LayerNorm {
     /// A layer over trailing dimensions `normalized_shape` with `eps = 1e-5`.
     pub fn new(normalized_shape: &[usize]) -> Self {

@@ -24,6 +24,38 @@ pub struct Linear {
     pub bias: Option<Array1<f32>>,
 }
 
+/// What rebuilds a [`Linear`] saved with [`save_model`](crate::save_model).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinearConfig {
+    /// The size of each input.
+    pub in_features: usize,
+    /// The size of each output.
+    pub out_features: usize,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+}
+
+impl crate::Model for Linear {
+    type Config = LinearConfig;
+
+    fn config(&self) -> LinearConfig {
+        LinearConfig {
+            in_features: self.in_features(),
+            out_features: self.out_features(),
+            bias: self.bias.is_some(),
+        }
+    }
+
+    fn from_config(config: LinearConfig) -> Self {
+        let layer = Linear::new(config.in_features, config.out_features, &mut Rng::seed(0));
+        if config.bias {
+            layer
+        } else {
+            layer.without_bias()
+        }
+    }
+}
+
 impl Linear {
     /// A layer with PyTorch's default initialisation: weight and bias from
     /// `U(-1/sqrt(in), 1/sqrt(in))`.

@@ -49,14 +49,14 @@ mod sequential;
 
 pub use self::activation::ReLU;
 pub use self::attention::MultiheadAttention;
-pub use self::batchnorm::{BatchNorm1d, BatchNorm2d};
+pub use self::batchnorm::{BatchNorm1d, BatchNorm2d, BatchNormConfig};
 pub use self::conv::{Conv2d, Conv2dOptions};
 pub use self::dropout::Dropout;
-pub use self::embedding::Embedding;
+pub use self::embedding::{Embedding, EmbeddingConfig};
 pub use self::error::NnError;
 pub use self::gru::GRU;
-pub use self::layernorm::LayerNorm;
-pub use self::linear::Linear;
+pub use self::layernorm::{LayerNorm, LayerNormConfig};
+pub use self::linear::{Linear, LinearConfig};
 pub use self::lstm::{LSTM, LstmState};
 pub use self::pool::{AdaptiveAvgPool2d, MaxPool2d};
 pub use self::rng::Rng;
