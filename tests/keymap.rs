@@ -430,3 +430,30 @@ fn stripping_a_prefix_is_the_hinted_one_line_option() {
     assert_eq!(model, source);
     assert!(state.get_tensor("model_state_dict.head.bias").is_some());
 }
+
+#[test]
+fn auto_prefix_leaves_a_field_called_module_alone() {
+    #[derive(StateDict, Debug, PartialEq)]
+    struct Holder {
+        module: Fc,
+        other: Fc,
+    }
+    let source = Holder {
+        module: fc(3, 2, 1.0),
+        other: fc(2, 2, 1.0),
+    };
+    // Only the `module` field's keys: they all start with `module.`, and are the model's own.
+    let mut state = source.state_dict();
+    state.remove("other.weight");
+    state.remove("other.bias");
+    let mut model = Holder {
+        module: fc(3, 2, 2.0),
+        other: fc(2, 2, 2.0),
+    };
+    let options = LoadOptions::new().strict(false).auto_prefix(true);
+    let report = model.load_state_dict_with(&state, &options).unwrap();
+    assert_eq!(report.auto_prefix, None);
+    assert_eq!(report.loaded_keys, ["module.weight", "module.bias"]);
+    assert_eq!(model.module, source.module);
+    assert_eq!(model.other, fc(2, 2, 2.0));
+}

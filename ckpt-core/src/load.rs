@@ -56,7 +56,8 @@ pub struct LoadOptions {
     /// Whether the wrappers' prefixes are handled without a rule (`false` by default): after
     /// the key map, DataParallel's `module.` or `torch.compile`'s `_orig_mod.` is stripped when
     /// every source key carries it and the model's keys do not, and added when every key of the
-    /// model carries it and no source key does.
+    /// model carries it and no source key does, in either case only if more keys then match.
+    /// The rule applied is in [`LoadReport::auto_prefix`].
     pub auto_prefix: bool,
     /// Whether tensors whose shapes differ from the model's are left out and listed in
     /// [`LoadReport::skipped_shape_mismatches`] (`true`) rather than failing the load (`false`,
@@ -651,11 +652,21 @@ const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
 
 /// Strips a wrapper's prefix from the source's keys (`pairs` maps source keys to the keys the
 /// model will see) when all carry it and the model's keys do not, or adds it when all of the
-/// model's keys carry it and none of the source's do; returns the rule applied.
+/// model's keys carry it and none of the source's do; returns the rule applied. Either happens
+/// only if more source keys then match the model's, so a model that has a field called
+/// `module` is not mistaken for a wrapper.
 fn auto_prefix(pairs: &mut [(String, String)], slots: &IndexMap<String, Slot>) -> Option<String> {
+    let targets = || pairs.iter().map(|(_, to)| to.as_str());
+    let matching = |keys: &mut dyn Iterator<Item = String>| -> usize {
+        keys.filter(|key| slots.contains_key(key)).count()
+    };
+    let now = matching(&mut targets().map(str::to_owned));
     let model_has = |prefix| all_have(slots.keys().map(String::as_str), prefix);
     for prefix in WRAPPER_PREFIXES {
-        if all_have(pairs.iter().map(|(_, to)| to.as_str()), prefix) && !model_has(prefix) {
+        if all_have(targets(), prefix)
+            && !model_has(prefix)
+            && matching(&mut targets().map(|key| key[prefix.len()..].to_owned())) > now
+        {
             for (_, key) in pairs.iter_mut() {
                 key.drain(..prefix.len());
             }
@@ -663,7 +674,10 @@ fn auto_prefix(pairs: &mut [(String, String)], slots: &IndexMap<String, Slot>) -
         }
     }
     for prefix in WRAPPER_PREFIXES {
-        if model_has(prefix) && !pairs.iter().any(|(_, key)| key.starts_with(prefix)) {
+        if model_has(prefix)
+            && !targets().any(|key| key.starts_with(prefix))
+            && matching(&mut targets().map(|key| format!("{prefix}{key}"))) > now
+        {
             for (_, key) in pairs.iter_mut() {
                 key.insert_str(0, prefix);
             }
