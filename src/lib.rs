@@ -7,8 +7,11 @@ pub use ckpt_core::*;
 /// Derives [`StateDict`](trait@StateDict) for a struct; see the [crate documentation](crate).
 pub use ckpt_derive::StateDict;
 
+mod data_parallel;
 pub mod nn;
 pub mod optim;
+
+pub use crate::data_parallel::DataParallel;
 
 /// What `#[derive(StateDict)]` expands to refers to; not public API.
 #[doc(hidden)]

@@ -213,7 +213,8 @@ fn dataparallel_prefix_is_diagnosed() {
         err.hints(),
         [
             "every unexpected key starts with \"module.\" (the prefix nn.DataParallel adds); with \
-          that prefix stripped the load succeeds: load `StripPrefix::new(&state, \"module.\")`."
+          that prefix stripped the load succeeds: load with \
+          `LoadOptions::new().key_map(KeyMap::data_parallel())`."
         ]
     );
     assert!(
@@ -277,7 +278,8 @@ fn a_wrapped_model_is_told_about_a_plain_checkpoint() {
         err.hints(),
         [
             "every missing key starts with \"module.\" (the prefix nn.DataParallel adds) and the \
-          checkpoint has them without it; load the checkpoint into the wrapped module instead."
+          checkpoint has them without it; load the checkpoint into the wrapped module instead, \
+          or load with `LoadOptions::new().auto_prefix(true)`."
         ]
     );
     wrapped

@@ -13,6 +13,7 @@ mod error;
 mod file;
 mod format;
 mod impls;
+mod keymap;
 mod load;
 mod location;
 mod map;
@@ -31,6 +32,7 @@ pub use crate::file::{
     save_async_with, save_with,
 };
 pub use crate::format::Format;
+pub use crate::keymap::{KeyMap, KeyMapError, KeyPlan, KeyRule};
 pub use crate::load::{DTypePolicy, LoadError, LoadOptions, LoadProblem, LoadReport};
 pub use crate::location::{DeviceFn, MapLocation, ParseMapLocationError};
 pub use crate::map::TensorMap;

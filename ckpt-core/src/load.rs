@@ -6,6 +6,7 @@ use std::fmt;
 
 use indexmap::IndexMap;
 
+use crate::keymap::{KeyMap, KeyMapError, MappedSource};
 use crate::location::MapLocation;
 use crate::module::{KeyPath, Leaf, Role, StateDict};
 use crate::source::TensorSource;
@@ -19,6 +20,21 @@ use crate::{DType, DTypeKind};
 ///
 /// let options = LoadOptions::new().strict(false).dtype_policy(DTypePolicy::Exact);
 /// assert!(!options.strict);
+/// ```
+///
+/// A warm start: a pretrained checkpoint saved from `nn.DataParallel`, its `fc` renamed `head`,
+/// into a model whose head has a new shape.
+///
+/// ```
+/// use ckpt_core::{KeyMap, LoadOptions};
+///
+/// let options = LoadOptions::new()
+///     .strict(false)
+///     .auto_prefix(true)
+///     .key_map(KeyMap::new().replace(r"^fc\.", "head.")?)
+///     .skip_shape_mismatches(true);
+/// assert_eq!(options.key_map.to_string(), r#"replace(/^fc\./ -> "head.")"#);
+/// # Ok::<(), ckpt_core::KeyMapError>(())
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -34,6 +50,19 @@ pub struct LoadOptions {
     pub verify_checksums: bool,
     /// Whether files are memory-mapped (`true`, the default) rather than read into memory.
     pub mmap: bool,
+    /// Rules applied to the source's keys before they are matched with the model's (none by
+    /// default).
+    pub key_map: KeyMap,
+    /// Whether the wrappers' prefixes are handled without a rule (`false` by default): after
+    /// the key map, DataParallel's `module.` or `torch.compile`'s `_orig_mod.` is stripped when
+    /// every source key carries it and the model's keys do not, and added when every key of the
+    /// model carries it and no source key does, in either case only if more keys then match.
+    /// The rule applied is in [`LoadReport::auto_prefix`].
+    pub auto_prefix: bool,
+    /// Whether tensors whose shapes differ from the model's are left out and listed in
+    /// [`LoadReport::skipped_shape_mismatches`] (`true`) rather than failing the load (`false`,
+    /// the default): a new classifier head over a pretrained backbone.
+    pub skip_shape_mismatches: bool,
 }
 
 impl Default for LoadOptions {
@@ -44,6 +73,9 @@ impl Default for LoadOptions {
             map_location: MapLocation::Saved,
             verify_checksums: true,
             mmap: true,
+            key_map: KeyMap::new(),
+            auto_prefix: false,
+            skip_shape_mismatches: false,
         }
     }
 }
@@ -89,6 +121,28 @@ impl LoadOptions {
         self.mmap = mmap;
         self
     }
+
+    /// Sets [`LoadOptions::key_map`]. Loads one sub-module out of a bigger checkpoint with
+    /// `key_map(KeyMap::new().select_prefix("encoder."))`.
+    #[must_use]
+    pub fn key_map(mut self, key_map: KeyMap) -> Self {
+        self.key_map = key_map;
+        self
+    }
+
+    /// Sets [`LoadOptions::auto_prefix`].
+    #[must_use]
+    pub fn auto_prefix(mut self, auto: bool) -> Self {
+        self.auto_prefix = auto;
+        self
+    }
+
+    /// Sets [`LoadOptions::skip_shape_mismatches`].
+    #[must_use]
+    pub fn skip_shape_mismatches(mut self, skip: bool) -> Self {
+        self.skip_shape_mismatches = skip;
+        self
+    }
 }
 
 /// What to do when a checkpoint tensor's dtype differs from the model's.
@@ -116,6 +170,14 @@ pub struct LoadReport {
     pub unexpected_keys: Vec<String>,
     /// Loaded keys whose tensors were cast to the model's dtype.
     pub cast_keys: Vec<String>,
+    /// Keys left as they were because the shapes differ (only with
+    /// [`LoadOptions::skip_shape_mismatches`]).
+    pub skipped_shape_mismatches: Vec<String>,
+    /// The rules of [`LoadOptions::key_map`], as displayed, that matched no key of the source:
+    /// usually a typo.
+    pub unmatched_rules: Vec<String>,
+    /// The prefix rule [`LoadOptions::auto_prefix`] applied, as displayed, if any.
+    pub auto_prefix: Option<String>,
 }
 
 impl LoadReport {
@@ -128,19 +190,35 @@ impl LoadReport {
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_complete() {
-            return write!(
+            write!(
                 f,
                 "<All keys matched successfully: {} loaded>",
                 self.loaded_keys.len()
-            );
+            )?;
+        } else {
+            write!(
+                f,
+                "{} loaded; missing keys: [{}]; unexpected keys: [{}]",
+                self.loaded_keys.len(),
+                Quoted(&self.missing_keys),
+                Quoted(&self.unexpected_keys),
+            )?;
         }
-        write!(
-            f,
-            "{} loaded; missing keys: [{}]; unexpected keys: [{}]",
-            self.loaded_keys.len(),
-            Quoted(&self.missing_keys),
-            Quoted(&self.unexpected_keys),
-        )
+        if !self.skipped_shape_mismatches.is_empty() {
+            write!(
+                f,
+                "; skipped for their shapes: [{}]",
+                Quoted(&self.skipped_shape_mismatches)
+            )?;
+        }
+        if !self.unmatched_rules.is_empty() {
+            write!(
+                f,
+                "; key rules that matched nothing: [{}]",
+                self.unmatched_rules.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -192,6 +270,15 @@ pub enum LoadProblem {
         /// The key.
         key: String,
     },
+    /// Two keys of the source map to one key under [`LoadOptions::key_map`].
+    KeyCollision {
+        /// The key both map to.
+        key: String,
+        /// The first source key, in the source's order.
+        first: String,
+        /// The second source key.
+        second: String,
+    },
     /// Copying failed after every check had passed. This is a bug in a [`Leaf`]
     /// implementation; the model may be partly written.
     Copy {
@@ -212,6 +299,7 @@ impl LoadProblem {
             | LoadProblem::DTypeMismatch { key, .. }
             | LoadProblem::OutOfRange { key, .. }
             | LoadProblem::DuplicateKey { key }
+            | LoadProblem::KeyCollision { key, .. }
             | LoadProblem::Copy { key, .. } => key,
         }
     }
@@ -261,6 +349,11 @@ impl fmt::Display for LoadProblem {
             LoadProblem::DuplicateKey { key } => {
                 write!(f, "two tensors of the model map to the key \"{key}\".")
             }
+            LoadProblem::KeyCollision { key, first, second } => write!(
+                f,
+                "the checkpoint keys \"{first}\" and \"{second}\" both map to \"{key}\" under \
+                 the key map."
+            ),
             LoadProblem::Copy { key, error } => write!(f, "copying {key} failed: {error}."),
         }
     }
@@ -419,12 +512,39 @@ pub(crate) fn load_into_with<M: StateDict + ?Sized>(
     );
 
     let mut report = LoadReport::default();
+    let mapped;
+    let source: &dyn TensorSource = if options.key_map.is_empty() && !options.auto_prefix {
+        source
+    } else {
+        let keys: Vec<Cow<'_, str>> = source.tensor_keys().collect();
+        let plan = options.key_map.plan(&keys);
+        report.unmatched_rules = plan.unmatched_rules().to_vec();
+        for collision in plan.collisions() {
+            if let KeyMapError::Collision { key, first, second } = collision {
+                problems.push(LoadProblem::KeyCollision {
+                    key: key.clone(),
+                    first: first.clone(),
+                    second: second.clone(),
+                });
+            }
+        }
+        let mut pairs = plan.pairs().to_vec();
+        if options.auto_prefix {
+            report.auto_prefix = auto_prefix(&mut pairs, &slots);
+        }
+        mapped = MappedSource::new(source, pairs);
+        &mapped
+    };
     for (key, slot) in &slots {
         let Some(tensor) = source.get_tensor(key) else {
             report.missing_keys.push(key.clone());
             continue;
         };
         if tensor.shape() != slot.shape.as_slice() {
+            if options.skip_shape_mismatches {
+                report.skipped_shape_mismatches.push(key.clone());
+                continue;
+            }
             problems.push(LoadProblem::SizeMismatch {
                 key: key.clone(),
                 checkpoint: tensor.shape().to_vec(),
@@ -483,7 +603,13 @@ pub(crate) fn load_into_with<M: StateDict + ?Sized>(
                     .map(|key| LoadProblem::Unexpected { key: key.clone() }),
             );
         }
-        let hints = prefix_hints(&slots, &report, source);
+        let mut hints = prefix_hints(&slots, &report, source);
+        hints.extend(
+            report
+                .unmatched_rules
+                .iter()
+                .map(|rule| format!("the key rule {rule} matched no key of the checkpoint.")),
+        );
         return Err(LoadError {
             module: model.module_name().to_owned(),
             problems: all,
@@ -518,6 +644,75 @@ pub(crate) fn load_into_with<M: StateDict + ?Sized>(
         });
     }
     Ok(report)
+}
+
+/// The prefixes that wrappers put before a model's keys: `nn.DataParallel`'s and
+/// `torch.compile`'s.
+const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
+
+/// Strips a wrapper's prefix from the source's keys (`pairs` maps source keys to the keys the
+/// model will see) when all carry it and the model's keys do not, or adds it when all of the
+/// model's keys carry it and none of the source's do; returns the rule applied. Either happens
+/// only if more source keys then match the model's, so a model that has a field called
+/// `module` is not mistaken for a wrapper.
+fn auto_prefix(pairs: &mut [(String, String)], slots: &IndexMap<String, Slot>) -> Option<String> {
+    let targets = || pairs.iter().map(|(_, to)| to.as_str());
+    let matching = |keys: &mut dyn Iterator<Item = String>| -> usize {
+        keys.filter(|key| slots.contains_key(key)).count()
+    };
+    let now = matching(&mut targets().map(str::to_owned));
+    let model_has = |prefix| all_have(slots.keys().map(String::as_str), prefix);
+    for prefix in WRAPPER_PREFIXES {
+        if all_have(targets(), prefix)
+            && !model_has(prefix)
+            && matching(&mut targets().map(|key| key[prefix.len()..].to_owned())) > now
+        {
+            for (_, key) in pairs.iter_mut() {
+                key.drain(..prefix.len());
+            }
+            return Some(KeyMap::new().strip_prefix(prefix).to_string());
+        }
+    }
+    for prefix in WRAPPER_PREFIXES {
+        if model_has(prefix)
+            && !targets().any(|key| key.starts_with(prefix))
+            && matching(&mut targets().map(|key| format!("{prefix}{key}"))) > now
+        {
+            for (_, key) in pairs.iter_mut() {
+                key.insert_str(0, prefix);
+            }
+            return Some(KeyMap::new().add_prefix(prefix).to_string());
+        }
+    }
+    None
+}
+
+/// Whether there are keys and every one has `prefix` and more.
+fn all_have<'k>(mut keys: impl Iterator<Item = &'k str>, prefix: &str) -> bool {
+    let mut any = false;
+    let every = keys.all(|key| {
+        any = true;
+        key.len() > prefix.len() && key.starts_with(prefix)
+    });
+    any && every
+}
+
+/// The load options that strip `prefix` from a checkpoint's keys, as a hint shows them.
+fn strip_option(prefix: &str) -> String {
+    match prefix {
+        "module." => "LoadOptions::new().key_map(KeyMap::data_parallel())".to_owned(),
+        "_orig_mod." => "LoadOptions::new().key_map(KeyMap::compiled())".to_owned(),
+        _ => format!("LoadOptions::new().key_map(KeyMap::new().strip_prefix(\"{prefix}\"))"),
+    }
+}
+
+/// The load options that add `prefix` to a checkpoint's keys, as a hint shows them.
+fn add_option(prefix: &str) -> String {
+    if WRAPPER_PREFIXES.contains(&prefix) {
+        "LoadOptions::new().auto_prefix(true)".to_owned()
+    } else {
+        format!("LoadOptions::new().key_map(KeyMap::new().add_prefix(\"{prefix}\"))")
+    }
 }
 
 /// For each missing key, the closest unexpected key if it is only a typo away.
@@ -569,8 +764,9 @@ fn prefix_hints(
         }) {
             return vec![format!(
                 "every unexpected key starts with \"{prefix}\"{}; with that prefix stripped \
-                 the load succeeds: load `StripPrefix::new(&state, \"{prefix}\")`.",
-                origin(prefix)
+                 the load succeeds: load with `{}`.",
+                origin(prefix),
+                strip_option(prefix),
             )];
         }
     }
@@ -582,8 +778,10 @@ fn prefix_hints(
         }) {
             return vec![format!(
                 "every missing key starts with \"{prefix}\"{} and the checkpoint has them \
-                 without it; load the checkpoint into the wrapped module instead.",
-                origin(prefix)
+                 without it; load the checkpoint into the wrapped module instead, or load with \
+                 `{}`.",
+                origin(prefix),
+                add_option(prefix),
             )];
         }
     }

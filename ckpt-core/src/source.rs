@@ -76,7 +76,10 @@ impl<T: TensorSource + ?Sized> TensorSource for &T {
 
 /// The tensors of a source whose keys start with a prefix, with the prefix removed; other keys
 /// are hidden. Loads a DataParallel checkpoint (`module.fc.weight`) into a plain model, or one
-/// sub-module (`encoder.`) out of a bigger checkpoint.
+/// sub-module (`encoder.`) out of a bigger checkpoint. [`LoadOptions::key_map`] does the same
+/// and more from the load options, checked.
+///
+/// [`LoadOptions::key_map`]: crate::LoadOptions::key_map
 ///
 /// ```
 /// use ckpt_core::{StripPrefix, Tensor, TensorSource};
