@@ -40,6 +40,22 @@ fn linear_matches_pytorch() {
     assert_close("linear y", &y, &f.array::<Ix2>("y"), TOL);
 }
 
+/// `Linear(1, n)` (a scalar regression input) and a batch of one: shapes for which ndarray's
+/// matrix product comes back column-major.
+#[test]
+fn linear_takes_one_feature_and_one_row() {
+    let rng = &mut Rng::seed(0);
+    for (inputs, outputs, rows) in [(1, 4, 3), (1, 4, 1), (3, 4, 1), (1, 1, 5), (3, 1, 2)] {
+        let fc = Linear::new(inputs, outputs, rng);
+        let x = Array2::from_shape_fn((rows, inputs), |(i, j)| (i * inputs + j) as f32 - 1.5);
+        let y = fc.forward(&x).unwrap();
+        let expected = x.dot(&fc.weight.t()) + fc.bias.as_ref().unwrap();
+        assert_eq!(y, expected, "Linear({inputs}, {outputs}) on {rows} rows");
+        let x3 = x.clone().into_shape_with_order((1, rows, inputs)).unwrap();
+        assert_eq!(fc.forward(&x3).unwrap().shape(), [1, rows, outputs]);
+    }
+}
+
 #[test]
 fn conv2d_matches_pytorch() {
     let f = support::load("conv2d");
