@@ -10,7 +10,7 @@ use ckpt::nn::{
     Sequential,
 };
 use ckpt::{StateDict, TensorMap};
-use ndarray::{Array1, Array2, Array3, ArrayD, Ix2, Ix3, Ix4, IxDyn};
+use ndarray::{Array1, Array2, Array3, Array4, ArrayD, Ix2, Ix3, Ix4, IxDyn, ShapeBuilder};
 use support::{Fixture, assert_close};
 
 const TOL: f32 = 1e-5;
@@ -155,6 +155,42 @@ fn batchnorm_counts_batches_and_refuses_single_values() {
     assert_eq!(
         err.to_string(),
         "BatchNorm1d: expected input of shape 2-D or 3-D with 2 channels in axis 1, got [3, 5]"
+    );
+}
+
+/// Inputs in column-major order (as `x.t().to_owned()` makes them) give the same outputs as the
+/// same values in row-major order.
+#[test]
+fn layers_take_column_major_inputs() {
+    let rng = &mut Rng::seed(0);
+    let value = |i: usize, j: usize| (i * 4 + j) as f32 * 0.25 - 1.0;
+    let row_major = Array2::from_shape_fn((3, 4), |(i, j)| value(i, j));
+    let column_major = Array2::from_shape_fn((3, 4).f(), |(i, j)| value(i, j));
+    assert!(!column_major.is_standard_layout());
+    assert_eq!(column_major, row_major);
+
+    let layer_norm = LayerNorm::new(&[4]);
+    assert_eq!(
+        layer_norm.forward(&column_major).unwrap(),
+        layer_norm.forward(&row_major).unwrap()
+    );
+    let mut batch_norm = BatchNorm1d::new(4);
+    batch_norm.eval();
+    assert_eq!(
+        batch_norm.forward(&column_major).unwrap(),
+        batch_norm.forward(&row_major).unwrap()
+    );
+    let fc = Linear::new(4, 2, rng);
+    assert_eq!(
+        fc.forward(&column_major).unwrap(),
+        fc.forward(&row_major).unwrap()
+    );
+    let conv = Conv2d::new(1, 1, 2, Conv2dOptions::default(), rng);
+    let image = Array4::from_shape_fn((1, 1, 3, 4), |(_, _, i, j)| value(i, j));
+    let image_f = Array4::from_shape_fn((1, 1, 3, 4).f(), |(_, _, i, j)| value(i, j));
+    assert_eq!(
+        conv.forward(&image_f).unwrap(),
+        conv.forward(&image).unwrap()
     );
 }
 
