@@ -10,7 +10,7 @@ use ckpt::nn::{
     Sequential,
 };
 use ckpt::{StateDict, TensorMap};
-use ndarray::{Array1, Array2, Array3, ArrayD, Ix2, Ix3, Ix4, IxDyn};
+use ndarray::{Array1, Array2, Array3, Array4, ArrayD, Ix2, Ix3, Ix4, IxDyn, ShapeBuilder};
 use support::{Fixture, assert_close};
 
 const TOL: f32 = 1e-5;
@@ -38,6 +38,22 @@ fn linear_matches_pytorch() {
     check_layout_and_load(&mut fc, &f, "state");
     let y = fc.forward(&f.array::<Ix2>("x")).unwrap();
     assert_close("linear y", &y, &f.array::<Ix2>("y"), TOL);
+}
+
+/// `Linear(1, n)` (a scalar regression input) and a batch of one: shapes for which ndarray's
+/// matrix product comes back column-major.
+#[test]
+fn linear_takes_one_feature_and_one_row() {
+    let rng = &mut Rng::seed(0);
+    for (inputs, outputs, rows) in [(1, 4, 3), (1, 4, 1), (3, 4, 1), (1, 1, 5), (3, 1, 2)] {
+        let fc = Linear::new(inputs, outputs, rng);
+        let x = Array2::from_shape_fn((rows, inputs), |(i, j)| (i * inputs + j) as f32 - 1.5);
+        let y = fc.forward(&x).unwrap();
+        let expected = x.dot(&fc.weight.t()) + fc.bias.as_ref().unwrap();
+        assert_eq!(y, expected, "Linear({inputs}, {outputs}) on {rows} rows");
+        let x3 = x.clone().into_shape_with_order((1, rows, inputs)).unwrap();
+        assert_eq!(fc.forward(&x3).unwrap().shape(), [1, rows, outputs]);
+    }
 }
 
 #[test]
@@ -139,6 +155,42 @@ fn batchnorm_counts_batches_and_refuses_single_values() {
     assert_eq!(
         err.to_string(),
         "BatchNorm1d: expected input of shape 2-D or 3-D with 2 channels in axis 1, got [3, 5]"
+    );
+}
+
+/// Inputs in column-major order (as `x.t().to_owned()` makes them) give the same outputs as the
+/// same values in row-major order.
+#[test]
+fn layers_take_column_major_inputs() {
+    let rng = &mut Rng::seed(0);
+    let value = |i: usize, j: usize| (i * 4 + j) as f32 * 0.25 - 1.0;
+    let row_major = Array2::from_shape_fn((3, 4), |(i, j)| value(i, j));
+    let column_major = Array2::from_shape_fn((3, 4).f(), |(i, j)| value(i, j));
+    assert!(!column_major.is_standard_layout());
+    assert_eq!(column_major, row_major);
+
+    let layer_norm = LayerNorm::new(&[4]);
+    assert_eq!(
+        layer_norm.forward(&column_major).unwrap(),
+        layer_norm.forward(&row_major).unwrap()
+    );
+    let mut batch_norm = BatchNorm1d::new(4);
+    batch_norm.eval();
+    assert_eq!(
+        batch_norm.forward(&column_major).unwrap(),
+        batch_norm.forward(&row_major).unwrap()
+    );
+    let fc = Linear::new(4, 2, rng);
+    assert_eq!(
+        fc.forward(&column_major).unwrap(),
+        fc.forward(&row_major).unwrap()
+    );
+    let conv = Conv2d::new(1, 1, 2, Conv2dOptions::default(), rng);
+    let image = Array4::from_shape_fn((1, 1, 3, 4), |(_, _, i, j)| value(i, j));
+    let image_f = Array4::from_shape_fn((1, 1, 3, 4).f(), |(_, _, i, j)| value(i, j));
+    assert_eq!(
+        conv.forward(&image_f).unwrap(),
+        conv.forward(&image).unwrap()
     );
 }
 

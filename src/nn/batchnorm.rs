@@ -102,7 +102,9 @@ impl Norm {
         {
             channel.mapv_inplace(|v| (v - m) * s + b);
         }
-        y.into_shape_with_order(x.raw_dim())
+        // `y` keeps the memory order of `x`, which can be column-major; `into_shape_clone`
+        // copies only then.
+        y.into_shape_clone(x.raw_dim())
             .map_err(|_| NnError::shape(layer, expected(), shape))
     }
 

@@ -94,7 +94,9 @@ impl LayerNorm {
                 *v = ((f64::from(*v) - mean) * inv) as f32 * w + b;
             }
         }
-        y.into_shape_with_order(x.raw_dim()).map_err(|_| error())
+        // `y` keeps the memory order of `x`, which can be column-major; `into_shape_clone`
+        // copies only then.
+        y.into_shape_clone(x.raw_dim()).map_err(|_| error())
     }
 }
 

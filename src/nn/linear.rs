@@ -105,8 +105,10 @@ impl Linear {
         }
         let mut out_shape = shape.clone();
         out_shape[lead.len()] = self.out_features();
+        // The product can come back column-major (one input feature, or one row), which a
+        // row-major reshape refuses; `into_shape_clone` copies only then.
         let y = y
-            .into_shape_with_order(IxDyn(&out_shape))
+            .into_shape_clone(IxDyn(&out_shape))
             .map_err(|_| self.shape_error(&shape))?;
         y.into_dimensionality::<D>()
             .map_err(|_| self.shape_error(&shape))
