@@ -46,7 +46,16 @@ pub(crate) fn write_atomically(
             .and_then(|f| f.sync_all())
             .map_err(err)?;
     }
+    // Replacing a file frees the old one's blocks inside the rename, which for a large
+    // checkpoint takes as long as writing a good part of it; holding the old file open moves that
+    // work to the last close, done on a background thread.
+    let previous = File::open(path).ok();
     tmp.persist(path).map_err(|e| err(e.error))?;
+    if let Some(previous) = previous {
+        let _ = std::thread::Builder::new()
+            .name("ckpt-release-old".to_owned())
+            .spawn(move || drop(previous));
+    }
     if fsync {
         sync_dir(dir).map_err(err)?;
     }
