@@ -1,5 +1,5 @@
-//! Any bytes given to the ckpt-format loader: an error or a checkpoint, never a panic, a hang
-//! or an allocation beyond the input's size.
+//! Any bytes given to the loader, whatever format they claim to be (ckpt's own, safetensors):
+//! an error or a checkpoint, never a panic, a hang or an allocation beyond the input's size.
 
 #![no_main]
 
