@@ -7,6 +7,7 @@ mod storage;
 mod device;
 mod dtype;
 mod element;
+pub mod format;
 mod impls;
 mod load;
 mod map;

@@ -1,0 +1,3 @@
+//! Reading and writing other frameworks' checkpoint files.
+
+pub mod pytorch;
