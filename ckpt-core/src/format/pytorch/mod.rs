@@ -1,5 +1,6 @@
 //! PyTorch `.pt` files: [`read`] what `torch.save` writes (the zip format of PyTorch 1.6 and
-//! later, and the legacy format before it).
+//! later, and the legacy format before it) and [`write`] files that
+//! `torch.load(path, weights_only=True)` reads.
 //!
 //! Reading is safe on untrusted files: the unpickler implements PyTorch's `weights_only=True`
 //! allow-list and executes nothing, every length and tensor view is checked against the data
@@ -8,6 +9,15 @@
 //!
 //! ```
 //! use ckpt_core::format::pytorch;
+//! use ckpt_core::{Tensor, dict};
+//!
+//! let weight = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+//! let checkpoint = dict! { "epoch" => 3, "model" => dict! { "fc.weight" => &weight } };
+//!
+//! let mut file = std::io::Cursor::new(Vec::new());
+//! pytorch::write(&checkpoint, &mut file).unwrap();
+//! let loaded = pytorch::read(file.get_ref()).unwrap();
+//! assert_eq!(loaded, checkpoint);
 //!
 //! // A pickle that would run a shell command is refused, by name.
 //! let hostile = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.";
@@ -19,9 +29,13 @@ mod archive;
 mod error;
 mod legacy;
 mod opcode;
+mod pickle;
 mod rebuild;
 mod unpickle;
+mod write;
 
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
 use self::error::truncated;
@@ -108,6 +122,29 @@ pub fn read_file_with(
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| PtError::from(e).in_file(path))?;
     read_with(&bytes, options).map_err(|e| e.in_file(path))
+}
+
+/// Writes `value` as a `.pt` file in PyTorch's zip format, which `torch.load` reads with
+/// `weights_only=True`.
+///
+/// Maps whose keys are all strings become `collections.OrderedDict`s (as a `state_dict()` is),
+/// others plain dicts; lists become lists. Each storage is stored uncompressed and aligned to 64
+/// bytes, and tensors that share their data (same memory, shape and strides) are written once
+/// and load as one tensor. The output is deterministic: the same value gives the same bytes.
+pub fn write<W: Write + Seek>(value: &Value<'_>, out: W) -> Result<(), PtError> {
+    write::write(value, out)
+}
+
+/// [`write`] to a new file at `path` (replacing any file there); errors name the file.
+pub fn write_file(value: &Value<'_>, path: impl AsRef<Path>) -> Result<(), PtError> {
+    let path = path.as_ref();
+    let run = || -> Result<(), PtError> {
+        let mut out = BufWriter::new(File::create(path)?);
+        write::write(value, &mut out)?;
+        out.flush()?;
+        Ok(())
+    };
+    run().map_err(|e| e.in_file(path))
 }
 
 /// Checks a storage's bytes against the element count the pickle gives it.
