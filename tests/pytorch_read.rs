@@ -254,6 +254,12 @@ fn views_past_their_storage_are_refused() {
         let data = zip_of(&[("a/data.pkl", &pickle), ("a/data/0", &[0u8; 20])]);
         let err = pytorch::read(&data).unwrap_err();
         assert!(matches!(err.kind(), PtErrorKind::Tensor { .. }), "{err}");
+        assert_eq!(err.key(), Some("w"));
+        assert!(
+            err.to_string()
+                .starts_with("a/data.pkl: at key \"w\": invalid tensor on storage 0: "),
+            "{err}"
+        );
         assert!(
             err.to_string()
                 .contains("past the end of its storage of 5 elements"),
@@ -422,4 +428,63 @@ fn no_input_panics() {
         runs += 1;
     }
     eprintln!("no_input_panics: {runs} reads in {:.1?}", start.elapsed());
+}
+
+#[test]
+fn pickle_protocol_4_reads_like_protocol_2() {
+    let p2 = pytorch::read(&fixture("extra/protocol2.pt")).unwrap();
+    let p4 = pytorch::read(&fixture("extra/protocol4.pt")).unwrap();
+    assert_eq!(p2.tensors().len(), 4);
+    assert_eq!(p4, p2);
+}
+
+#[test]
+fn parameters_sizes_and_devices_load_as_data() {
+    let v = pytorch::read(&fixture("extra/parameters.pt")).unwrap();
+    let weight = v["weight"].as_tensor().unwrap();
+    assert_eq!(weight.shape(), &[2, 3]);
+    assert_eq!(weight.to_f64_vec(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(v["frozen"].as_tensor().unwrap().to_f64_vec(), [1.0, 1.0]);
+    assert_eq!(v["size"], Value::List(vec![Value::Int(2), Value::Int(3)]));
+    assert_eq!(v["device"], Value::String("cpu".into()));
+}
+
+#[test]
+fn big_endian_files_are_byte_swapped() {
+    let little = fixture("views.pt");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&little)).unwrap();
+    let mut records = Vec::new();
+    for i in 0..zip.len() {
+        let mut file = zip.by_index(i).unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut data).unwrap();
+        let name = file.name().to_owned();
+        if name.ends_with("/byteorder") {
+            data = b"big".to_vec();
+        } else if name.contains("/data/") {
+            data.chunks_exact_mut(4).for_each(<[u8]>::reverse);
+        }
+        records.push((name, data));
+    }
+    let records: Vec<(&str, &[u8])> = records
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let big = pytorch::read(&zip_of(&records)).unwrap();
+    assert_eq!(big, pytorch::read(&little).unwrap());
+    let bogus: Vec<(&str, &[u8])> = records
+        .iter()
+        .map(|&(n, d)| {
+            if n.ends_with("/byteorder") {
+                (n, &b"middle"[..])
+            } else {
+                (n, d)
+            }
+        })
+        .collect();
+    let err = pytorch::read(&zip_of(&bogus)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "views/byteorder: unknown byte order \"middle\": expected \"little\" or \"big\""
+    );
 }

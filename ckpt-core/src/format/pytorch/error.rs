@@ -3,14 +3,19 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Why a `.pt` file could not be read or written, with the file and the entry (a zip record such
-/// as `archive/data/3`, or a part of a legacy file) where that is known.
+/// Why a `.pt` file could not be read or written, with the file, the entry (a zip record such
+/// as `archive/data/3`, or a part of a legacy file) and the key (`optimizer.state.0.exp_avg`)
+/// where they are known.
 #[derive(Debug, thiserror::Error)]
-#[error("{}{kind}", Location { file: self.file.as_deref(), entry: self.entry.as_deref() })]
-pub struct PtError {
+#[error("{}{}", Location { file: self.0.file.as_deref(), entry: self.0.entry.as_deref(), key: self.0.key.as_deref() }, self.0.kind)]
+pub struct PtError(Box<Inner>);
+
+/// Boxed so that a `Result<_, PtError>` stays small.
+#[derive(Debug)]
+struct Inner {
     file: Option<PathBuf>,
     entry: Option<String>,
-    #[source]
+    key: Option<String>,
     kind: PtErrorKind,
 }
 
@@ -144,6 +149,7 @@ fn hint_for(name: &str) -> &'static str {
 struct Location<'p> {
     file: Option<&'p Path>,
     entry: Option<&'p str>,
+    key: Option<&'p str>,
 }
 
 impl fmt::Display for Location<'_> {
@@ -154,6 +160,9 @@ impl fmt::Display for Location<'_> {
         if let Some(entry) = self.entry {
             write!(f, "{entry}: ")?;
         }
+        if let Some(key) = self.key {
+            write!(f, "at key {key:?}: ")?;
+        }
         Ok(())
     }
 }
@@ -161,37 +170,51 @@ impl fmt::Display for Location<'_> {
 impl PtError {
     /// What went wrong.
     pub fn kind(&self) -> &PtErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// The file, when the error came from a function given a path.
     pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+        self.0.file.as_deref()
     }
 
     /// The zip record or part of the file where it went wrong, if known.
     pub fn entry(&self) -> Option<&str> {
-        self.entry.as_deref()
+        self.0.entry.as_deref()
     }
 
     /// Whether the data ended early: a cut-off download or an interrupted write.
     pub fn is_truncated(&self) -> bool {
         matches!(
-            self.kind,
+            self.0.kind,
             PtErrorKind::Truncated { .. } | PtErrorKind::Zip { .. }
         )
     }
 
+    /// The flattened key of the value where it went wrong (`model.fc.weight`), if known.
+    pub fn key(&self) -> Option<&str> {
+        self.0.key.as_deref()
+    }
+
+    /// Prepends a key segment, as the error travels out of nested dicts and lists.
+    pub(crate) fn under_key(mut self, segment: &dyn fmt::Display) -> Self {
+        self.0.key = Some(match self.0.key.take() {
+            Some(inner) => format!("{segment}.{inner}"),
+            None => segment.to_string(),
+        });
+        self
+    }
+
     /// Names the file, keeping an entry already named.
     pub(crate) fn in_file(mut self, file: &Path) -> Self {
-        self.file = Some(file.to_owned());
+        self.0.file = Some(file.to_owned());
         self
     }
 
     /// Names the entry, unless a more precise one is already named.
     pub(crate) fn in_entry(mut self, entry: &str) -> Self {
-        if self.entry.is_none() {
-            self.entry = Some(entry.to_owned());
+        if self.0.entry.is_none() {
+            self.0.entry = Some(entry.to_owned());
         }
         self
     }
@@ -199,11 +222,12 @@ impl PtError {
 
 impl From<PtErrorKind> for PtError {
     fn from(kind: PtErrorKind) -> Self {
-        PtError {
+        PtError(Box::new(Inner {
             file: None,
             entry: None,
+            key: None,
             kind,
-        }
+        }))
     }
 }
 

@@ -79,7 +79,11 @@ impl Convert<'_, '_> {
             Obj::List(items) | Obj::Tuple(items) => Value::List(
                 items
                     .iter()
-                    .map(|&item| self.value(item, depth + 1))
+                    .enumerate()
+                    .map(|(i, &item)| {
+                        self.value(item, depth + 1)
+                            .map_err(|e| nested(e, depth, &i))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             Obj::Dict(pairs) => {
@@ -92,7 +96,9 @@ impl Convert<'_, '_> {
                             return Err(unsupported(format!("a dict key that is {}", kind(other))));
                         }
                     };
-                    let value = self.value(v, depth + 1)?;
+                    let value = self
+                        .value(v, depth + 1)
+                        .map_err(|e| nested(e, depth, &key))?;
                     map.insert(key, value);
                 }
                 Value::Map(map)
@@ -281,6 +287,15 @@ fn kind(obj: &Obj) -> &'static str {
         Obj::Storage(_) => "a storage",
         Obj::Tensor(_) => "a tensor",
     }
+}
+
+/// Adds a key segment to an error from a child, unless the error is about depth itself (whose
+/// key would be as deep as the nesting).
+fn nested(e: PtError, depth: usize, segment: &dyn std::fmt::Display) -> PtError {
+    if depth >= 16 {
+        return e;
+    }
+    e.under_key(segment)
 }
 
 fn limit(what: String) -> PtError {
