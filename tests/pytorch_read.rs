@@ -324,7 +324,11 @@ fn other_refusals_are_precise() {
         let err = pytorch::read(bytes).unwrap_err();
         assert!(err.to_string().contains(expected), "{bytes:?}: {err}");
     }
-    let pickles: [(&[u8], &str); 5] = [
+    let pickles: [(&[u8], &str); 6] = [
+        (
+            b"\x80\x02ctorch\nComplexFloatStorage\n.",
+            "a/data.pkl: invalid pickle at byte 2: torch.ComplexFloatStorage holds a dtype",
+        ),
         (
             b"\x80\x02\x81.",
             "a/data.pkl: unsupported pickle opcode 0x81 (NEWOBJ) at byte 2",

@@ -499,14 +499,14 @@ impl<'a> Machine<'a> {
             }
             ("torch", "Size") => Global::Size,
             ("torch", "device") => Global::Device,
-            ("torch", storage) if storage_dtype(storage).is_some() => {
-                Global::Storage(storage_dtype(storage).unwrap_or(DType::U8))
-            }
-            ("torch", storage) if storage.ends_with("Storage") => {
-                return Err(self.error(format!(
-                    "torch.{storage} holds a dtype ckpt does not support"
-                )));
-            }
+            ("torch", storage) if storage.ends_with("Storage") => match storage_dtype(storage) {
+                Some(dtype) => Global::Storage(dtype),
+                None => {
+                    return Err(self.error(format!(
+                        "torch.{storage} holds a dtype ckpt does not support"
+                    )));
+                }
+            },
             _ => {
                 return Err(PtErrorKind::UnsupportedGlobal {
                     name: format!("{module}.{name}"),
