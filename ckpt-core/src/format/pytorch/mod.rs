@@ -1,5 +1,5 @@
 //! PyTorch `.pt` files: [`read`] what `torch.save` writes (the zip format of PyTorch 1.6 and
-//! later, and the legacy format before it) and [`write`] files that
+//! later, and the legacy format before it) and [`write()`] files that
 //! `torch.load(path, weights_only=True)` reads.
 //!
 //! Reading is safe on untrusted files: the unpickler implements PyTorch's `weights_only=True`
@@ -135,7 +135,7 @@ pub fn write<W: Write + Seek>(value: &Value<'_>, out: W) -> Result<(), PtError> 
     write::write(value, out)
 }
 
-/// [`write`] to a new file at `path` (replacing any file there); errors name the file.
+/// [`write()`] to a new file at `path` (replacing any file there); errors name the file.
 pub fn write_file(value: &Value<'_>, path: impl AsRef<Path>) -> Result<(), PtError> {
     let path = path.as_ref();
     let run = || -> Result<(), PtError> {
