@@ -495,3 +495,37 @@ fn big_endian_files_are_byte_swapped() {
         "views/byteorder: unknown byte order \"middle\": expected \"little\" or \"big\""
     );
 }
+
+#[test]
+fn objects_fetched_again_from_the_memo_cannot_multiply_the_file() {
+    // A 100 kB string referenced 20 000 times would be 2 GB of strings.
+    let mut p = b"\x80\x02X".to_vec();
+    p.extend_from_slice(&100_000u32.to_le_bytes());
+    p.extend(std::iter::repeat_n(b'x', 100_000));
+    p.extend_from_slice(b"q\x00(");
+    for _ in 0..20_000 {
+        p.extend_from_slice(b"h\x00");
+    }
+    p.extend_from_slice(b"l.");
+    let start = Instant::now();
+    let err = pytorch::read(&archive_of(&p)).unwrap_err();
+    assert!(
+        err.to_string().contains("more than twice the file size"),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 5);
+    // No allowed callable takes more than 7 arguments, nor a tensor more than 64 dimensions.
+    let err = pytorch::read(&archive_of(
+        b"\x80\x02ccollections\nOrderedDict\n(NNNNNNNNtR.",
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("REDUCE with 8 arguments"), "{err}");
+    let pickle = tensor_pickle(1, 0, &[1; 65], &[1; 65]);
+    let err =
+        pytorch::read(&zip_of(&[("a/data.pkl", &pickle), ("a/data/0", &[0; 4])])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tensor size has 65 dimensions (at most 64)"),
+        "{err}"
+    );
+}

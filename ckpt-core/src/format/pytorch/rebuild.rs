@@ -59,7 +59,7 @@ impl Convert<'_, '_> {
             Obj::Bool(b) => Value::Bool(*b),
             Obj::Int(i) => Value::Int(*i),
             Obj::Float(x) => Value::Float(*x),
-            Obj::Str(s) => Value::String(s.clone()),
+            Obj::Str(s) => Value::String(self.copy_str(s)?),
             Obj::BigInt(bytes) => {
                 return Err(unsupported(format!(
                     "an integer of {} bytes, beyond 64 bits",
@@ -90,7 +90,7 @@ impl Convert<'_, '_> {
                 let mut map = IndexMap::with_capacity(pairs.len());
                 for &(k, v) in pairs {
                     let key = match self.pickle.obj(k) {
-                        Obj::Str(s) => Key::Str(s.clone()),
+                        Obj::Str(s) => Key::Str(self.copy_str(s)?),
                         Obj::Int(i) => Key::Int(*i),
                         other => {
                             return Err(unsupported(format!("a dict key that is {}", kind(other))));
@@ -105,6 +105,17 @@ impl Convert<'_, '_> {
             }
             Obj::Tensor(spec) => Value::Tensor(TensorCow::Owned(self.tensor(ix, spec)?)),
         })
+    }
+
+    /// A string copied out of the pickle, paid for from the same budget as tensor data: a long
+    /// string fetched from the memo many times must not multiply the file's size.
+    fn copy_str(&mut self, s: &str) -> Result<String, PtError> {
+        self.bytes_left = self.bytes_left.checked_sub(s.len()).ok_or_else(|| {
+            limit(
+                "the strings and tensors built add up to more than twice the file size".to_owned(),
+            )
+        })?;
+        Ok(s.to_owned())
     }
 
     fn tensor(&mut self, ix: Ix, spec: &TensorSpec) -> Result<Tensor, PtError> {
@@ -135,8 +146,7 @@ impl Convert<'_, '_> {
         })?;
         self.bytes_left = self.bytes_left.checked_sub(data.len()).ok_or_else(|| {
             limit(
-                "the tensors' views of their storages add up to more than twice the file size"
-                    .to_owned(),
+                "the strings and tensors built add up to more than twice the file size".to_owned(),
             )
         })?;
         let tensor = Tensor::from_le_bytes(storage.dtype, &shape, &data).map_err(|e| {

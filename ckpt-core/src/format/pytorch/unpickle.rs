@@ -12,6 +12,11 @@ use super::error::{PtError, PtErrorKind, truncated};
 use super::opcode as op;
 use crate::DType;
 
+/// The most dimensions a tensor may have; PyTorch's own limit is lower in practice.
+const MAX_DIMS: usize = 64;
+/// The longest device name (`"cuda:0"`, `"mps"`) accepted.
+const MAX_DEVICE_NAME: usize = 64;
+
 /// An index into the objects a pickle has built.
 pub(crate) type Ix = usize;
 
@@ -298,7 +303,7 @@ impl<'a> Machine<'a> {
                     else {
                         return Err(self.error("STACK_GLOBAL needs two strings".to_owned()));
                     };
-                    let global = self.resolve(&module.clone(), &name.clone())?;
+                    let global = self.resolve(module, name)?;
                     self.push(Obj::Global(global));
                 }
                 op::REDUCE => {
@@ -525,6 +530,11 @@ impl<'a> Machine<'a> {
         let Some(Obj::Tuple(args)) = self.objs.get(args) else {
             return Err(self.error("REDUCE arguments are not a tuple".to_owned()));
         };
+        // No allowed callable takes more; checked before the copy so that a huge tuple fetched
+        // again and again from the memo costs nothing.
+        if args.len() > 7 {
+            return Err(self.error(format!("REDUCE with {} arguments", args.len())));
+        }
         let args = args.clone();
         let arg = |i: usize| args.get(i).and_then(|&ix| self.objs.get(ix));
         let obj = match global {
@@ -552,11 +562,18 @@ impl<'a> Machine<'a> {
                 }
                 return Err(self.error("_rebuild_parameter needs a tensor".to_owned()));
             }
-            Global::Size if args.len() == 1 => match arg(0) {
-                Some(Obj::Tuple(items)) => Obj::Tuple(items.clone()),
+            Global::Size if args.len() == 1 => match (arg(0), args.first()) {
+                // Tuples are immutable: the size is its tuple, shared rather than copied.
+                (Some(Obj::Tuple(_)), Some(&tuple)) => return Ok(tuple),
                 _ => return Err(self.error("torch.Size needs a tuple".to_owned())),
             },
             Global::Device if (1..=2).contains(&args.len()) => match (arg(0), arg(1)) {
+                (Some(Obj::Str(kind)), _) if kind.len() > MAX_DEVICE_NAME => {
+                    return Err(self.error(format!(
+                        "torch.device name of {} bytes (at most {MAX_DEVICE_NAME})",
+                        kind.len()
+                    )));
+                }
                 (Some(Obj::Str(kind)), None) => Obj::Str(kind.clone()),
                 (Some(Obj::Str(kind)), Some(Obj::Int(index))) => {
                     Obj::Str(format!("{kind}:{index}"))
@@ -578,6 +595,12 @@ impl<'a> Machine<'a> {
         let Some(Obj::Tuple(items)) = ix.and_then(|ix| self.objs.get(ix)) else {
             return Err(self.error(format!("tensor {what} is not a tuple")));
         };
+        if items.len() > MAX_DIMS {
+            return Err(self.error(format!(
+                "tensor {what} has {} dimensions (at most {MAX_DIMS})",
+                items.len()
+            )));
+        }
         items
             .iter()
             .map(|&ix| match self.objs.get(ix) {
@@ -593,10 +616,12 @@ impl<'a> Machine<'a> {
     fn build(&mut self, target: Ix, state: Ix) -> Result<(), PtError> {
         match (self.objs.get(target), self.objs.get(state)) {
             (Some(Obj::Dict(_)), Some(Obj::Dict(_) | Obj::None)) => Ok(()),
+            // `(state, slotstate)`, as `__reduce_ex__` gives it.
             (Some(Obj::Dict(_)), Some(Obj::Tuple(parts)))
-                if parts
-                    .iter()
-                    .all(|&p| matches!(self.objs.get(p), Some(Obj::Dict(_) | Obj::None))) =>
+                if parts.len() == 2
+                    && parts
+                        .iter()
+                        .all(|&p| matches!(self.objs.get(p), Some(Obj::Dict(_) | Obj::None))) =>
             {
                 Ok(())
             }
@@ -619,9 +644,11 @@ impl<'a> Machine<'a> {
         if tag != "storage" || !(5..=6).contains(&fields.len()) {
             return Err(self.error(format!("unknown persistent id {tag:?}")));
         }
-        let key = match key {
-            Obj::Str(s) => s.clone(),
-            Obj::Int(i) => i.to_string(),
+        // Borrowed until a new storage is recorded: a long key fetched from the memo for every
+        // tensor is not copied each time.
+        let key: std::borrow::Cow<'_, str> = match key {
+            Obj::Str(s) => s.as_str().into(),
+            Obj::Int(i) => i.to_string().into(),
             _ => return Err(self.error("storage key is not a string".to_owned())),
         };
         let dtype = match storage_type {
@@ -639,7 +666,7 @@ impl<'a> Machine<'a> {
                 "storage {key} is a view of another storage (a pre-0.4 file); not supported"
             )));
         }
-        if let Some(&i) = self.storage_index.get(&key) {
+        if let Some(&i) = self.storage_index.get(&*key) {
             let seen = self.storages.get(i);
             if seen.is_some_and(|s| s.dtype != dtype || s.numel != numel) {
                 return Err(self.error(format!(
@@ -648,6 +675,7 @@ impl<'a> Machine<'a> {
             }
             return Ok(i);
         }
+        let key = key.into_owned();
         self.storage_index.insert(key.clone(), self.storages.len());
         self.storages.push(StorageRef { key, dtype, numel });
         Ok(self.storages.len() - 1)
