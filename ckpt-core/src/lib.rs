@@ -11,7 +11,7 @@ mod dtype;
 mod element;
 mod error;
 mod file;
-mod format;
+pub mod format;
 mod impls;
 mod keymap;
 mod load;

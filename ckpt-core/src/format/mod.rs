@@ -1,10 +1,11 @@
 //! File formats: ckpt's own, PyTorch's and safetensors; detected from the bytes on load, chosen
-//! by extension on save.
+//! by extension on save. [`pytorch`] reads and writes `.pt` files directly.
 
 use std::fmt;
 use std::path::Path;
 
 pub(crate) mod native;
+pub mod pytorch;
 pub(crate) mod safetensors;
 
 /// A file format.

@@ -1,0 +1,254 @@
+//! Pickling a [`Value`] as `torch.save` does, with protocol 2: state-dict-like maps as
+//! `collections.OrderedDict`, tensors through `torch._utils._rebuild_tensor_v2` with one
+//! persistent storage each, and tensors that share their data pickled once and referenced again
+//! through the memo, so that `torch.load` gives back one tensor.
+
+use std::collections::HashMap;
+
+use super::error::{PtError, PtErrorKind};
+use super::opcode as op;
+use super::rebuild::MAX_DEPTH;
+use crate::{DType, Key, TensorView, Value};
+
+/// A pickled value and the tensors whose data become storage records `data/0`, `data/1`, ….
+pub(crate) struct Pickled<'v> {
+    pub(crate) pickle: Vec<u8>,
+    pub(crate) storages: Vec<TensorView<'v>>,
+}
+
+pub(crate) fn pickle<'v>(value: &'v Value<'_>) -> Result<Pickled<'v>, PtError> {
+    let mut p = Pickler {
+        out: vec![op::PROTO, 2],
+        next_memo: 0,
+        globals: HashMap::new(),
+        written: HashMap::new(),
+        storages: Vec::new(),
+    };
+    p.value(value, 0)?;
+    p.out.push(op::STOP);
+    Ok(Pickled {
+        pickle: p.out,
+        storages: p.storages,
+    })
+}
+
+/// A tensor already pickled, and the memo slot holding it.
+type Written<'v> = (TensorView<'v>, u32);
+
+struct Pickler<'v> {
+    out: Vec<u8>,
+    next_memo: u32,
+    /// Memo slots of globals already written.
+    globals: HashMap<&'static str, u32>,
+    /// Tensors already written, by dtype and shape, with their memo slots.
+    written: HashMap<(DType, Vec<usize>), Vec<Written<'v>>>,
+    storages: Vec<TensorView<'v>>,
+}
+
+impl<'v> Pickler<'v> {
+    fn value(&mut self, value: &'v Value<'_>, depth: usize) -> Result<(), PtError> {
+        if depth > MAX_DEPTH {
+            return Err(PtErrorKind::Unsupported {
+                what: format!("writing a value nested deeper than {MAX_DEPTH} levels"),
+            }
+            .into());
+        }
+        match value {
+            Value::None => self.out.push(op::NONE),
+            Value::Bool(true) => self.out.push(op::NEWTRUE),
+            Value::Bool(false) => self.out.push(op::NEWFALSE),
+            Value::Int(i) => self.int(*i),
+            Value::Float(x) => {
+                self.out.push(op::BINFLOAT);
+                self.out.extend_from_slice(&x.to_be_bytes());
+            }
+            Value::String(s) => self.string(s)?,
+            Value::List(items) => {
+                self.out.push(op::EMPTY_LIST);
+                if !items.is_empty() {
+                    self.out.push(op::MARK);
+                    for item in items {
+                        self.value(item, depth + 1)?;
+                    }
+                    self.out.push(op::APPENDS);
+                }
+            }
+            Value::Map(map) => {
+                if map.keys().all(|k| matches!(k, Key::Str(_))) {
+                    self.global("collections\nOrderedDict\n");
+                    self.out.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
+                } else {
+                    self.out.push(op::EMPTY_DICT);
+                }
+                if !map.is_empty() {
+                    self.out.push(op::MARK);
+                    for (k, v) in map {
+                        match k {
+                            Key::Str(s) => self.string(s)?,
+                            Key::Int(i) => self.int(*i),
+                        }
+                        self.value(v, depth + 1)?;
+                    }
+                    self.out.push(op::SETITEMS);
+                }
+            }
+            Value::Tensor(t) => self.tensor(t.view())?,
+        }
+        Ok(())
+    }
+
+    fn tensor(&mut self, view: TensorView<'v>) -> Result<(), PtError> {
+        let class = (view.dtype(), view.shape().to_vec());
+        if let Some(&(_, slot)) = self
+            .written
+            .get(&class)
+            .and_then(|seen| seen.iter().find(|(v, _)| v.shares_storage(&view)))
+        {
+            self.get(slot);
+            return Ok(());
+        }
+        let key = self.storages.len().to_string();
+        self.global("torch._utils\n_rebuild_tensor_v2\n");
+        self.out.extend_from_slice(&[op::MARK, op::MARK]);
+        self.string("storage")?;
+        self.global(match view.dtype() {
+            DType::F64 => "torch\nDoubleStorage\n",
+            DType::F32 => "torch\nFloatStorage\n",
+            DType::F16 => "torch\nHalfStorage\n",
+            DType::BF16 => "torch\nBFloat16Storage\n",
+            DType::I64 => "torch\nLongStorage\n",
+            DType::I32 => "torch\nIntStorage\n",
+            DType::I16 => "torch\nShortStorage\n",
+            DType::I8 => "torch\nCharStorage\n",
+            DType::U8 => "torch\nByteStorage\n",
+            DType::Bool => "torch\nBoolStorage\n",
+        });
+        self.string(&key)?;
+        self.string("cpu")?;
+        self.usize(view.numel())?;
+        self.out.extend_from_slice(&[op::TUPLE, op::BINPERSID]);
+        self.int(0);
+        let shape = view.shape().to_vec();
+        let mut stride = vec![0usize; shape.len()];
+        let mut step = 1usize;
+        for (s, &d) in stride.iter_mut().zip(&shape).rev() {
+            *s = step;
+            step = step.saturating_mul(d);
+        }
+        self.tuple(&shape)?;
+        self.tuple(&stride)?;
+        self.out.push(op::NEWFALSE);
+        // backward_hooks: an empty OrderedDict, as PyTorch writes it.
+        self.global("collections\nOrderedDict\n");
+        self.out.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
+        self.out.extend_from_slice(&[op::TUPLE, op::REDUCE]);
+        let slot = self.put();
+        self.written
+            .entry(class)
+            .or_default()
+            .push((view.clone(), slot));
+        self.storages.push(view);
+        Ok(())
+    }
+
+    fn tuple(&mut self, items: &[usize]) -> Result<(), PtError> {
+        match items.len() {
+            0 => self.out.push(op::EMPTY_TUPLE),
+            n @ 1..=3 => {
+                for &i in items {
+                    self.usize(i)?;
+                }
+                self.out.push(op::TUPLE1 + (n as u8 - 1));
+            }
+            _ => {
+                self.out.push(op::MARK);
+                for &i in items {
+                    self.usize(i)?;
+                }
+                self.out.push(op::TUPLE);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a global once and fetches it from the memo afterwards, as Python's pickler does.
+    fn global(&mut self, module_and_name: &'static str) {
+        if let Some(&slot) = self.globals.get(module_and_name) {
+            self.get(slot);
+            return;
+        }
+        self.out.push(op::GLOBAL);
+        self.out.extend_from_slice(module_and_name.as_bytes());
+        let slot = self.put();
+        self.globals.insert(module_and_name, slot);
+    }
+
+    fn put(&mut self) -> u32 {
+        let slot = self.next_memo;
+        self.next_memo += 1;
+        match u8::try_from(slot) {
+            Ok(small) => self.out.extend_from_slice(&[op::BINPUT, small]),
+            Err(_) => {
+                self.out.push(op::LONG_BINPUT);
+                self.out.extend_from_slice(&slot.to_le_bytes());
+            }
+        }
+        slot
+    }
+
+    fn get(&mut self, slot: u32) {
+        match u8::try_from(slot) {
+            Ok(small) => self.out.extend_from_slice(&[op::BINGET, small]),
+            Err(_) => {
+                self.out.push(op::LONG_BINGET);
+                self.out.extend_from_slice(&slot.to_le_bytes());
+            }
+        }
+    }
+
+    fn usize(&mut self, i: usize) -> Result<(), PtError> {
+        let i = i64::try_from(i).map_err(|_| PtErrorKind::Unsupported {
+            what: format!("a size of {i}, beyond i64"),
+        })?;
+        self.int(i);
+        Ok(())
+    }
+
+    /// The smallest encoding, as Python's pickler chooses it.
+    fn int(&mut self, i: i64) {
+        if let Ok(small) = u8::try_from(i) {
+            self.out.extend_from_slice(&[op::BININT1, small]);
+        } else if let Ok(medium) = u16::try_from(i) {
+            self.out.push(op::BININT2);
+            self.out.extend_from_slice(&medium.to_le_bytes());
+        } else if let Ok(word) = i32::try_from(i) {
+            self.out.push(op::BININT);
+            self.out.extend_from_slice(&word.to_le_bytes());
+        } else {
+            // Two's complement, little-endian, without redundant sign bytes.
+            let bytes = i.to_le_bytes();
+            let mut n = bytes.len();
+            while n > 1 {
+                let (top, below) = (bytes[n - 1], bytes[n - 2]);
+                let redundant =
+                    (top == 0 && below & 0x80 == 0) || (top == 0xff && below & 0x80 != 0);
+                if !redundant {
+                    break;
+                }
+                n -= 1;
+            }
+            self.out.extend_from_slice(&[op::LONG1, n as u8]);
+            self.out.extend_from_slice(&bytes[..n]);
+        }
+    }
+
+    fn string(&mut self, s: &str) -> Result<(), PtError> {
+        let len = u32::try_from(s.len()).map_err(|_| PtErrorKind::Unsupported {
+            what: format!("a string of {} bytes (at most 4 GiB)", s.len()),
+        })?;
+        self.out.push(op::BINUNICODE);
+        self.out.extend_from_slice(&len.to_le_bytes());
+        self.out.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
