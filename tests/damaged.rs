@@ -130,12 +130,24 @@ fn foreign_files_and_newer_versions() {
     let other = dir.path().join("other.bin");
     std::fs::write(
         &other,
-        b"PK\x03\x04 this is a zip file, not a checkpoint at all, padded out to be long enough",
+        b"GIF89a this is a picture, not a checkpoint at all, padded out to be long enough",
     )
     .unwrap();
     let err = ckpt::load(&other).unwrap_err();
     assert!(matches!(corruption(&err).1, Corruption::BadMagic { .. }));
-    assert!(err.to_string().contains("not a ckpt file"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not a checkpoint (ckpt, PyTorch or safetensors)"),
+        "{err}"
+    );
+    // A zip archive is taken for a PyTorch file, and refused as a damaged one.
+    std::fs::write(&other, b"PK\x03\x04 this is no real zip archive").unwrap();
+    let err = ckpt::load(&other).unwrap_err();
+    assert!(matches!(err, Error::PyTorch { .. }), "{err}");
+    assert!(
+        err.to_string().contains("truncated or incomplete file"),
+        "{err}"
+    );
 
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[8..10].copy_from_slice(&2u16.to_le_bytes());

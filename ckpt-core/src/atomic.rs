@@ -16,7 +16,7 @@ use crate::error::Error;
 pub(crate) fn write_atomically(
     path: &Path,
     fsync: bool,
-    write: impl FnOnce(&mut File, &Path) -> io::Result<()>,
+    write: impl FnOnce(&mut File, &Path) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let err = |e| Error::io(path, e);
     let dir = match path.parent() {
@@ -39,7 +39,7 @@ pub(crate) fn write_atomically(
     }
     let mut tmp = builder.tempfile_in(dir).map_err(err)?;
     let tmp_path = tmp.path().to_owned();
-    write(tmp.as_file_mut(), &tmp_path).map_err(err)?;
+    write(tmp.as_file_mut(), &tmp_path)?;
     if fsync {
         // Through the path: a writer given only the path may have replaced the file.
         File::open(&tmp_path)

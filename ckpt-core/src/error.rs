@@ -83,6 +83,16 @@ pub enum Error {
         #[source]
         source: ValueError,
     },
+    /// A PyTorch file could not be read or written: damaged, truncated, or holding something
+    /// the restricted unpickler refuses (code, a pickled module).
+    #[error("{}: {source}", path.display())]
+    PyTorch {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, with the zip record and key where known.
+        #[source]
+        source: crate::format::pytorch::PtError,
+    },
     /// A whole model's file does not fit the type it is loaded as.
     #[error(
         "{}: the file holds a `{saved}` whose layout differs from `{loading}`:{}",
@@ -137,6 +147,7 @@ impl Error {
             | Error::Load { path, .. }
             | Error::Value { path, .. }
             | Error::ModelMismatch { path, .. }
+            | Error::PyTorch { path, .. }
             | Error::Unsupported { path, .. } => path,
         }
     }
@@ -158,8 +169,8 @@ impl fmt::Display for KeyPrefix<'_> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Corruption {
-    /// The file does not start with a known magic number.
-    #[error("not a ckpt file: it starts with {found:02x?}")]
+    /// The file is in no format ckpt reads.
+    #[error("not a checkpoint (ckpt, PyTorch or safetensors): it starts with {found:02x?}")]
     BadMagic {
         /// The first bytes.
         found: Vec<u8>,

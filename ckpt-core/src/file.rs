@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::format::{Format, native, safetensors};
+use crate::format::{Format, native, pytorch, safetensors};
 use crate::load::{LoadOptions, LoadReport, load_into_with};
 use crate::module::{Leaf, StateDict};
 use crate::source::TensorSource;
@@ -124,13 +124,21 @@ pub fn save_with<'a>(
 
 fn write_file(path: &Path, value: &Value<'_>, format: Format, fsync: bool) -> Result<(), Error> {
     match format {
-        Format::Ckpt => {
-            crate::atomic::write_atomically(path, fsync, |file, _| native::write(value, file))
-        }
+        Format::Ckpt => crate::atomic::write_atomically(path, fsync, |file, _| {
+            native::write(value, file).map_err(|e| Error::io(path, e))
+        }),
         Format::SafeTensors => {
             let prepared = safetensors::prepare(path, value)?;
-            crate::atomic::write_atomically(path, fsync, |_, tmp| prepared.write_to(tmp))
+            crate::atomic::write_atomically(path, fsync, |_, tmp| {
+                prepared.write_to(tmp).map_err(|e| Error::io(path, e))
+            })
         }
+        Format::PyTorch => crate::atomic::write_atomically(path, fsync, |file, _| {
+            pytorch::write(value, file).map_err(|source| Error::PyTorch {
+                path: path.to_owned(),
+                source,
+            })
+        }),
     }
 }
 
@@ -268,6 +276,15 @@ fn from_backing(
             safetensors::read(path, backing)?,
             &options.map_location,
         )?,
+        Format::PyTorch => {
+            let read = pytorch::ReadOptions::new().verify_crc(options.verify_checksums);
+            let value =
+                pytorch::read_with(backing.bytes(), &read).map_err(|source| Error::PyTorch {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            placed(path, value, &options.map_location)?
+        }
     };
     Ok(Checkpoint {
         value,

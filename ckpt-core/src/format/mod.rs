@@ -16,6 +16,9 @@ pub enum Format {
     Ckpt,
     /// safetensors: a flat map of tensors and string metadata (`.safetensors`).
     SafeTensors,
+    /// PyTorch's `torch.save` format, zip or legacy (`.pt`, `.pth`, `.bin`), read through a
+    /// restricted unpickler that runs no code.
+    PyTorch,
 }
 
 impl Format {
@@ -25,25 +28,31 @@ impl Format {
             Some(Format::Ckpt)
         } else if safetensors::sniff(bytes) {
             Some(Format::SafeTensors)
+        } else if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+            // A zip archive (torch.save since 1.6) or a pickle (the legacy format).
+            Some(Format::PyTorch)
         } else {
             None
         }
     }
 
-    /// The format a file name asks for: `.ckpt`, `.safetensors`; `None` for others.
+    /// The format a file name asks for: `.ckpt`, `.safetensors`, `.pt`/`.pth`/`.bin`; `None` for
+    /// others.
     pub fn from_path(path: &Path) -> Option<Format> {
         match path.extension()?.to_str()? {
             "ckpt" => Some(Format::Ckpt),
             "safetensors" => Some(Format::SafeTensors),
+            "pt" | "pth" | "bin" => Some(Format::PyTorch),
             _ => None,
         }
     }
 
-    /// A short lower-case name: `"ckpt"`, `"safetensors"`.
+    /// A short lower-case name: `"ckpt"`, `"safetensors"`, `"pytorch"`.
     pub fn name(self) -> &'static str {
         match self {
             Format::Ckpt => "ckpt",
             Format::SafeTensors => "safetensors",
+            Format::PyTorch => "pytorch",
         }
     }
 }

@@ -381,6 +381,6 @@ pub(crate) fn write_sharded(
         .map_err(|e| Error::io(index_path, io::Error::other(e)))?;
     crate::atomic::write_atomically(index_path, fsync, |file, _| {
         use std::io::Write;
-        file.write_all(&json)
+        file.write_all(&json).map_err(|e| Error::io(index_path, e))
     })
 }

@@ -54,6 +54,7 @@ enum Command {
 enum FormatArg {
     Ckpt,
     Safetensors,
+    Pytorch,
 }
 
 impl From<FormatArg> for Format {
@@ -61,6 +62,7 @@ impl From<FormatArg> for Format {
         match f {
             FormatArg::Ckpt => Format::Ckpt,
             FormatArg::Safetensors => Format::SafeTensors,
+            FormatArg::Pytorch => Format::PyTorch,
         }
     }
 }
@@ -120,6 +122,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let bytes: usize = tensors.iter().map(|(_, t)| t.nbytes()).sum();
             let checked = match checkpoint.format() {
                 Format::Ckpt => "header and every tensor checksum match",
+                Format::PyTorch => "structure and every zip record's CRC-32 checked",
                 _ => "structure checked; the format carries no checksums",
             };
             println!(
