@@ -367,6 +367,7 @@ fn main() {
     let raw = dir.path().join("raw.bin");
     let ck = dir.path().join("w.ckpt");
     let st = dir.path().join("w.safetensors");
+    let pt = dir.path().join("w.pt");
 
     bench.run(&mut [
         ("raw_write", &mut || raw_write(&model, &raw, true)),
@@ -381,6 +382,9 @@ fn main() {
             ckpt::save_with(model.state_dict(), &ck, &no_sync).unwrap();
         }),
         ("safetensors_save", &mut || safetensors_save(&model, &st)),
+        ("pytorch_save_nofsync", &mut || {
+            ckpt::save_with(model.state_dict(), &pt, &no_sync).unwrap();
+        }),
     ]);
     std::fs::remove_file(&raw).unwrap();
 
@@ -397,7 +401,9 @@ fn main() {
         })
         .collect();
     // Warm the page cache for both files before timing loads.
-    let _ = std::fs::read(&ck).unwrap().len() + std::fs::read(&st).unwrap().len();
+    let _ = std::fs::read(&ck).unwrap().len()
+        + std::fs::read(&st).unwrap().len()
+        + std::fs::read(&pt).unwrap().len();
     let trusted = LoadOptions::new().verify_checksums(false);
     let target = std::cell::RefCell::new(target);
     bench.run(&mut [
@@ -415,6 +421,12 @@ fn main() {
         }),
         ("ckpt_load_into_trusted", &mut || {
             target.borrow_mut().load_from(&ck, &trusted).unwrap();
+        }),
+        ("pytorch_load_into", &mut || {
+            target
+                .borrow_mut()
+                .load_from(&pt, &LoadOptions::new())
+                .unwrap();
         }),
         ("ckpt_load", &mut || {
             let checkpoint = ckpt::load(&ck).unwrap();
