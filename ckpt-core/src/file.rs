@@ -9,13 +9,15 @@ use std::thread::JoinHandle;
 
 use serde::de::DeserializeOwned;
 
+use crate::device::DeviceError;
 use crate::error::Error;
 use crate::format::{Format, native, safetensors};
 use crate::load::{LoadOptions, LoadReport, load_into_with};
+use crate::location::MapLocation;
 use crate::module::{Leaf, StateDict};
 use crate::source::TensorSource;
-use crate::tensor::{Backing, TensorError, TensorView};
-use crate::value::Value;
+use crate::tensor::{Backing, Tensor, TensorError, TensorView};
+use crate::value::{TensorCow, Value};
 use crate::{DType, Device};
 
 /// How to save a file.
@@ -301,21 +303,93 @@ fn not_a_checkpoint(path: &Path, bytes: &[u8]) -> Error {
 /// was saved from the CPU.
 fn placed(
     path: &Path,
-    value: Value<'static>,
-    map_location: &crate::location::MapLocation,
+    mut value: Value<'static>,
+    map_location: &MapLocation,
 ) -> Result<Value<'static>, Error> {
-    for (key, _) in value.tensors() {
-        let target = map_location.resolve(&key, Device::Cpu);
-        if target.is_cuda() {
-            return Err(Error::CudaUnavailable {
-                path: path.to_owned(),
-                key,
-                saved: Device::Cpu,
-                target,
-            });
+    let mut place = |key: &str, tensor: &mut Tensor| {
+        let target = map_location.resolve(key, Device::Cpu);
+        if target != Device::Cpu {
+            let placement = |e| placement_error(path, key, Device::Cpu, target, map_location, e);
+            crate::device::check(target).map_err(placement)?;
+            *tensor = Tensor::to(tensor, target).map_err(placement)?;
         }
-    }
+        Ok(())
+    };
+    place_tensors(&mut value, &mut String::new(), &mut place)?;
     Ok(value)
+}
+
+/// Calls `f` with every tensor of `value` and its flattened key, as [`Value::tensors`] names it.
+fn place_tensors(
+    value: &mut Value<'static>,
+    path: &mut String,
+    f: &mut dyn FnMut(&str, &mut Tensor) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut descend =
+        |path: &mut String, segment: &dyn fmt::Display, child: &mut Value<'static>| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&segment.to_string());
+            let result = place_tensors(child, path, f);
+            path.truncate(len);
+            result
+        };
+    match value {
+        Value::List(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                descend(path, &i, item)?;
+            }
+        }
+        Value::Map(map) => {
+            for (k, v) in map.iter_mut() {
+                descend(path, k, v)?;
+            }
+        }
+        Value::Tensor(cow) => {
+            if let TensorCow::Borrowed(view) = cow {
+                *cow = TensorCow::Owned(view.to_tensor());
+            }
+            if let TensorCow::Owned(tensor) = cow {
+                f(path, tensor)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The error for a tensor that cannot go where `map_location` sent it.
+pub(crate) fn placement_error(
+    path: &Path,
+    key: &str,
+    saved: Device,
+    target: Device,
+    map_location: &MapLocation,
+    error: DeviceError,
+) -> Error {
+    let reason = match &error {
+        DeviceError::CudaUnavailable { reason, .. } => format!("CUDA is not available ({reason})"),
+        DeviceError::NoSuchDevice { count, .. } => {
+            format!("this machine has {count} CUDA device(s)")
+        }
+        _ => {
+            return Error::Device {
+                path: path.to_owned(),
+                key: key.to_owned(),
+                source: error,
+            };
+        }
+    };
+    Error::CudaUnavailable {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        saved,
+        target,
+        reason,
+        chosen: !matches!(map_location, MapLocation::Saved),
+    }
 }
 
 impl Checkpoint {

@@ -374,18 +374,14 @@ impl Opened {
             .enumerate()
         {
             let target = map_location.resolve(key, *saved);
-            if target.is_cuda() {
-                return Err(Error::CudaUnavailable {
-                    path: path.to_owned(),
-                    key: key.clone(),
-                    saved: *saved,
-                    target,
-                });
-            }
+            let placement =
+                |e| crate::file::placement_error(path, key, *saved, target, map_location, e);
+            crate::device::check(target).map_err(placement)?;
             let range = record.offset as usize..(record.offset + record.len) as usize;
             let tensor = Tensor::mapped(Arc::clone(&self.backing), range, *dtype, shape)
                 .map_err(|e| Error::corrupt(path, Some(key), e.into()))?;
-            tensors[index] = Some(tensor);
+            // Onto a GPU straight from the mapped file, through the staging buffers.
+            tensors[index] = Some(tensor.to(target).map_err(placement)?);
         }
         Ok(build(&self.header.root, &tensors))
     }
