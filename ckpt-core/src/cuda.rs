@@ -119,6 +119,9 @@ impl Gpu {
     ) -> Result<T, DeviceError> {
         let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
         guarded(self.device(), operation, || {
+            // The raw copies below need the context current on this thread, which may be
+            // new (a background save).
+            self.ctx.bind_to_thread()?;
             if staging.is_none() {
                 *staging = Some(Staging::new(&self.ctx)?);
             }
@@ -297,13 +300,18 @@ impl CudaStorage {
         &self.shape
     }
 
+    /// Calls `sink` with the bytes, in order, one staging buffer at a time.
+    pub(crate) fn stream_le_bytes(&self, sink: &mut dyn FnMut(&[u8])) -> Result<(), DeviceError> {
+        match &self.data {
+            Some(data) => self.gpu.download(data, sink),
+            None => Ok(()),
+        }
+    }
+
     /// The bytes, copied to the host through the staging buffers.
     pub(crate) fn to_le_bytes(&self) -> Result<Vec<u8>, DeviceError> {
         let mut out = Vec::with_capacity(self.data.as_ref().map_or(0, CudaSlice::len));
-        if let Some(data) = &self.data {
-            self.gpu
-                .download(data, &mut |chunk| out.extend_from_slice(chunk))?;
-        }
+        self.stream_le_bytes(&mut |chunk| out.extend_from_slice(chunk))?;
         Ok(out)
     }
 

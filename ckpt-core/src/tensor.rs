@@ -707,6 +707,19 @@ impl<'a> TensorView<'a> {
         self.try_le_bytes().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Calls `sink` with the little-endian bytes in order: at once for host data, one staging
+    /// buffer at a time for GPU data (the GPU copies the next while `sink` runs).
+    pub(crate) fn stream_le_bytes(&self, sink: &mut dyn FnMut(&[u8])) -> Result<(), DeviceError> {
+        match &self.src {
+            Src::Host(_) => {
+                sink(&self.try_le_bytes()?);
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.stream_le_bytes(sink),
+        }
+    }
+
     /// [`to_le_bytes`](TensorView::to_le_bytes), with a GPU's failure as an error.
     pub(crate) fn try_le_bytes(&self) -> Result<Cow<'a, [u8]>, DeviceError> {
         match &self.src {
