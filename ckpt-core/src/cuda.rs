@@ -101,7 +101,7 @@ fn guarded<T>(
         Err(_) => Err(DeviceError::Driver {
             device,
             operation,
-            message: "the driver library lacks a required function".to_owned(),
+            message: "cudarc panicked; the driver library may lack a function it needs".to_owned(),
         }),
     }
 }
