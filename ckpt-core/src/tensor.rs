@@ -170,7 +170,8 @@ impl Mapped {
 /// [`state_dict`](crate::StateDict::state_dict) avoids copying tensor data.
 ///
 /// A view of a GPU tensor knows its dtype, shape and device without touching the GPU; methods
-/// that read values (`array`, `to_le_bytes`, comparisons) copy the data to host memory.
+/// that read values (`array`, `to_le_bytes`, comparisons) copy the data to host memory, and
+/// panic if the GPU fails the copy (a lost device), which [`Tensor::to`] reports as an error.
 #[derive(Clone)]
 pub struct TensorView<'a> {
     src: Src<'a>,
