@@ -224,7 +224,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, Error> {
 /// [`load`] with options: `map_location`, checksums, memory mapping.
 pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Checkpoint, Error> {
     let path = path.as_ref();
-    let (checkpoint, _) = read(path, options, false)?;
+    let (checkpoint, _) = read(path, options, false, Placement::Move)?;
     Ok(checkpoint)
 }
 
@@ -234,19 +234,30 @@ fn read(
     path: &Path,
     options: &LoadOptions,
     release: bool,
+    placement: Placement,
 ) -> Result<(Checkpoint, Vec<Arc<dyn Backing>>), Error> {
     if safetensors::is_index(path) {
         let (value, backings) = safetensors::read_sharded(path, options.mmap)?;
         let checkpoint = Checkpoint {
-            value: placed(path, value, &options.map_location)?,
+            value: placed(path, value, &options.map_location, placement)?,
             path: path.to_owned(),
             format: Format::SafeTensors,
         };
         return Ok((checkpoint, backings));
     }
     let backing = crate::backing::open(path, options.mmap)?;
-    let checkpoint = from_backing(path, Arc::clone(&backing), options, release)?;
+    let checkpoint = from_backing(path, Arc::clone(&backing), options, release, placement)?;
     Ok((checkpoint, vec![backing]))
+}
+
+/// What loading does with the devices `map_location` picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Moves each tensor there, as `torch.load` does.
+    Move,
+    /// Only checks that each device can be used: a load straight into a model copies into
+    /// the model's tensors wherever they are, so moving first would copy twice.
+    Check,
 }
 
 fn from_backing(
@@ -254,6 +265,7 @@ fn from_backing(
     backing: Arc<dyn Backing>,
     options: &LoadOptions,
     release: bool,
+    placement: Placement,
 ) -> Result<Checkpoint, Error> {
     let format =
         Format::detect(backing.bytes()).ok_or_else(|| not_a_checkpoint(path, backing.bytes()))?;
@@ -263,12 +275,13 @@ fn from_backing(
             if options.verify_checksums {
                 opened.verify(path, release)?;
             }
-            opened.value(path, &options.map_location)?
+            opened.value(path, &options.map_location, placement)?
         }
         Format::SafeTensors => placed(
             path,
             safetensors::read(path, backing)?,
             &options.map_location,
+            placement,
         )?,
     };
     Ok(Checkpoint {
@@ -305,13 +318,16 @@ fn placed(
     path: &Path,
     mut value: Value<'static>,
     map_location: &MapLocation,
+    placement: Placement,
 ) -> Result<Value<'static>, Error> {
     let mut place = |key: &str, tensor: &mut Tensor| {
         let target = map_location.resolve(key, Device::Cpu);
         if target != Device::Cpu {
-            let placement = |e| placement_error(path, key, Device::Cpu, target, map_location, e);
-            crate::device::check(target).map_err(placement)?;
-            *tensor = Tensor::to(tensor, target).map_err(placement)?;
+            let error = |e| placement_error(path, key, Device::Cpu, target, map_location, e);
+            crate::device::check(target).map_err(error)?;
+            if placement == Placement::Move {
+                *tensor = Tensor::to(tensor, target).map_err(error)?;
+            }
         }
         Ok(())
     };
@@ -397,7 +413,13 @@ impl Checkpoint {
     /// `include_bytes!`); errors name the file `<memory>`. Tensors are copied out of `bytes`
     /// where it is not aligned for them, and read in place where it is.
     pub fn from_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Checkpoint, Error> {
-        from_backing(Path::new("<memory>"), Arc::new(bytes), options, false)
+        from_backing(
+            Path::new("<memory>"),
+            Arc::new(bytes),
+            options,
+            false,
+            Placement::Move,
+        )
     }
 }
 
@@ -422,7 +444,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Vec<TensorInfo>, Error> {
         }
     }
     // Other formats record no devices, and their headers are read whole anyway.
-    let (checkpoint, _) = read(path, &options, false)?;
+    let (checkpoint, _) = read(path, &options, false, Placement::Move)?;
     Ok(checkpoint
         .tensors()
         .into_iter()
@@ -525,7 +547,8 @@ pub(crate) fn load_from<M: StateDict + ?Sized>(
     path: &Path,
     options: &LoadOptions,
 ) -> Result<LoadReport, Error> {
-    let (value, backings) = read(path, options, true)?;
+    // The model's tensors stay where they are: map_location is only checked.
+    let (value, backings) = read(path, options, true, Placement::Check)?;
     let release = |bytes: &[u8]| backings.iter().for_each(|b| b.release(bytes));
     let prefetch = |bytes: &[u8]| backings.iter().for_each(|b| b.prefetch(bytes));
     let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {
