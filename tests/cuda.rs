@@ -306,6 +306,20 @@ fn gpu_round_trip_gpu_file_gpu() {
 
     // A GPU tensor's elements are not writable from the host.
     assert!(streamed.big.array_mut::<f32>().is_err());
+
+    // A background save snapshots GPU tensors on the GPU: the file records cuda:0, and a
+    // load into the model while it is written leaves the snapshot alone.
+    let later = dir.path().join("async.ckpt");
+    let handle = ckpt::save_async(streamed.state_dict(), &later);
+    streamed
+        .load_state_dict(&net(23).state_dict(), true)
+        .unwrap();
+    handle.wait().unwrap();
+    for info in ckpt::inspect(&later).unwrap() {
+        assert_eq!(info.device, Device::Cuda(0), "{}", info.key);
+    }
+    let snapshot = ckpt::load_with(&later, &LoadOptions::new().map_location(Device::Cpu)).unwrap();
+    assert_eq!(snapshot.get_tensor("big").unwrap(), original.big.view());
 }
 
 #[test]

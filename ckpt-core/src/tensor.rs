@@ -181,7 +181,7 @@ pub struct TensorView<'a> {
 enum Src<'a> {
     Host(HostView<'a>),
     #[cfg(feature = "cuda")]
-    Cuda(&'a crate::cuda::CudaStorage),
+    Cuda(&'a Arc<crate::cuda::CudaStorage>),
 }
 
 impl Tensor {
@@ -692,6 +692,19 @@ impl<'a> TensorView<'a> {
         dispatch!(&self.host_view(), HostView, v => Tensor::from(v.as_standard_layout().into_owned()))
     }
 
+    /// An owned tensor on the same device: a host copy, or for GPU data a tensor sharing it
+    /// (GPU tensors copy on write too, so neither side sees the other's writes). What
+    /// snapshots, such as a background save's, need: the file records the GPU.
+    pub(crate) fn to_owned_tensor(&self) -> Tensor {
+        match &self.src {
+            Src::Host(_) => self.to_tensor(),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Tensor {
+                repr: Repr::Cuda(Arc::clone(storage)),
+            },
+        }
+    }
+
     /// [`to_tensor`](TensorView::to_tensor), with a GPU's failure as an error.
     fn to_tensor_checked(&self) -> Result<Tensor, DeviceError> {
         match &self.src {
@@ -751,7 +764,7 @@ impl<'a> TensorView<'a> {
             // Clones of a GPU tensor share one storage.
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => (
-                std::ptr::from_ref(*storage) as usize,
+                Arc::as_ptr(storage) as usize,
                 storage.shape().to_vec(),
                 Vec::new(),
             ),
