@@ -1,29 +1,55 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU and its driver (no CUDA toolkit needed): builds with the
-# `cuda` feature, runs the GPU tests, then benchmarks workload W on cuda:0 next to the raw
-# pinned copy bandwidth. Fails if the GPU tests were skipped. Fits in 10 minutes; the table
-# comes last. CKPT_BENCH_MB scales W down (default: full size, 1.32 GiB).
+# The GPU check of the `cuda` feature: the GPU tests (tests/cuda.rs), then workload W loaded
+# onto and saved from cuda:0 next to the raw pinned copy bandwidth (benches/gpu.rs). Needs an
+# NVIDIA GPU and its driver, no CUDA toolkit. Fails if the GPU tests were skipped. Each step
+# has a timeout, so the whole fits in 10 minutes; the table comes last.
+#
+#   scripts/gpu-check.sh                 build here with cargo, then run (a GPU machine with Rust)
+#   scripts/gpu-check.sh --prepare DIR   only build the two programs into DIR (on any machine)
+#   scripts/gpu-check.sh --prebuilt DIR  only run programs built by --prepare (a GPU machine
+#                                        without Rust or a network: carry DIR there)
+#
+# CKPT_BENCH_MB scales W down (default: full size, 1.32 GiB); CKPT_BENCH_REPEAT (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-log=${CKPT_GPU_LOG:-target/gpu-check.log}
-mkdir -p "$(dirname "$log")"
-: >"$log"
 
+mode=${1:-all}
+bin=${2:-target/gpu-check}
+case "$mode" in
+all | --prepare | --prebuilt) ;;
+*)
+    echo "usage: $0 [--prepare DIR | --prebuilt DIR]" >&2
+    exit 2
+    ;;
+esac
+
+if [ "$mode" != --prebuilt ]; then
+    # Release builds: smaller to carry, and the benchmark needs one anyway.
+    mkdir -p "$bin"
+    exe() { grep -o "($1-[0-9a-f]*)" | tr -d '()' | tail -n 1; }
+    test_exe=$(timeout 300 cargo test --release --features cuda --test cuda --no-run 2>&1 |
+        tee /dev/stderr | exe target/release/deps/cuda)
+    bench_exe=$(timeout 300 cargo bench --features cuda --bench gpu --no-run 2>&1 |
+        tee /dev/stderr | exe target/release/deps/gpu)
+    cp "$test_exe" "$bin/cuda-tests"
+    cp "$bench_exe" "$bin/gpu-bench"
+    strip "$bin/cuda-tests" "$bin/gpu-bench" 2>/dev/null || true
+    ls -l "$bin"
+    [ "$mode" = --prepare ] && exit 0
+fi
+
+log="$bin/gpu-check.log"
+: >"$log"
 nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.current,pcie.link.width.current \
     --format=csv,noheader 2>&1 | tee -a "$log" || true
 
-# Both builds first, so that the timings below run on a quiet machine.
-timeout 300 cargo build --release --features cuda --bench gpu 2>&1 | tail -n 3
-timeout 240 cargo test --features cuda --test cuda --no-run 2>&1 | tail -n 3
-
-timeout 120 cargo test --features cuda --test cuda -- --nocapture --test-threads=1 2>&1 | tee -a "$log"
+timeout 180 "$bin/cuda-tests" --nocapture --test-threads=1 2>&1 | tee -a "$log"
 if grep -q "skipped: CUDA is not available" "$log"; then
     echo "gpu-check: the GPU tests were skipped: no usable GPU here" >&2
     exit 1
 fi
 
-CKPT_BENCH_REPEAT=${CKPT_BENCH_REPEAT:-3} timeout 240 \
-    cargo bench --features cuda --bench gpu 2>&1 | tee -a "$log"
+CKPT_BENCH_REPEAT=${CKPT_BENCH_REPEAT:-3} timeout 300 "$bin/gpu-bench" 2>&1 | tee -a "$log"
 
 echo
 echo "== workload W on cuda:0 (seconds for W, GiB/s) =="
