@@ -37,6 +37,81 @@ impl fmt::Display for Device {
     }
 }
 
+/// What went wrong placing tensors on a device: no CUDA here, no such GPU, a driver failure,
+/// or a model field that cannot leave host memory.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// CUDA cannot be used on this machine, or by this build of ckpt.
+    #[error("cannot use {device}: CUDA is not available ({reason})")]
+    CudaUnavailable {
+        /// The device that was asked for.
+        device: Device,
+        /// Why: no driver library, no device, or a build without the `cuda` feature.
+        reason: String,
+    },
+    /// CUDA works, but there is no GPU with this ordinal.
+    #[error("cannot use {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{}", count.saturating_sub(1))]
+    NoSuchDevice {
+        /// The device that was asked for.
+        device: Device,
+        /// How many CUDA devices there are.
+        count: usize,
+    },
+    /// The CUDA driver reported an error (out of memory, a lost device).
+    #[error("CUDA error on {device} while {operation}: {message}")]
+    Driver {
+        /// The device concerned.
+        device: Device,
+        /// What ckpt was doing.
+        operation: &'static str,
+        /// What the driver said.
+        message: String,
+    },
+    /// Fields that can only hold host memory, such as ndarray arrays, were asked to move to
+    /// a GPU; nothing was moved.
+    #[error(
+        "cannot move {} to {device}: ndarray fields live in host memory; make them `ckpt::Tensor` to move them to a GPU",
+        Quoted(keys)
+    )]
+    HostOnly {
+        /// The key paths of the fields that cannot move.
+        keys: Vec<String>,
+        /// Where they were asked to go.
+        device: Device,
+    },
+}
+
+/// `"a", "b"`.
+struct Quoted<'a>(&'a [String]);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, key) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{key:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `device` can hold tensors here: always for the CPU; for a GPU, CUDA must load
+/// and the ordinal must exist.
+pub(crate) fn check(device: Device) -> Result<(), DeviceError> {
+    match device {
+        Device::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => crate::cuda::context(ordinal).map(drop),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(DeviceError::CudaUnavailable {
+            device,
+            reason: "ckpt was built without its `cuda` feature".to_owned(),
+        }),
+    }
+}
+
 /// The error returned when a string names no [`Device`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid device {0:?}: expected \"cpu\", \"cuda\" or \"cuda:N\"")]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::device::Device;
+use crate::device::{Device, DeviceError};
 use crate::load::LoadError;
 use crate::tensor::TensorError;
 use crate::value::ValueError;
@@ -49,11 +49,11 @@ pub enum Error {
         /// The major version this build reads.
         supported: u16,
     },
-    /// A tensor must go to a CUDA device, and CUDA is not available.
+    /// A tensor must go to a CUDA device, and CUDA (or that device) is not available.
     #[error(
-        "{}: tensor \"{key}\" was saved on {saved} and would load onto {target}, but CUDA is not \
-         available; pass map_location, e.g. LoadOptions::new().map_location(Device::Cpu)",
-        path.display()
+        "{}: tensor \"{key}\" was saved on {saved} and would load onto {target}, {}",
+        path.display(),
+        CudaAdvice { target: *target, reason, chosen: *chosen }
     )]
     CudaUnavailable {
         /// The file.
@@ -64,6 +64,23 @@ pub enum Error {
         saved: Device,
         /// The device `map_location` chose.
         target: Device,
+        /// Why the device cannot be used: no driver, no such device, a build without the
+        /// `cuda` feature.
+        reason: String,
+        /// Whether a `map_location` given by the caller chose `target` (otherwise it is the
+        /// device the tensor was saved on).
+        chosen: bool,
+    },
+    /// A GPU failed while tensors were copied to or from it (out of memory, a lost device).
+    #[error("{}: tensor \"{key}\": {source}", path.display())]
+    Device {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's key.
+        key: String,
+        /// What the device said.
+        #[source]
+        source: DeviceError,
     },
     /// The tensors do not fit the model.
     #[error("{}: {source}", path.display())]
@@ -144,11 +161,38 @@ impl Error {
             | Error::Corrupt { path, .. }
             | Error::UnsupportedVersion { path, .. }
             | Error::CudaUnavailable { path, .. }
+            | Error::Device { path, .. }
             | Error::Load { path, .. }
             | Error::Value { path, .. }
             | Error::ModelMismatch { path, .. }
             | Error::PyTorch { path, .. }
             | Error::Unsupported { path, .. } => path,
+        }
+    }
+}
+
+/// The end of [`Error::CudaUnavailable`]: why, and what to do.
+struct CudaAdvice<'a> {
+    target: Device,
+    reason: &'a str,
+    chosen: bool,
+}
+
+impl fmt::Display for CudaAdvice<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.chosen {
+            write!(
+                f,
+                "as map_location asked, but {} cannot be used: {}",
+                self.target, self.reason
+            )
+        } else {
+            write!(
+                f,
+                "but {} cannot be used: {}; pass map_location, e.g. \
+                 LoadOptions::new().map_location(Device::Cpu)",
+                self.target, self.reason
+            )
         }
     }
 }

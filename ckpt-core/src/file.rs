@@ -9,13 +9,15 @@ use std::thread::JoinHandle;
 
 use serde::de::DeserializeOwned;
 
+use crate::device::DeviceError;
 use crate::error::Error;
 use crate::format::{Format, native, pytorch, safetensors};
 use crate::load::{LoadOptions, LoadReport, load_into_with};
+use crate::location::MapLocation;
 use crate::module::{Leaf, StateDict};
 use crate::source::TensorSource;
-use crate::tensor::{Backing, TensorError, TensorView};
-use crate::value::Value;
+use crate::tensor::{Backing, Tensor, TensorError, TensorView};
+use crate::value::{TensorCow, Value};
 use crate::{DType, Device};
 
 /// How to save a file.
@@ -230,7 +232,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, Error> {
 /// [`load`] with options: `map_location`, checksums, memory mapping.
 pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Checkpoint, Error> {
     let path = path.as_ref();
-    let (checkpoint, _) = read(path, options, false)?;
+    let (checkpoint, _) = read(path, options, false, Placement::Move)?;
     Ok(checkpoint)
 }
 
@@ -240,19 +242,30 @@ fn read(
     path: &Path,
     options: &LoadOptions,
     release: bool,
+    placement: Placement,
 ) -> Result<(Checkpoint, Vec<Arc<dyn Backing>>), Error> {
     if safetensors::is_index(path) {
         let (value, backings) = safetensors::read_sharded(path, options.mmap)?;
         let checkpoint = Checkpoint {
-            value: placed(path, value, &options.map_location)?,
+            value: placed(path, value, &options.map_location, placement)?,
             path: path.to_owned(),
             format: Format::SafeTensors,
         };
         return Ok((checkpoint, backings));
     }
     let backing = crate::backing::open(path, options.mmap)?;
-    let checkpoint = from_backing(path, Arc::clone(&backing), options, release)?;
+    let checkpoint = from_backing(path, Arc::clone(&backing), options, release, placement)?;
     Ok((checkpoint, vec![backing]))
+}
+
+/// What loading does with the devices `map_location` picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Moves each tensor there, as `torch.load` does.
+    Move,
+    /// Only checks that each device can be used: a load straight into a model copies into
+    /// the model's tensors wherever they are, so moving first would copy twice.
+    Check,
 }
 
 fn from_backing(
@@ -260,6 +273,7 @@ fn from_backing(
     backing: Arc<dyn Backing>,
     options: &LoadOptions,
     release: bool,
+    placement: Placement,
 ) -> Result<Checkpoint, Error> {
     let format =
         Format::detect(backing.bytes()).ok_or_else(|| not_a_checkpoint(path, backing.bytes()))?;
@@ -269,12 +283,13 @@ fn from_backing(
             if options.verify_checksums {
                 opened.verify(path, release)?;
             }
-            opened.value(path, &options.map_location)?
+            opened.value(path, &options.map_location, placement)?
         }
         Format::SafeTensors => placed(
             path,
             safetensors::read(path, backing)?,
             &options.map_location,
+            placement,
         )?,
         Format::PyTorch => {
             let read = pytorch::ReadOptions::new().verify_crc(options.verify_checksums);
@@ -283,7 +298,7 @@ fn from_backing(
                     path: path.to_owned(),
                     source,
                 })?;
-            placed(path, value, &options.map_location)?
+            placed(path, value, &options.map_location, placement)?
         }
     };
     Ok(Checkpoint {
@@ -318,21 +333,96 @@ fn not_a_checkpoint(path: &Path, bytes: &[u8]) -> Error {
 /// was saved from the CPU.
 fn placed(
     path: &Path,
-    value: Value<'static>,
-    map_location: &crate::location::MapLocation,
+    mut value: Value<'static>,
+    map_location: &MapLocation,
+    placement: Placement,
 ) -> Result<Value<'static>, Error> {
-    for (key, _) in value.tensors() {
-        let target = map_location.resolve(&key, Device::Cpu);
-        if target.is_cuda() {
-            return Err(Error::CudaUnavailable {
-                path: path.to_owned(),
-                key,
-                saved: Device::Cpu,
-                target,
-            });
+    let mut place = |key: &str, tensor: &mut Tensor| {
+        let target = map_location.resolve(key, Device::Cpu);
+        if target != Device::Cpu {
+            let error = |e| placement_error(path, key, Device::Cpu, target, map_location, e);
+            crate::device::check(target).map_err(error)?;
+            if placement == Placement::Move {
+                *tensor = Tensor::to(tensor, target).map_err(error)?;
+            }
         }
-    }
+        Ok(())
+    };
+    place_tensors(&mut value, &mut String::new(), &mut place)?;
     Ok(value)
+}
+
+/// Calls `f` with every tensor of `value` and its flattened key, as [`Value::tensors`] names it.
+fn place_tensors(
+    value: &mut Value<'static>,
+    path: &mut String,
+    f: &mut dyn FnMut(&str, &mut Tensor) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut descend =
+        |path: &mut String, segment: &dyn fmt::Display, child: &mut Value<'static>| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&segment.to_string());
+            let result = place_tensors(child, path, f);
+            path.truncate(len);
+            result
+        };
+    match value {
+        Value::List(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                descend(path, &i, item)?;
+            }
+        }
+        Value::Map(map) => {
+            for (k, v) in map.iter_mut() {
+                descend(path, k, v)?;
+            }
+        }
+        Value::Tensor(cow) => {
+            if let TensorCow::Borrowed(view) = cow {
+                *cow = TensorCow::Owned(view.to_tensor());
+            }
+            if let TensorCow::Owned(tensor) = cow {
+                f(path, tensor)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The error for a tensor that cannot go where `map_location` sent it.
+pub(crate) fn placement_error(
+    path: &Path,
+    key: &str,
+    saved: Device,
+    target: Device,
+    map_location: &MapLocation,
+    error: DeviceError,
+) -> Error {
+    let reason = match &error {
+        DeviceError::CudaUnavailable { reason, .. } => format!("CUDA is not available ({reason})"),
+        DeviceError::NoSuchDevice { count, .. } => {
+            format!("this machine has {count} CUDA device(s)")
+        }
+        _ => {
+            return Error::Device {
+                path: path.to_owned(),
+                key: key.to_owned(),
+                source: error,
+            };
+        }
+    };
+    Error::CudaUnavailable {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        saved,
+        target,
+        reason,
+        chosen: !matches!(map_location, MapLocation::Saved),
+    }
 }
 
 impl Checkpoint {
@@ -340,7 +430,13 @@ impl Checkpoint {
     /// `include_bytes!`); errors name the file `<memory>`. Tensors are copied out of `bytes`
     /// where it is not aligned for them, and read in place where it is.
     pub fn from_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Checkpoint, Error> {
-        from_backing(Path::new("<memory>"), Arc::new(bytes), options, false)
+        from_backing(
+            Path::new("<memory>"),
+            Arc::new(bytes),
+            options,
+            false,
+            Placement::Move,
+        )
     }
 }
 
@@ -365,7 +461,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Vec<TensorInfo>, Error> {
         }
     }
     // Other formats record no devices, and their headers are read whole anyway.
-    let (checkpoint, _) = read(path, &options, false)?;
+    let (checkpoint, _) = read(path, &options, false, Placement::Move)?;
     Ok(checkpoint
         .tensors()
         .into_iter()
@@ -468,7 +564,8 @@ pub(crate) fn load_from<M: StateDict + ?Sized>(
     path: &Path,
     options: &LoadOptions,
 ) -> Result<LoadReport, Error> {
-    let (value, backings) = read(path, options, true)?;
+    // The model's tensors stay where they are: map_location is only checked.
+    let (value, backings) = read(path, options, true, Placement::Check)?;
     let release = |bytes: &[u8]| backings.iter().for_each(|b| b.release(bytes));
     let prefetch = |bytes: &[u8]| backings.iter().for_each(|b| b.prefetch(bytes));
     let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use indexmap::IndexMap;
 use ndarray::{ArrayBase, DataMut, DataOwned, Dimension};
 
+use crate::device::{Device, DeviceError};
 use crate::element::Element;
 use crate::module::{KeyPath, Leaf, Role, StateDict, Visitor, VisitorMut, merge_modes};
 use crate::tensor::{Tensor, TensorError, TensorView, cast_into};
@@ -21,6 +22,19 @@ impl Leaf for Tensor {
 
     fn contiguous_bytes_mut(&mut self) -> Option<&mut [u8]> {
         Tensor::contiguous_bytes_mut(self)
+    }
+
+    fn device(&self) -> Device {
+        Tensor::device(self)
+    }
+
+    fn can_move_to(&self, _: Device) -> bool {
+        true
+    }
+
+    fn to_device(&mut self, device: Device) -> Result<(), DeviceError> {
+        *self = Tensor::to(self, device)?;
+        Ok(())
     }
 }
 

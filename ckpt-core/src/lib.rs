@@ -6,6 +6,8 @@ mod storage;
 
 mod atomic;
 mod backing;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod device;
 mod dtype;
 mod element;
@@ -23,7 +25,7 @@ mod tensor;
 mod value;
 mod whole;
 
-pub use crate::device::{Device, ParseDeviceError};
+pub use crate::device::{Device, DeviceError, ParseDeviceError};
 pub use crate::dtype::{DType, DTypeKind, ParseDTypeError};
 pub use crate::element::Element;
 pub use crate::error::{Corruption, Error};

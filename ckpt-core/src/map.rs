@@ -73,11 +73,12 @@ impl<'a> TensorMap<'a> {
         self.entries.values().map(TensorView::nbytes).sum()
     }
 
-    /// Owned copies of every tensor, in order.
+    /// Owned copies of every tensor, in order, on their devices (GPU tensors share their data
+    /// until either side is written).
     pub fn to_owned_tensors(&self) -> IndexMap<String, Tensor> {
         self.entries
             .iter()
-            .map(|(k, v)| (k.clone(), v.to_tensor()))
+            .map(|(k, v)| (k.clone(), v.to_owned_tensor()))
             .collect()
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::TensorMap;
+use crate::device::{Device, DeviceError};
 use crate::load::{self, LoadError, LoadOptions, LoadReport};
 use crate::source::TensorSource;
 use crate::tensor::{TensorError, TensorView};
@@ -105,6 +106,64 @@ pub trait StateDict {
         Self: Sized,
     {
         crate::file::load_from(self, path.as_ref(), options)
+    }
+
+    /// Moves every tensor, non-persistent buffers included, to `device`, as `model.to(device)`
+    /// in PyTorch.
+    ///
+    /// Checked before anything moves, in this order: fields that can only hold host memory
+    /// (ndarray arrays; use [`Tensor`](crate::Tensor) for fields that should go to a GPU) make
+    /// a move to a GPU an error naming every one of them, on any machine; then the device must
+    /// exist (CUDA available, the ordinal present). Moving to [`Device::Cpu`] always works. A
+    /// driver failure part way, such as running out of GPU memory, leaves the tensors moved so
+    /// far on `device`, as in PyTorch.
+    ///
+    /// ```
+    /// use ckpt_core::{Device, DeviceError, StateDict, Tensor};
+    /// # struct Net { w: Tensor, b: ndarray::Array1<f32> }
+    /// # impl StateDict for Net {
+    /// #     fn visit<'a>(&'a self, p: &mut ckpt_core::KeyPath, r: ckpt_core::Role, v: &mut dyn ckpt_core::Visitor<'a>) {
+    /// #         p.push("w"); self.w.visit(p, r, v); p.pop(); p.push("b"); self.b.visit(p, r, v); p.pop();
+    /// #     }
+    /// #     fn visit_mut(&mut self, p: &mut ckpt_core::KeyPath, r: ckpt_core::Role, v: &mut dyn ckpt_core::VisitorMut) {
+    /// #         p.push("w"); self.w.visit_mut(p, r, v); p.pop(); p.push("b"); self.b.visit_mut(p, r, v); p.pop();
+    /// #     }
+    /// # }
+    /// let mut net = Net { w: Tensor::scalar(1.0f32), b: ndarray::Array1::zeros(2) };
+    /// net.to(Device::Cpu)?;
+    /// let err = net.to(Device::Cuda(0)).unwrap_err();
+    /// assert_eq!(err, DeviceError::HostOnly { keys: vec!["b".into()], device: Device::Cuda(0) });
+    /// # Ok::<(), DeviceError>(())
+    /// ```
+    fn to(&mut self, device: Device) -> Result<(), DeviceError> {
+        let mut host_only = Vec::new();
+        self.visit_mut(
+            &mut KeyPath::new(),
+            Role::Parameter,
+            &mut |key: &str, leaf: &mut dyn Leaf, _: Role| {
+                if !leaf.can_move_to(device) {
+                    host_only.push(key.to_owned());
+                }
+            },
+        );
+        if !host_only.is_empty() {
+            return Err(DeviceError::HostOnly {
+                keys: host_only,
+                device,
+            });
+        }
+        crate::device::check(device)?;
+        let mut result = Ok(());
+        self.visit_mut(
+            &mut KeyPath::new(),
+            Role::Parameter,
+            &mut |_: &str, leaf: &mut dyn Leaf, _: Role| {
+                if result.is_ok() {
+                    result = leaf.to_device(device);
+                }
+            },
+        );
+        result
     }
 
     /// Training mode: dropout drops, batch norm uses and updates batch statistics.
@@ -292,6 +351,29 @@ pub trait Leaf {
     /// model, in chunks, without an intermediate copy. `None` makes them use `copy_from`.
     fn contiguous_bytes_mut(&mut self) -> Option<&mut [u8]> {
         None
+    }
+
+    /// The device the contents live on.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    /// Whether [`to_device`](Leaf::to_device) can move the contents to `device`. By default
+    /// only the CPU: the leaf holds host memory, as ndarray arrays do.
+    fn can_move_to(&self, device: Device) -> bool {
+        device == Device::Cpu
+    }
+
+    /// Moves the contents to `device`. By default only the CPU is accepted.
+    fn to_device(&mut self, device: Device) -> Result<(), DeviceError> {
+        if self.can_move_to(device) {
+            Ok(())
+        } else {
+            Err(DeviceError::HostOnly {
+                keys: Vec::new(),
+                device,
+            })
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytemuck::NoUninit;
 use ndarray::{ArcArray, Array, ArrayView, ArrayViewD, ArrayViewMutD, Dimension, IxDyn, Zip};
 
+use crate::device::DeviceError;
 use crate::element::Element;
 use crate::storage::{HostArray, HostView};
 use crate::{DType, DTypeKind, Device};
@@ -72,9 +73,13 @@ pub enum TensorError {
         /// Index of the element in C order.
         index: usize,
     },
+    /// The tensor is on a device that cannot do what was asked, or could not be reached.
+    #[error("{0}")]
+    Device(#[from] DeviceError),
 }
 
-/// A tensor on the host: a dtype, a shape and reference-counted ndarray storage.
+/// A tensor: a dtype, a shape and reference-counted storage, in host memory or, with the
+/// `cuda` feature, on a GPU ([`Tensor::to`]).
 ///
 /// Clones are cheap and share data; writing through [`Tensor::array_mut`] copies first when the
 /// data is shared (copy on write), so a clone never changes behind your back.
@@ -103,6 +108,9 @@ enum Repr {
     Host(HostArray),
     /// Data read in place from shared bytes, such as a memory-mapped file.
     Mapped(Mapped),
+    /// Data on a GPU.
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<crate::cuda::CudaStorage>),
 }
 
 /// Bytes that tensors can borrow for as long as they live: a memory-mapped file, a buffer.
@@ -141,20 +149,18 @@ impl Mapped {
             T::wrap_view(array)
         }
         let shape = &self.shape;
-        TensorView {
-            host: match self.dtype {
-                DType::F64 => view::<f64>(bytes, shape),
-                DType::F32 => view::<f32>(bytes, shape),
-                DType::F16 => view::<half::f16>(bytes, shape),
-                DType::BF16 => view::<half::bf16>(bytes, shape),
-                DType::I64 => view::<i64>(bytes, shape),
-                DType::I32 => view::<i32>(bytes, shape),
-                DType::I16 => view::<i16>(bytes, shape),
-                DType::I8 => view::<i8>(bytes, shape),
-                DType::U8 => view::<u8>(bytes, shape),
-                DType::Bool => view::<bool>(bytes, shape),
-            },
-        }
+        TensorView::host(match self.dtype {
+            DType::F64 => view::<f64>(bytes, shape),
+            DType::F32 => view::<f32>(bytes, shape),
+            DType::F16 => view::<half::f16>(bytes, shape),
+            DType::BF16 => view::<half::bf16>(bytes, shape),
+            DType::I64 => view::<i64>(bytes, shape),
+            DType::I32 => view::<i32>(bytes, shape),
+            DType::I16 => view::<i16>(bytes, shape),
+            DType::I8 => view::<i8>(bytes, shape),
+            DType::U8 => view::<u8>(bytes, shape),
+            DType::Bool => view::<bool>(bytes, shape),
+        })
     }
 }
 
@@ -162,9 +168,20 @@ impl Mapped {
 ///
 /// Model fields, loaded files and [`Tensor`]s all lend out `TensorView`s, which is how a
 /// [`state_dict`](crate::StateDict::state_dict) avoids copying tensor data.
+///
+/// A view of a GPU tensor knows its dtype, shape and device without touching the GPU; methods
+/// that read values (`array`, `to_le_bytes`, comparisons) copy the data to host memory, and
+/// panic if the GPU fails the copy (a lost device), which [`Tensor::to`] reports as an error.
 #[derive(Clone)]
 pub struct TensorView<'a> {
-    host: HostView<'a>,
+    src: Src<'a>,
+}
+
+#[derive(Clone)]
+enum Src<'a> {
+    Host(HostView<'a>),
+    #[cfg(feature = "cuda")]
+    Cuda(&'a Arc<crate::cuda::CudaStorage>),
 }
 
 impl Tensor {
@@ -248,16 +265,37 @@ impl Tensor {
         matches!(self.repr, Repr::Mapped(_))
     }
 
-    /// The ndarray storage, copying mapped data into memory of its own first.
-    fn host_mut(&mut self) -> &mut HostArray {
+    /// The ndarray storage, copying mapped data into memory of its own first; `None` for data
+    /// on a GPU.
+    fn host_mut(&mut self) -> Option<&mut HostArray> {
         if let Repr::Mapped(mapped) = &self.repr {
             let copy = mapped.view().to_tensor();
             *self = copy;
         }
         match &mut self.repr {
-            Repr::Host(host) => host,
+            Repr::Host(host) => Some(host),
             Repr::Mapped(_) => unreachable!("mapped data was copied above"),
+            #[cfg(feature = "cuda")]
+            Repr::Cuda(_) => None,
         }
+    }
+
+    /// The host storage of a tensor in host memory of its own.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn into_host(self) -> Option<HostArray> {
+        match self.repr {
+            Repr::Host(host) => Some(host),
+            _ => None,
+        }
+    }
+
+    /// An error for writing to a GPU tensor's elements from the host.
+    fn on_device(&self) -> TensorError {
+        TensorError::Device(DeviceError::Driver {
+            device: self.device(),
+            operation: "writing elements from the host",
+            message: "the tensor is on a GPU; move it with `.to(Device::Cpu)` first".to_owned(),
+        })
     }
 
     /// A tensor from elements in C order and a shape.
@@ -340,8 +378,12 @@ impl Tensor {
     /// A borrowed view of this tensor.
     pub fn view(&self) -> TensorView<'_> {
         match &self.repr {
-            Repr::Host(host) => TensorView { host: host.view() },
+            Repr::Host(host) => TensorView::host(host.view()),
             Repr::Mapped(mapped) => mapped.view(),
+            #[cfg(feature = "cuda")]
+            Repr::Cuda(storage) => TensorView {
+                src: Src::Cuda(storage),
+            },
         }
     }
 
@@ -355,6 +397,8 @@ impl Tensor {
         match &self.repr {
             Repr::Host(host) => dispatch!(host, HostArray, a => a.shape()),
             Repr::Mapped(mapped) => &mapped.shape,
+            #[cfg(feature = "cuda")]
+            Repr::Cuda(storage) => storage.shape(),
         }
     }
 
@@ -375,7 +419,51 @@ impl Tensor {
 
     /// The device the tensor lives on.
     pub fn device(&self) -> Device {
-        Device::Cpu
+        self.view().device()
+    }
+
+    /// This tensor on `device`, as `tensor.to(device)` in PyTorch: a tensor already there is
+    /// cloned, sharing its data; otherwise the data is copied, between host and GPU through
+    /// pinned staging buffers (host memory stays bounded however large the tensor). A tensor
+    /// read in place from a file is copied from the file straight to the GPU.
+    ///
+    /// Moving to a GPU needs the `cuda` feature and a working CUDA driver; without them the
+    /// error says why, and never panics.
+    ///
+    /// ```
+    /// use ckpt_core::{Device, DeviceError, Tensor};
+    ///
+    /// let t = Tensor::from(ndarray::array![1.0f32, 2.0]);
+    /// assert_eq!(t.to(Device::Cpu)?, t);
+    /// match t.to(Device::Cuda(0)) {
+    ///     Ok(gpu) => assert_eq!(gpu.device(), Device::Cuda(0)),
+    ///     Err(DeviceError::CudaUnavailable { reason, .. }) => println!("{reason}"),
+    ///     Err(e) => println!("{e}"), // no such GPU here, or a driver error
+    /// }
+    /// # Ok::<(), DeviceError>(())
+    /// ```
+    pub fn to(&self, device: Device) -> Result<Tensor, DeviceError> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        crate::device::check(device)?;
+        match device {
+            Device::Cpu => Ok(self.view().to_tensor_checked()?),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => {
+                let storage = crate::cuda::CudaStorage::upload(
+                    ordinal,
+                    self.dtype(),
+                    self.shape(),
+                    &self.view().try_le_bytes()?,
+                )?;
+                Ok(Tensor {
+                    repr: Repr::Cuda(Arc::new(storage)),
+                })
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => unreachable!("`check` refuses CUDA devices without the feature"),
+        }
     }
 
     /// The data as a typed ndarray view, or an error if `T` is not the tensor's element type.
@@ -386,7 +474,9 @@ impl Tensor {
     /// The data as a typed mutable ndarray view; copies the data first if it is shared.
     pub fn array_mut<T: Element>(&mut self) -> Result<ArrayViewMutD<'_, T>, TensorError> {
         let dtype = self.dtype();
-        T::unwrap_array_mut(self.host_mut())
+        let on_device = self.on_device();
+        let host = self.host_mut().ok_or(on_device)?;
+        T::unwrap_array_mut(host)
             .map(|a| a.view_mut())
             .ok_or(TensorError::DType {
                 expected: T::DTYPE,
@@ -419,8 +509,9 @@ impl Tensor {
         }
         let mut out = Tensor::zeros(dtype, self.shape())?;
         let src = self.view();
-        dispatch!(out.host_mut(), HostArray, dst => cast_into(&src, &mut dst.view_mut()))?;
-        Ok(out)
+        let dst = out.host_mut().expect("zeros are in host memory");
+        dispatch!(dst, HostArray, dst => cast_into(&src, &mut dst.view_mut()))?;
+        Ok(out.to(self.device())?)
     }
 
     /// Overwrites the elements with `src`'s, casting as [`Tensor::to_dtype`] does. The shapes
@@ -433,9 +524,30 @@ impl Tensor {
                 actual: src.shape().to_vec(),
             });
         }
+        #[cfg(feature = "cuda")]
+        if let Repr::Cuda(storage) = &mut self.repr {
+            let dtype = storage.dtype();
+            let cast;
+            let src = if src.dtype() == dtype {
+                src.clone()
+            } else {
+                cast = src.to_tensor_checked()?.to_dtype(dtype)?;
+                cast.view()
+            };
+            let bytes = src.try_le_bytes()?;
+            if let Some(storage) = Arc::get_mut(storage) {
+                return Ok(storage.overwrite(&bytes)?);
+            }
+            let ordinal = storage.ordinal();
+            let fresh = crate::cuda::CudaStorage::upload(ordinal, dtype, src.shape(), &bytes)?;
+            *storage = Arc::new(fresh);
+            return Ok(());
+        }
         let unique = match &self.repr {
             Repr::Host(host) => dispatch!(host, HostArray, a => a.is_unique()),
             Repr::Mapped(_) => false,
+            #[cfg(feature = "cuda")]
+            Repr::Cuda(_) => false,
         };
         if !unique && src.dtype() == self.dtype() {
             // Copy the source once, rather than the shared data and then the source.
@@ -445,14 +557,17 @@ impl Tensor {
         if !unique {
             *self = Tensor::zeros(self.dtype(), self.shape())?;
         }
-        dispatch!(self.host_mut(), HostArray, dst => cast_into(src, &mut dst.view_mut()))
+        let dst = self
+            .host_mut()
+            .expect("host data: GPU tensors returned above");
+        dispatch!(dst, HostArray, dst => cast_into(src, &mut dst.view_mut()))
     }
 
     /// The elements as writable little-endian bytes in C order, if they can be: a host tensor
     /// of a dtype other than `BOOL`. Shared or mapped data is copied first, so writing never
-    /// shows through a clone.
+    /// shows through a clone. `None` for tensors on a GPU.
     pub fn contiguous_bytes_mut(&mut self) -> Option<&mut [u8]> {
-        dispatch!(self.host_mut(), HostArray, a => {
+        dispatch!(self.host_mut()?, HostArray, a => {
             if !a.is_standard_layout() {
                 *a = a.as_standard_layout().into_owned().into_shared();
             }
@@ -462,17 +577,44 @@ impl Tensor {
 }
 
 impl<'a> TensorView<'a> {
+    fn host(host: HostView<'a>) -> Self {
+        TensorView {
+            src: Src::Host(host),
+        }
+    }
+
+    /// The data in host memory: borrowed, or for a GPU tensor its host copy, made on first use.
+    ///
+    /// # Panics
+    ///
+    /// If the GPU fails the copy; [`Tensor::to`] reports that as an error instead.
+    fn host_view(&self) -> HostView<'a> {
+        match &self.src {
+            Src::Host(host) => host.clone(),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.host().view(),
+        }
+    }
+
     /// The element type.
     pub fn dtype(&self) -> DType {
         fn dtype_of<T: Element>(_: &ArrayViewD<'_, T>) -> DType {
             T::DTYPE
         }
-        dispatch!(&self.host, HostView, v => dtype_of(v))
+        match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => dtype_of(v)),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.dtype(),
+        }
     }
 
     /// The size of each dimension.
     pub fn shape(&self) -> &[usize] {
-        dispatch!(&self.host, HostView, v => v.shape())
+        match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => v.shape()),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.shape(),
+        }
     }
 
     /// The number of dimensions.
@@ -492,24 +634,38 @@ impl<'a> TensorView<'a> {
 
     /// The device the data lives on.
     pub fn device(&self) -> Device {
-        Device::Cpu
+        match &self.src {
+            Src::Host(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Device::Cuda(storage.ordinal()),
+        }
     }
 
     /// A view of the same data borrowed for a shorter time.
     pub fn view(&self) -> TensorView<'_> {
-        TensorView {
-            host: dispatch!(&self.host, HostView, v => crate::element::wrap_view(v.view())),
+        match &self.src {
+            Src::Host(host) => TensorView::host(
+                dispatch!(host, HostView, v => crate::element::wrap_view(v.view())),
+            ),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => TensorView {
+                src: Src::Cuda(storage),
+            },
         }
     }
 
-    /// Whether the elements are laid out in C order without gaps.
+    /// Whether the elements are laid out in C order without gaps (GPU data always is).
     pub fn is_contiguous(&self) -> bool {
-        dispatch!(&self.host, HostView, v => v.is_standard_layout())
+        match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => v.is_standard_layout()),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(_) => true,
+        }
     }
 
     /// The data as a typed ndarray view, or an error if `T` is not the element type.
     pub fn array<T: Element>(&self) -> Result<ArrayViewD<'a, T>, TensorError> {
-        T::unwrap_view(&self.host).ok_or(TensorError::DType {
+        T::unwrap_view(&self.host_view()).ok_or(TensorError::DType {
             expected: T::DTYPE,
             actual: self.dtype(),
         })
@@ -531,15 +687,60 @@ impl<'a> TensorView<'a> {
         Ok(view.to_owned())
     }
 
-    /// An owned copy, laid out in C order.
+    /// An owned copy in host memory, laid out in C order.
     pub fn to_tensor(&self) -> Tensor {
-        dispatch!(&self.host, HostView, v => Tensor::from(v.as_standard_layout().into_owned()))
+        dispatch!(&self.host_view(), HostView, v => Tensor::from(v.as_standard_layout().into_owned()))
+    }
+
+    /// An owned tensor on the same device: a host copy, or for GPU data a tensor sharing it
+    /// (GPU tensors copy on write too, so neither side sees the other's writes). What
+    /// snapshots, such as a background save's, need: the file records the GPU.
+    pub(crate) fn to_owned_tensor(&self) -> Tensor {
+        match &self.src {
+            Src::Host(_) => self.to_tensor(),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Tensor {
+                repr: Repr::Cuda(Arc::clone(storage)),
+            },
+        }
+    }
+
+    /// [`to_tensor`](TensorView::to_tensor), with a GPU's failure as an error.
+    fn to_tensor_checked(&self) -> Result<Tensor, DeviceError> {
+        match &self.src {
+            Src::Host(_) => Ok(self.to_tensor()),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Ok(storage.to_host()?),
+        }
     }
 
     /// The data as C-contiguous little-endian bytes: borrowed when the view already is, else
-    /// copied in logical (C) order whatever the strides.
+    /// copied in logical (C) order whatever the strides. GPU data is copied through pinned
+    /// staging buffers, and not kept.
     pub fn to_le_bytes(&self) -> Cow<'a, [u8]> {
-        dispatch!(&self.host, HostView, v => le_bytes(v.clone()))
+        self.try_le_bytes().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Calls `sink` with the little-endian bytes in order: at once for host data, one staging
+    /// buffer at a time for GPU data (the GPU copies the next while `sink` runs).
+    pub(crate) fn stream_le_bytes(&self, sink: &mut dyn FnMut(&[u8])) -> Result<(), DeviceError> {
+        match &self.src {
+            Src::Host(_) => {
+                sink(&self.try_le_bytes()?);
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.stream_le_bytes(sink),
+        }
+    }
+
+    /// [`to_le_bytes`](TensorView::to_le_bytes), with a GPU's failure as an error.
+    pub(crate) fn try_le_bytes(&self) -> Result<Cow<'a, [u8]>, DeviceError> {
+        match &self.src {
+            Src::Host(host) => Ok(dispatch!(host, HostView, v => le_bytes(v.clone()))),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Ok(Cow::Owned(storage.to_le_bytes()?)),
+        }
     }
 
     /// Whether both views read the same memory: the same address, dtype, shape and strides.
@@ -558,7 +759,16 @@ impl<'a> TensorView<'a> {
                 v.strides().to_vec(),
             )
         }
-        let (ptr, shape, strides) = dispatch!(&self.host, HostView, v => id(v));
+        let (ptr, shape, strides) = match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => id(v)),
+            // Clones of a GPU tensor share one storage.
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => (
+                Arc::as_ptr(storage) as usize,
+                storage.shape().to_vec(),
+                Vec::new(),
+            ),
+        };
         (self.numel() > 0).then_some(StorageId {
             ptr,
             dtype: self.dtype(),
@@ -574,7 +784,7 @@ impl<'a> TensorView<'a> {
 
     /// Every value as `f64`, in C order, without collecting them.
     pub fn f64_values(&self) -> Box<dyn Iterator<Item = f64> + '_> {
-        dispatch!(&self.host, HostView, v => Box::new(v.iter().map(|x| x.to_f64())))
+        dispatch!(self.host_view(), HostView, v => Box::new(v.into_iter().map(|x| x.to_f64())))
     }
 
     /// The largest absolute difference between corresponding elements, compared as `f64`:
@@ -630,7 +840,7 @@ impl<'a> TensorView<'a> {
                 None => Ok(()),
             }
         }
-        dispatch!(&self.host, HostView, v => check(v, dtype))
+        dispatch!(&self.host_view(), HostView, v => check(v, dtype))
     }
 }
 
@@ -713,7 +923,7 @@ pub(crate) fn cast_into<T: Element>(
                 .for_each(|d, s| *d = T::from_f64(s.to_f64())),
         }
     }
-    dispatch!(&src.host, HostView, s => convert(s, dst));
+    dispatch!(&src.host_view(), HostView, s => convert(s, dst));
     Ok(())
 }
 
@@ -733,9 +943,7 @@ impl<T: Element, D: Dimension> From<ArcArray<T, D>> for Tensor {
 
 impl<'a, T: Element, D: Dimension> From<ArrayView<'a, T, D>> for TensorView<'a> {
     fn from(view: ArrayView<'a, T, D>) -> Self {
-        TensorView {
-            host: T::wrap_view(view.into_dyn()),
-        }
+        TensorView::host(T::wrap_view(view.into_dyn()))
     }
 }
 
@@ -758,7 +966,7 @@ impl PartialEq for TensorView<'_> {
         fn eq<T: Element>(a: &ArrayViewD<'_, T>, b: &TensorView<'_>) -> bool {
             b.array::<T>().is_ok_and(|b| a == b)
         }
-        dispatch!(&self.host, HostView, a => eq(a, other))
+        dispatch!(&self.host_view(), HostView, a => eq(a, other))
     }
 }
 
@@ -771,7 +979,10 @@ impl fmt::Debug for Tensor {
 impl fmt::Debug for TensorView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{:?} ", self.dtype(), self.shape())?;
-        dispatch!(&self.host, HostView, v => fmt::Display::fmt(v, f))
+        if self.device() != Device::Cpu {
+            write!(f, "({}) ", self.device())?;
+        }
+        dispatch!(&self.host_view(), HostView, v => fmt::Display::fmt(v, f))
     }
 }
 

@@ -80,7 +80,7 @@ impl TensorCow<'_> {
     pub fn into_owned(self) -> Tensor {
         match self {
             TensorCow::Owned(t) => t,
-            TensorCow::Borrowed(v) => v.to_tensor(),
+            TensorCow::Borrowed(v) => v.to_owned_tensor(),
         }
     }
 }
@@ -336,7 +336,9 @@ impl<'a> Value<'a> {
                     .collect(),
             ),
             Value::Tensor(TensorCow::Owned(t)) => Value::Tensor(TensorCow::Owned(t.clone())),
-            Value::Tensor(TensorCow::Borrowed(v)) => Value::Tensor(TensorCow::Owned(v.to_tensor())),
+            Value::Tensor(TensorCow::Borrowed(v)) => {
+                Value::Tensor(TensorCow::Owned(v.to_owned_tensor()))
+            }
         }
     }
 

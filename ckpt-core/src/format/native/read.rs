@@ -11,6 +11,7 @@ use super::{ALIGN, MAGIC, MAJOR, MAX_DEPTH, PREFIX_LEN};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Corruption, Error};
+use crate::file::Placement;
 use crate::location::MapLocation;
 use crate::tensor::{Backing, Tensor, TensorError, check_size};
 use crate::value::{Key, TensorCow, Value};
@@ -358,11 +359,13 @@ impl Opened {
         })
     }
 
-    /// The saved value, with every tensor reading the file in place, placed by `map_location`.
+    /// The saved value, with every tensor reading the file in place, placed by `map_location`
+    /// (or, with [`Placement::Check`], only checked against it).
     pub(crate) fn value(
         &self,
         path: &Path,
         map_location: &MapLocation,
+        placement: Placement,
     ) -> Result<Value<'static>, Error> {
         let mut tensors: Vec<Option<Tensor>> = vec![None; self.header.tensors.len()];
         for (index, ((record, (dtype, shape, saved)), key)) in self
@@ -374,18 +377,17 @@ impl Opened {
             .enumerate()
         {
             let target = map_location.resolve(key, *saved);
-            if target.is_cuda() {
-                return Err(Error::CudaUnavailable {
-                    path: path.to_owned(),
-                    key: key.clone(),
-                    saved: *saved,
-                    target,
-                });
-            }
+            let error =
+                |e| crate::file::placement_error(path, key, *saved, target, map_location, e);
+            crate::device::check(target).map_err(error)?;
             let range = record.offset as usize..(record.offset + record.len) as usize;
             let tensor = Tensor::mapped(Arc::clone(&self.backing), range, *dtype, shape)
                 .map_err(|e| Error::corrupt(path, Some(key), e.into()))?;
-            tensors[index] = Some(tensor);
+            // Onto a GPU straight from the mapped file, through the staging buffers.
+            tensors[index] = Some(match placement {
+                Placement::Move => tensor.to(target).map_err(error)?,
+                Placement::Check => tensor,
+            });
         }
         Ok(build(&self.header.root, &tensors))
     }

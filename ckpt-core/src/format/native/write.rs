@@ -4,10 +4,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, PREFIX_LEN};
+use crate::device::Device;
 use crate::tensor::{StorageId, TensorView};
 use crate::value::{Key, Value};
 
@@ -18,35 +19,47 @@ const PARALLEL_HASH_MIN: usize = 4 << 20;
 pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> io::Result<()> {
     let mut encoder = Encoder::default();
     let root = encoder.node(value);
-    let bytes: Vec<Cow<'_, [u8]>> = encoder
+    // Host data is borrowed where it can be; GPU data (`None`) is streamed while writing.
+    let bytes: Vec<Option<Cow<'_, [u8]>>> = encoder
         .tensors
         .iter()
-        .map(TensorView::to_le_bytes)
+        .map(|t| (t.device() == Device::Cpu).then(|| t.to_le_bytes()))
         .collect();
     let mut offsets = Vec::with_capacity(bytes.len());
     let mut end = PREFIX_LEN as u64;
-    for b in &bytes {
+    for t in &encoder.tensors {
         let offset = end.next_multiple_of(ALIGN as u64);
         offsets.push(offset);
-        end = offset + b.len() as u64;
+        end = offset + t.nbytes() as u64;
     }
 
     let mut writer = BufWriter::with_capacity(1 << 20, out);
     writer.write_all(&[0u8; PREFIX_LEN])?;
-    let total: usize = bytes.iter().map(|b| b.len()).sum();
-    let hashes = if total < PARALLEL_HASH_MIN {
-        write_data(&mut writer, &bytes, &offsets)?;
-        bytes.iter().map(|b| xxh3_64(b)).collect()
+    let hash_host = || {
+        bytes
+            .iter()
+            .map(|b| b.as_deref().map(xxh3_64))
+            .collect::<Vec<_>>()
+    };
+    let total: usize = bytes.iter().flatten().map(|b| b.len()).sum();
+    let (host_hashes, streamed_hashes) = if total < PARALLEL_HASH_MIN {
+        let streamed = write_data(&mut writer, &encoder.tensors, &bytes, &offsets)?;
+        (hash_host(), streamed)
     } else {
         std::thread::scope(|scope| {
-            let hasher = scope.spawn(|| bytes.iter().map(|b| xxh3_64(b)).collect::<Vec<_>>());
-            let written = write_data(&mut writer, &bytes, &offsets);
+            let hasher = scope.spawn(hash_host);
+            let written = write_data(&mut writer, &encoder.tensors, &bytes, &offsets);
             let hashes = hasher
                 .join()
                 .map_err(|_| io::Error::other("the hashing thread panicked"))?;
-            written.map(|()| hashes)
+            written.map(|streamed| (hashes, streamed))
         })?
     };
+    let hashes: Vec<u64> = host_hashes
+        .into_iter()
+        .zip(streamed_hashes)
+        .map(|(host, streamed)| host.or(streamed).unwrap_or_default())
+        .collect();
 
     let header = Header {
         producer: concat!("ckpt ", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -75,20 +88,43 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> io::Resu
     writer.flush()
 }
 
+/// Writes every tensor's data at its offset: `bytes` where given, else streamed from the
+/// device (the GPU copies the next chunk while this one is written) and hashed on the way,
+/// returning those hashes.
 fn write_data<W: Write>(
     writer: &mut W,
-    bytes: &[Cow<'_, [u8]>],
+    tensors: &[TensorView<'_>],
+    bytes: &[Option<Cow<'_, [u8]>>],
     offsets: &[u64],
-) -> io::Result<()> {
+) -> io::Result<Vec<Option<u64>>> {
     const ZEROS: [u8; ALIGN] = [0; ALIGN];
     let mut at = PREFIX_LEN as u64;
-    for (b, &offset) in bytes.iter().zip(offsets) {
+    let mut streamed = Vec::with_capacity(tensors.len());
+    for ((t, b), &offset) in tensors.iter().zip(bytes).zip(offsets) {
         // `offset - at` < ALIGN by construction of the offsets.
         writer.write_all(&ZEROS[..(offset - at) as usize])?;
-        writer.write_all(b)?;
-        at = offset + b.len() as u64;
+        match b {
+            Some(b) => {
+                writer.write_all(b)?;
+                streamed.push(None);
+            }
+            None => {
+                let mut hasher = Xxh3::new();
+                let mut written = Ok(());
+                t.stream_le_bytes(&mut |chunk| {
+                    if written.is_ok() {
+                        hasher.update(chunk);
+                        written = writer.write_all(chunk);
+                    }
+                })
+                .map_err(io::Error::other)?;
+                written?;
+                streamed.push(Some(hasher.digest()));
+            }
+        }
+        at = offset + t.nbytes() as u64;
     }
-    Ok(())
+    Ok(streamed)
 }
 
 /// Turns a value into header nodes, collecting each distinct tensor once.

@@ -1,0 +1,418 @@
+//! CUDA devices through cudarc's driver API, loaded at run time (`libcuda.so`): building needs
+//! no toolkit and no GPU, and a machine without them gets [`DeviceError::CudaUnavailable`].
+//!
+//! Transfers go through two pinned staging buffers per device: while the GPU copies one, the
+//! host fills (or drains) the other, so host memory stays at `2 × STAGING` whatever the
+//! tensor's size, and loads read the memory-mapped file straight into the staging buffers.
+//!
+//! Only [`device_count`] and [`raw_copy_bandwidth`] are public; tensors reach GPUs through
+//! [`Tensor::to`], `model.to(device)` and `map_location`.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError,
+    PinnedHostSlice, result, sys,
+};
+
+use crate::DType;
+use crate::device::{Device, DeviceError};
+use crate::storage::HostArray;
+use crate::tensor::{Tensor, TensorError};
+
+/// The size of each of the two pinned staging buffers of a device: large enough for full
+/// copy bandwidth, small against host memory.
+pub(crate) const STAGING: usize = 16 << 20;
+
+/// Whether CUDA works here: the number of devices, or why not. Probed once per process.
+pub(crate) fn probe() -> Result<usize, String> {
+    static PROBE: OnceLock<Result<usize, String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            // SAFETY: opens and closes the driver library, calling nothing in it.
+            if !unsafe { sys::is_culib_present() } {
+                return Err("the CUDA driver library libcuda.so was not found".to_owned());
+            }
+            // cudarc panics on a symbol the driver lacks; an old driver must not abort us.
+            match catch_unwind(CudaContext::device_count) {
+                Ok(Ok(count)) if count > 0 => Ok(count as usize),
+                Ok(Ok(_)) => Err("the CUDA driver sees no device".to_owned()),
+                Ok(Err(e)) => Err(format!("the CUDA driver failed to start: {e}")),
+                Err(_) => Err("the CUDA driver library lacks a required function".to_owned()),
+            }
+        })
+        .clone()
+}
+
+/// One GPU: its primary context and its staging buffers, which one transfer at a time uses.
+pub(crate) struct Gpu {
+    ordinal: usize,
+    ctx: Arc<CudaContext>,
+    staging: Mutex<Option<Staging>>,
+}
+
+/// Two pinned host buffers, the events that say when the GPU is done with each, and the
+/// stream the copies run on.
+struct Staging {
+    stream: Arc<CudaStream>,
+    buffers: [PinnedHostSlice<u8>; 2],
+    done: [CudaEvent; 2],
+}
+
+/// The GPU with this ordinal, opened on first use.
+pub(crate) fn context(ordinal: usize) -> Result<Arc<Gpu>, DeviceError> {
+    let device = Device::Cuda(ordinal);
+    let count = probe().map_err(|reason| DeviceError::CudaUnavailable { device, reason })?;
+    if ordinal >= count {
+        return Err(DeviceError::NoSuchDevice { device, count });
+    }
+    static GPUS: Mutex<Vec<Option<Arc<Gpu>>>> = Mutex::new(Vec::new());
+    let mut gpus = GPUS.lock().unwrap_or_else(PoisonError::into_inner);
+    if gpus.len() <= ordinal {
+        gpus.resize(ordinal + 1, None);
+    }
+    if let Some(gpu) = &gpus[ordinal] {
+        return Ok(Arc::clone(gpu));
+    }
+    let ctx = guarded(device, "opening the device", || CudaContext::new(ordinal))?;
+    let gpu = Arc::new(Gpu {
+        ordinal,
+        ctx,
+        staging: Mutex::new(None),
+    });
+    gpus[ordinal] = Some(Arc::clone(&gpu));
+    Ok(gpu)
+}
+
+/// Runs a driver operation, turning its error, or a panic inside cudarc, into a typed error.
+fn guarded<T>(
+    device: Device,
+    operation: &'static str,
+    f: impl FnOnce() -> Result<T, DriverError>,
+) -> Result<T, DeviceError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(DeviceError::Driver {
+            device,
+            operation,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(DeviceError::Driver {
+            device,
+            operation,
+            message: "cudarc panicked; the driver library may lack a function it needs".to_owned(),
+        }),
+    }
+}
+
+impl Gpu {
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    /// Runs `f` with this device's staging buffers, allocating them on first use.
+    fn with_staging<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut Staging) -> Result<T, DriverError>,
+    ) -> Result<T, DeviceError> {
+        let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+        guarded(self.device(), operation, || {
+            // The raw copies below need the context current on this thread, which may be
+            // new (a background save).
+            self.ctx.bind_to_thread()?;
+            if staging.is_none() {
+                *staging = Some(Staging::new(&self.ctx)?);
+            }
+            let staging = staging.as_mut().expect("allocated above");
+            f(staging)
+        })
+    }
+
+    /// A new device buffer holding `bytes`, copied through the staging buffers.
+    pub(crate) fn upload(&self, bytes: &[u8]) -> Result<Option<CudaSlice<u8>>, DeviceError> {
+        if bytes.is_empty() {
+            // The driver refuses empty allocations; an empty tensor needs no memory.
+            return Ok(None);
+        }
+        self.with_staging("copying to the device", |staging| {
+            // SAFETY: every byte is written by the copy below before anyone reads it.
+            let mut data = unsafe { staging.stream.alloc::<u8>(bytes.len()) }?;
+            staging.htod(bytes, &mut data)?;
+            Ok(Some(data))
+        })
+    }
+
+    /// Overwrites `data` (as long as `bytes`) with `bytes`.
+    fn overwrite(&self, bytes: &[u8], data: &mut CudaSlice<u8>) -> Result<(), DeviceError> {
+        self.with_staging("copying to the device", |staging| staging.htod(bytes, data))
+    }
+
+    /// Calls `sink` with `data`'s bytes, in order, one staging buffer at a time.
+    pub(crate) fn download(
+        &self,
+        data: &CudaSlice<u8>,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), DeviceError> {
+        self.with_staging("copying from the device", |staging| {
+            staging.dtoh(data, sink)
+        })
+    }
+
+    /// The raw bandwidth of pinned copies between host and device, in bytes per second, over
+    /// `bytes` each way: `(host to device, device to host)`. For benchmarks.
+    pub(crate) fn raw_bandwidth(&self, bytes: usize) -> Result<(f64, f64), DeviceError> {
+        guarded(self.device(), "measuring copy bandwidth", || {
+            let stream = self.ctx.new_stream()?;
+            // SAFETY: the buffers are only copied between, never read as values.
+            let mut host = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes, 0) }?;
+            let mut device = unsafe { stream.alloc::<u8>(bytes) }?;
+            stream.memcpy_htod(&host, &mut device)?; // warm up
+            stream.synchronize()?;
+            let start = std::time::Instant::now();
+            stream.memcpy_htod(&host, &mut device)?;
+            stream.synchronize()?;
+            let h2d = bytes as f64 / start.elapsed().as_secs_f64();
+            let start = std::time::Instant::now();
+            stream.memcpy_dtoh(&device, &mut host)?;
+            stream.synchronize()?;
+            let d2h = bytes as f64 / start.elapsed().as_secs_f64();
+            Ok((h2d, d2h))
+        })
+    }
+}
+
+impl Staging {
+    fn new(ctx: &Arc<CudaContext>) -> Result<Self, DriverError> {
+        // Plain pinned memory, not write-combined: the host reads it back on downloads.
+        // SAFETY: staging bytes are always written before they are read.
+        let buffer = || unsafe { ctx.alloc_pinned_with_flags::<u8>(STAGING, 0) };
+        Ok(Staging {
+            stream: ctx.new_stream()?,
+            buffers: [buffer()?, buffer()?],
+            done: [ctx.new_event(None)?, ctx.new_event(None)?],
+        })
+    }
+
+    /// Host to device: fills one buffer while the GPU copies from the other.
+    fn htod(&mut self, src: &[u8], dst: &mut CudaSlice<u8>) -> Result<(), DriverError> {
+        assert_eq!(src.len(), dst.len(), "staged copies are whole tensors");
+        let stream = Arc::clone(&self.stream);
+        let (dst_ptr, _record) = dst.device_ptr_mut(&stream);
+        for (i, chunk) in src.chunks(STAGING).enumerate() {
+            let k = i % 2;
+            // The copy that last read this buffer must be done before it is refilled.
+            self.done[k].synchronize()?;
+            let staged = &mut self.buffers[k].as_mut_slice()?[..chunk.len()];
+            fill(staged, chunk);
+            let at = dst_ptr + (i * STAGING) as sys::CUdeviceptr;
+            // SAFETY: `staged` is pinned and not touched again until `done[k]` has fired;
+            // `at..at + chunk.len()` lies inside `dst`, which `_record` keeps alive.
+            unsafe { result::memcpy_htod_async(at, staged, stream.cu_stream()) }?;
+            self.done[k].record(&stream)?;
+        }
+        stream.synchronize()
+    }
+
+    /// Device to host: the GPU fills one buffer while the host drains the other.
+    fn dtoh(
+        &mut self,
+        src: &CudaSlice<u8>,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), DriverError> {
+        let stream = Arc::clone(&self.stream);
+        let (src_ptr, _record) = src.device_ptr(&stream);
+        let len = src.len();
+        let chunks = len.div_ceil(STAGING);
+        let chunk_len = |i: usize| STAGING.min(len - i * STAGING);
+        let issue = |staging: &mut Staging, i: usize| -> Result<(), DriverError> {
+            let k = i % 2;
+            let staged = &mut staging.buffers[k].as_mut_slice()?[..chunk_len(i)];
+            let at = src_ptr + (i * STAGING) as sys::CUdeviceptr;
+            // SAFETY: `staged` is pinned and read only after `done[k]` has fired.
+            unsafe { result::memcpy_dtoh_async(staged, at, stream.cu_stream()) }?;
+            staging.done[k].record(&stream)
+        };
+        if chunks > 0 {
+            issue(self, 0)?;
+        }
+        for i in 0..chunks {
+            if i + 1 < chunks {
+                issue(self, i + 1)?;
+            }
+            let k = i % 2;
+            self.done[k].synchronize()?;
+            sink(&self.buffers[k].as_slice()?[..chunk_len(i)]);
+        }
+        Ok(())
+    }
+}
+
+/// Copies `src` into `dst` (a staging buffer) on several threads.
+///
+/// One core copies from the page cache at a fraction of what a PCIe-5 link carries (about
+/// 10 against 50 GB/s), so a single-threaded fill, not the DMA, would set the pace of loads.
+fn fill(dst: &mut [u8], src: &[u8]) {
+    const PART: usize = 2 << 20;
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    let threads = *THREADS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(STAGING / PART))
+    });
+    if threads <= 1 || src.len() <= PART {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let part = src.len().div_ceil(threads).next_multiple_of(64);
+    std::thread::scope(|scope| {
+        for (dst, src) in dst.chunks_mut(part).zip(src.chunks(part)) {
+            scope.spawn(move || dst.copy_from_slice(src));
+        }
+    });
+}
+
+/// A tensor's data on a GPU: little-endian bytes in C order, as in files.
+pub(crate) struct CudaStorage {
+    gpu: Arc<Gpu>,
+    /// `None` for empty tensors.
+    data: Option<CudaSlice<u8>>,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// A host copy, made the first time host data is asked for (`array()`, comparisons).
+    host: OnceLock<HostArray>,
+}
+
+impl CudaStorage {
+    /// Copies `bytes` (a tensor's little-endian bytes) onto GPU `ordinal`.
+    pub(crate) fn upload(
+        ordinal: usize,
+        dtype: DType,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<Self, DeviceError> {
+        let gpu = context(ordinal)?;
+        let data = gpu.upload(bytes)?;
+        Ok(CudaStorage {
+            gpu,
+            data,
+            dtype,
+            shape: shape.to_vec(),
+            host: OnceLock::new(),
+        })
+    }
+
+    /// Overwrites the data in place with `bytes`, as long as the tensor's.
+    pub(crate) fn overwrite(&mut self, bytes: &[u8]) -> Result<(), DeviceError> {
+        self.host = OnceLock::new();
+        match &mut self.data {
+            Some(data) => self.gpu.overwrite(bytes, data),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn ordinal(&self) -> usize {
+        self.gpu.ordinal
+    }
+
+    pub(crate) fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub(crate) fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Calls `sink` with the bytes, in order, one staging buffer at a time.
+    pub(crate) fn stream_le_bytes(&self, sink: &mut dyn FnMut(&[u8])) -> Result<(), DeviceError> {
+        match &self.data {
+            Some(data) => self.gpu.download(data, sink),
+            None => Ok(()),
+        }
+    }
+
+    /// The bytes, copied to the host through the staging buffers.
+    pub(crate) fn to_le_bytes(&self) -> Result<Vec<u8>, DeviceError> {
+        let mut out = Vec::with_capacity(self.data.as_ref().map_or(0, CudaSlice::len));
+        self.stream_le_bytes(&mut |chunk| out.extend_from_slice(chunk))?;
+        Ok(out)
+    }
+
+    /// A host copy of the data.
+    pub(crate) fn to_host(&self) -> Result<Tensor, DeviceError> {
+        let bytes = self.to_le_bytes()?;
+        Tensor::from_le_bytes(self.dtype, &self.shape, &bytes).map_err(|e| match e {
+            TensorError::Device(e) => e,
+            other => DeviceError::Driver {
+                device: self.gpu.device(),
+                operation: "copying from the device",
+                message: other.to_string(),
+            },
+        })
+    }
+
+    /// The host copy, made on first use and kept until the tensor is written.
+    ///
+    /// # Panics
+    ///
+    /// If the device fails the copy (a lost device); [`Tensor::to`] reports that as an error.
+    pub(crate) fn host(&self) -> &HostArray {
+        self.host.get_or_init(|| {
+            let tensor = self.to_host().unwrap_or_else(|e| panic!("{e}"));
+            tensor.into_host().expect("to_host returns host tensors")
+        })
+    }
+}
+
+/// How many CUDA devices this machine has, or why CUDA cannot be used. Never panics, even
+/// without a driver; the answer is probed once and kept.
+///
+/// ```
+/// match ckpt_core::cuda::device_count() {
+///     Ok(count) => println!("{count} CUDA device(s)"),
+///     Err(e) => println!("{e}"), // cannot use cuda:0: CUDA is not available (...)
+/// }
+/// ```
+pub fn device_count() -> Result<usize, DeviceError> {
+    probe().map_err(|reason| DeviceError::CudaUnavailable {
+        device: Device::Cuda(0),
+        reason,
+    })
+}
+
+/// The raw bandwidth of plain pinned-memory copies on GPU `ordinal`, in bytes per second,
+/// `(host to device, device to host)`, each timed over one copy of `bytes`: the ceiling that
+/// ckpt's staged transfers are measured against.
+pub fn raw_copy_bandwidth(ordinal: usize, bytes: usize) -> Result<(f64, f64), DeviceError> {
+    context(ordinal)?.raw_bandwidth(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_copies_every_byte_whatever_the_split() {
+        for len in [0, 1, 63, (2 << 20) + 1, STAGING - 3, STAGING] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+            let mut dst = vec![0xAAu8; len];
+            fill(&mut dst, &src);
+            assert!(dst == src, "length {len}");
+        }
+    }
+
+    #[test]
+    fn the_probe_is_cached_and_typed() {
+        // No GPU is needed: without one this is the reason, with one the count.
+        assert_eq!(probe(), probe());
+        if let Err(reason) = probe() {
+            let err = context(0).err().expect("no context without CUDA");
+            assert_eq!(
+                err,
+                DeviceError::CudaUnavailable {
+                    device: Device::Cuda(0),
+                    reason
+                }
+            );
+        }
+    }
+}

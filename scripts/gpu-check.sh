@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The GPU check of the `cuda` feature: the GPU tests (tests/cuda.rs), then workload W loaded
+# onto and saved from cuda:0 next to the raw pinned copy bandwidth (benches/gpu.rs). Needs an
+# NVIDIA GPU and its driver, no CUDA toolkit. Fails if the GPU tests were skipped. Each step
+# has a timeout, so the whole fits in 10 minutes; the table comes last.
+#
+#   scripts/gpu-check.sh                 build here with cargo, then run (a GPU machine with Rust)
+#   scripts/gpu-check.sh --prepare DIR   only build the two programs into DIR (on any machine)
+#   scripts/gpu-check.sh --prebuilt DIR  only run programs built by --prepare (a GPU machine
+#                                        without Rust or a network: carry DIR there)
+#
+# CKPT_BENCH_MB scales W down (default: full size, 1.32 GiB); CKPT_BENCH_REPEAT (default 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-all}
+bin=${2:-target/gpu-check}
+case "$mode" in
+all | --prepare | --prebuilt) ;;
+*)
+    echo "usage: $0 [--prepare DIR | --prebuilt DIR]" >&2
+    exit 2
+    ;;
+esac
+
+if [ "$mode" != --prebuilt ]; then
+    # Release builds: smaller to carry, and the benchmark needs one anyway.
+    mkdir -p "$bin"
+    exe() { grep -o "($1-[0-9a-f]*)" | tr -d '()' | tail -n 1; }
+    test_exe=$(timeout 300 cargo test --release --features cuda --test cuda --no-run 2>&1 |
+        tee /dev/stderr | exe target/release/deps/cuda)
+    bench_exe=$(timeout 300 cargo bench --features cuda --bench gpu --no-run 2>&1 |
+        tee /dev/stderr | exe target/release/deps/gpu)
+    cp "$test_exe" "$bin/cuda-tests"
+    cp "$bench_exe" "$bin/gpu-bench"
+    strip "$bin/cuda-tests" "$bin/gpu-bench" 2>/dev/null || true
+    ls -l "$bin"
+    [ "$mode" = --prepare ] && exit 0
+fi
+
+log="$bin/gpu-check.log"
+: >"$log"
+nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.current,pcie.link.width.current \
+    --format=csv,noheader 2>&1 | tee -a "$log" || true
+
+timeout 180 "$bin/cuda-tests" --nocapture --test-threads=1 2>&1 | tee -a "$log"
+if grep -q "skipped: CUDA is not available" "$log"; then
+    echo "gpu-check: the GPU tests were skipped: no usable GPU here" >&2
+    exit 1
+fi
+
+CKPT_BENCH_REPEAT=${CKPT_BENCH_REPEAT:-3} timeout 300 "$bin/gpu-bench" 2>&1 | tee -a "$log"
+
+echo
+echo "== workload W on cuda:0 (seconds for W, GiB/s) =="
+grep -E '^(workload|bench |ratios|  ckpt_)' "$log"
