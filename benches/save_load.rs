@@ -254,12 +254,16 @@ impl Bench {
             }
         }
         settle();
+        let gib = self.bytes as f64 / (1u64 << 30) as f64;
         for ((name, _), mut times) in cases.iter().zip(times) {
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];
+            println!("bench {name} {median:.6} {:.3}", gib / median);
+            // The spread shows how much the machine (disk write-back above all) moved the runs.
             println!(
-                "bench {name} {median:.6} {:.3}",
-                self.bytes as f64 / (1u64 << 30) as f64 / median
+                "  spread {name}: min {:.6} max {:.6}",
+                times[0],
+                times[times.len() - 1]
             );
             self.results.push(((*name).to_owned(), median));
         }
