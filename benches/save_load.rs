@@ -278,9 +278,12 @@ impl Bench {
     }
 }
 
-/// Flushes all dirty pages to disk (`sync`), so the next timed run starts from a clean slate.
+/// Flushes all dirty pages to disk (`sync`) and pauses, so the next timed run starts from a
+/// clean slate: no write-back of another run's pages, and no file of an earlier run still being
+/// freed in the background (ckpt and the safetensors crate both close replaced files late).
 fn settle() {
     let _ = Command::new("sync").status();
+    std::thread::sleep(std::time::Duration::from_millis(700));
 }
 
 /// Peak resident memory of this process, from /proc (Linux), in bytes.
