@@ -243,7 +243,9 @@ fn each_refactor_is_reported_precisely() {
              \t\"layers.0.weight\" F32 [8, 4] is only in the file (a field removed or renamed)\n\
              \t\"layers.0.bias\" F32 [8] is only in the file (a field removed or renamed)\n\
              \t\"layers.1.weight\" F32 [3, 8] is only in the file (a field removed or renamed)\n\
-             \t\"layers.1.bias\" F32 [3] is only in the file (a field removed or renamed)",
+             \t\"layers.1.bias\" F32 [3] is only in the file (a field removed or renamed)\n\
+             \tIf fields were only renamed, load with \
+             LoadOptions::new().key_map(KeyMap::new().rename(old, new)) and load_model_with.",
             path.display()
         )
     );
@@ -303,6 +305,17 @@ fn each_refactor_is_reported_precisely() {
 
     let moved: refactored::Moved = ckpt::load_model(&path).unwrap();
     assert_eq!(moved.layers.len(), 2);
+
+    // A refactor that only renamed keys loads with a key map.
+    let renames = ckpt::KeyMap::new().rename("layers.0.weight", "blocks.0.weight");
+    let renames = renames
+        .rename("layers.0.bias", "blocks.0.bias")
+        .rename("layers.1.weight", "blocks.1.weight")
+        .rename("layers.1.bias", "blocks.1.bias");
+    let options = ckpt::LoadOptions::new().key_map(renames);
+    let renamed: refactored::Renamed = ckpt::load_model_with(&path, &options).unwrap();
+    assert_eq!(renamed.blocks[1].weight, moved.layers[1].weight);
+    assert_eq!(renamed.norm.state_dict(), moved.norm.state_dict());
 }
 
 #[test]

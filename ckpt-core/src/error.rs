@@ -110,6 +110,15 @@ pub enum Error {
         #[source]
         source: crate::format::pytorch::PtError,
     },
+    /// A key map could not be applied: two keys landed on one.
+    #[error("{}: {source}", path.display())]
+    KeyMap {
+        /// The file.
+        path: PathBuf,
+        /// Which keys collided.
+        #[source]
+        source: crate::keymap::KeyMapError,
+    },
     /// A whole model's file does not fit the type it is loaded as.
     #[error(
         "{}: the file holds a `{saved}` whose layout differs from `{loading}`:{}",
@@ -166,6 +175,7 @@ impl Error {
             | Error::Value { path, .. }
             | Error::ModelMismatch { path, .. }
             | Error::PyTorch { path, .. }
+            | Error::KeyMap { path, .. }
             | Error::Unsupported { path, .. } => path,
         }
     }

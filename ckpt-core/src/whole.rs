@@ -148,7 +148,22 @@ pub fn load_model_with<M: Model>(
     let mut model = M::from_config(config);
 
     let state = &checkpoint["state_dict"];
-    let differences = compare(&model, state, options.dtype_policy);
+    // A refactor that only renamed keys loads through the options' key map, so the layout is
+    // compared after it, as the load will see it.
+    let mapped;
+    let saved: &dyn crate::TensorSource = if options.key_map.is_empty() {
+        state
+    } else {
+        mapped = options
+            .key_map
+            .apply(state)
+            .map_err(|source| Error::KeyMap {
+                path: path.to_owned(),
+                source,
+            })?;
+        &mapped
+    };
+    let differences = compare(&model, saved, options.dtype_policy);
     if !differences.is_empty() {
         return Err(mismatch(differences));
     }
@@ -163,9 +178,16 @@ pub fn load_model_with<M: Model>(
 }
 
 /// Every way `model`'s layout differs from the saved state dict's.
-fn compare<M: StateDict>(model: &M, saved: &Value<'_>, policy: DTypePolicy) -> Vec<Difference> {
+fn compare<M: StateDict>(
+    model: &M,
+    saved: &dyn crate::TensorSource,
+    policy: DTypePolicy,
+) -> Vec<Difference> {
     let now = model.state_dict();
-    let saved: Vec<(String, crate::TensorView<'_>)> = saved.tensors();
+    let saved: Vec<(String, crate::TensorView<'_>)> = saved
+        .tensor_keys()
+        .filter_map(|k| Some((k.to_string(), saved.get_tensor(&k)?)))
+        .collect();
     let mut differences = Vec::new();
     for (key, t) in now.iter() {
         match saved.iter().find(|(k, _)| k == key) {
@@ -279,6 +301,21 @@ impl fmt::Display for Lines<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in self.0 {
             write!(f, "\n\t{d}")?;
+        }
+        let missing = self
+            .0
+            .iter()
+            .any(|d| matches!(d, Difference::Missing { .. }));
+        let removed = self
+            .0
+            .iter()
+            .any(|d| matches!(d, Difference::Removed { .. }));
+        if missing && removed {
+            write!(
+                f,
+                "\n\tIf fields were only renamed, load with \
+                 LoadOptions::new().key_map(KeyMap::new().rename(old, new)) and load_model_with."
+            )?;
         }
         Ok(())
     }
