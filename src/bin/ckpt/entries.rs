@@ -67,11 +67,15 @@ pub(crate) fn json(checkpoint: &Checkpoint) -> Result<String, serde_json::Error>
 }
 
 pub(crate) fn table(checkpoint: &Checkpoint, path: &Path) -> Result<String, ckpt::Error> {
-    // Devices come from the header; tensors were loaded onto the CPU.
-    let devices: std::collections::HashMap<String, Device> = ckpt::inspect(path)?
-        .into_iter()
-        .map(|info| (info.key, info.device))
-        .collect();
+    // Tensors were loaded onto the CPU; only ckpt's own format records where they were saved,
+    // and its header is cheap to read again. Other formats hold CPU tensors.
+    let devices: std::collections::HashMap<String, Device> = match checkpoint.format() {
+        ckpt::Format::Ckpt => ckpt::inspect(path)?
+            .into_iter()
+            .map(|info| (info.key, info.device))
+            .collect(),
+        _ => std::collections::HashMap::new(),
+    };
     let mut rows = Vec::new();
     let mut values = Vec::new();
     let mut total = 0;
