@@ -161,3 +161,27 @@ fn crc_damage_is_caught_unless_checks_are_off() {
     assert!(err.to_string().contains("CRC-32 mismatch"), "{err}");
     ckpt::load_with(&path, &LoadOptions::new().verify_checksums(false)).unwrap();
 }
+
+#[test]
+fn pt_tensors_read_the_file_in_place_where_they_can() {
+    let file = ckpt::load(format!("{FIXTURES}/mlp_state_dict.pt")).unwrap();
+    let Value::Tensor(weight) = &file["0.weight"] else {
+        panic!("no tensor")
+    };
+    // PyTorch stores each storage uncompressed and 64-byte aligned: no copy is needed.
+    assert!(weight.clone().into_owned().is_mapped());
+    // Views that are not contiguous are cut out into memory of their own.
+    let views = ckpt::load(format!("{FIXTURES}/views.pt")).unwrap();
+    let mapped: Vec<bool> = views
+        .tensors()
+        .iter()
+        .map(|(key, _)| match &views[key.as_str()] {
+            Value::Tensor(t) => t.clone().into_owned().is_mapped(),
+            _ => false,
+        })
+        .collect();
+    assert!(
+        mapped.contains(&true) && mapped.contains(&false),
+        "{mapped:?}"
+    );
+}

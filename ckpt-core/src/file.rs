@@ -294,7 +294,7 @@ fn from_backing(
         Format::PyTorch => {
             let read = pytorch::ReadOptions::new().verify_crc(options.verify_checksums);
             let value =
-                pytorch::read_with(backing.bytes(), &read).map_err(|source| Error::PyTorch {
+                pytorch::read_backing(&backing, &read).map_err(|source| Error::PyTorch {
                     path: path.to_owned(),
                     source,
                 })?;

@@ -2,6 +2,7 @@
 //! per storage under `<name>/data/`, and small records such as `byteorder` and `version`.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use zip::{CompressionMethod, ZipArchive};
 
@@ -9,11 +10,16 @@ use super::error::{PtError, PtErrorKind, truncated};
 use super::unpickle::unpickle;
 use super::{ReadOptions, rebuild};
 use crate::Value;
+use crate::tensor::Backing;
 
 type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
 
 /// Reads a zip-format checkpoint held in `data`.
-pub(crate) fn read(data: &[u8], options: &ReadOptions) -> Result<Value<'static>, PtError> {
+pub(crate) fn read(
+    data: &[u8],
+    options: &ReadOptions,
+    backing: Option<&Arc<dyn Backing>>,
+) -> Result<Value<'static>, PtError> {
     let mut archive = ZipArchive::new(Cursor::new(data)).map_err(zip_error)?;
     // Every record sits under one directory, named after the file when it was saved.
     let prefix = match archive.name_for_index(0).and_then(|n| n.split_once('/')) {
@@ -54,7 +60,7 @@ pub(crate) fn read(data: &[u8], options: &ReadOptions) -> Result<Value<'static>,
             big_endian,
         ));
     }
-    rebuild::to_value(&pickle, &storages, data.len()).map_err(|e| e.in_entry(&pkl_name))
+    rebuild::to_value(&pickle, &storages, data.len(), backing).map_err(|e| e.in_entry(&pkl_name))
 }
 
 /// The bytes of a record, borrowed from `data`, with its CRC-32 checked unless told otherwise.

@@ -119,7 +119,7 @@ pub(crate) fn read(data: &[u8]) -> Result<Value<'static>, PtError> {
             big_endian,
         ));
     }
-    rebuild::to_value(&pickle, &storages, data.len()).map_err(|e| e.in_entry("data pickle"))
+    rebuild::to_value(&pickle, &storages, data.len(), None).map_err(|e| e.in_entry("data pickle"))
 }
 
 fn little_endian(sys_info: &Pickle) -> bool {

@@ -37,11 +37,13 @@ mod write;
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use self::error::truncated;
 pub use self::error::{PtError, PtErrorKind};
 use self::unpickle::StorageRef;
 use crate::Value;
+use crate::tensor::Backing;
 
 /// How to read a `.pt` file.
 #[derive(Clone, Debug)]
@@ -82,9 +84,27 @@ pub fn read(bytes: &[u8]) -> Result<Value<'static>, PtError> {
 
 /// [`read`] with options.
 pub fn read_with(bytes: &[u8], options: &ReadOptions) -> Result<Value<'static>, PtError> {
+    read_any(bytes, options, None)
+}
+
+/// [`read_with`] over bytes that tensors may share: contiguous views of the zip format's
+/// storages (stored, aligned records, as PyTorch writes them) then read `backing` in place,
+/// copy on write, instead of being copied out.
+pub(crate) fn read_backing(
+    backing: &Arc<dyn Backing>,
+    options: &ReadOptions,
+) -> Result<Value<'static>, PtError> {
+    read_any(backing.bytes(), options, Some(backing))
+}
+
+fn read_any(
+    bytes: &[u8],
+    options: &ReadOptions,
+    backing: Option<&Arc<dyn Backing>>,
+) -> Result<Value<'static>, PtError> {
     const ZIP: &[u8] = b"PK\x03\x04";
     if bytes.starts_with(ZIP) {
-        archive::read(bytes, options)
+        archive::read(bytes, options, backing)
     } else if bytes.first() == Some(&opcode::PROTO) {
         legacy::read(bytes)
     } else if bytes.is_empty() || ZIP.starts_with(bytes) {

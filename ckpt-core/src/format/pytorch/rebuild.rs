@@ -4,11 +4,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 
 use super::error::{PtError, PtErrorKind};
 use super::unpickle::{Ix, Obj, Pickle, StorageRef, TensorSpec};
+use crate::tensor::Backing;
 use crate::{DType, Key, Tensor, TensorCow, Value};
 
 /// Nesting deeper than this is refused: real checkpoints nest a handful of levels, and the
@@ -23,10 +25,12 @@ pub(crate) fn to_value(
     pickle: &Pickle,
     storages: &[Cow<'_, [u8]>],
     input_len: usize,
+    backing: Option<&Arc<dyn Backing>>,
 ) -> Result<Value<'static>, PtError> {
     let mut cx = Convert {
         pickle,
         storages,
+        backing,
         by_object: HashMap::new(),
         by_view: HashMap::new(),
         nodes_left: input_len.saturating_mul(2).saturating_add(1024),
@@ -38,6 +42,9 @@ pub(crate) fn to_value(
 struct Convert<'p, 's> {
     pickle: &'p Pickle,
     storages: &'p [Cow<'s, [u8]>],
+    /// The bytes the storages were borrowed from, when they can be shared: then contiguous
+    /// views read them in place instead of being copied.
+    backing: Option<&'p Arc<dyn Backing>>,
     by_object: HashMap<Ix, Tensor>,
     by_view: HashMap<(usize, i64, Vec<i64>, Vec<i64>), Tensor>,
     nodes_left: usize,
@@ -149,16 +156,31 @@ impl Convert<'_, '_> {
                 "the strings and tensors built add up to more than twice the file size".to_owned(),
             )
         })?;
-        let tensor = Tensor::from_le_bytes(storage.dtype, &shape, &data).map_err(|e| {
-            PtError::from(PtErrorKind::Tensor {
-                key: storage.key.clone(),
-                message: e.to_string(),
-            })
-        })?;
+        let in_place = match (self.backing, &data) {
+            (Some(backing), Cow::Borrowed(slice)) => range_in(backing.bytes(), slice)
+                .map(|range| Tensor::mapped(Arc::clone(backing), range, storage.dtype, &shape)),
+            _ => None,
+        };
+        let tensor = in_place
+            .unwrap_or_else(|| Tensor::from_le_bytes(storage.dtype, &shape, &data))
+            .map_err(|e| {
+                PtError::from(PtErrorKind::Tensor {
+                    key: storage.key.clone(),
+                    message: e.to_string(),
+                })
+            })?;
         self.by_object.insert(ix, tensor.clone());
         self.by_view.insert(view_key, tensor.clone());
         Ok(tensor)
     }
+}
+
+/// Where `part` lies within `whole`, if it is a sub-slice of it.
+fn range_in(whole: &[u8], part: &[u8]) -> Option<std::ops::Range<usize>> {
+    let base = whole.as_ptr() as usize;
+    let start = (part.as_ptr() as usize).checked_sub(base)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
 }
 
 /// The view's elements in C order, after checking that every one lies inside the storage.
