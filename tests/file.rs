@@ -71,6 +71,25 @@ fn recipe_3_checkpoint_with_epoch_loss_and_optimizer() {
     );
 }
 
+#[test]
+fn a_mistyped_checkpoint_key_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.ckpt");
+    let model = Net::new(1.0);
+    ckpt::save(dict! { "model_state_dict" => model.state_dict() }, &path).unwrap();
+    let checkpoint = ckpt::load(&path).unwrap();
+    let err = Net::new(0.0)
+        .load_state_dict(&checkpoint["model_state_dic"], true)
+        .unwrap_err();
+    assert_eq!(err.missing_keys().len(), 6);
+    assert!(
+        err.hints()
+            .iter()
+            .any(|h| h.starts_with("the state dict holds no tensors at all")),
+        "{err}"
+    );
+}
+
 trait KeysInOrder {
     fn keys_in_order(&self) -> Vec<String>;
 }

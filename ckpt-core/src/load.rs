@@ -610,6 +610,14 @@ pub(crate) fn load_into_with<M: StateDict + ?Sized>(
                 .iter()
                 .map(|rule| format!("the key rule {rule} matched no key of the checkpoint.")),
         );
+        if !slots.is_empty() && source.tensor_keys().next().is_none() {
+            hints.push(
+                "the state dict holds no tensors at all; if it is a checkpoint indexed by name \
+                 (`checkpoint[\"model_state_dict\"]`), check the name: a missing one gives \
+                 an empty value."
+                    .to_owned(),
+            );
+        }
         return Err(LoadError {
             module: model.module_name().to_owned(),
             problems: all,
