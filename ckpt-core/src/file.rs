@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::format::{Format, native, pytorch, safetensors};
 use crate::load::{LoadOptions, LoadReport, load_into_with};
 use crate::location::MapLocation;
-use crate::module::{Leaf, StateDict};
+use crate::module::{KeyPath, Leaf, StateDict};
 use crate::source::TensorSource;
 use crate::tensor::{Backing, Tensor, TensorError, TensorView};
 use crate::value::{TensorCow, Value};
@@ -348,25 +348,21 @@ fn placed(
         }
         Ok(())
     };
-    place_tensors(&mut value, &mut String::new(), &mut place)?;
+    place_tensors(&mut value, &mut KeyPath::new(), &mut place)?;
     Ok(value)
 }
 
 /// Calls `f` with every tensor of `value` and its flattened key, as [`Value::tensors`] names it.
 fn place_tensors(
     value: &mut Value<'static>,
-    path: &mut String,
+    path: &mut KeyPath,
     f: &mut dyn FnMut(&str, &mut Tensor) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut descend =
-        |path: &mut String, segment: &dyn fmt::Display, child: &mut Value<'static>| {
-            let len = path.len();
-            if !path.is_empty() {
-                path.push('.');
-            }
-            path.push_str(&segment.to_string());
+        |path: &mut KeyPath, segment: &dyn fmt::Display, child: &mut Value<'static>| {
+            path.push(segment);
             let result = place_tensors(child, path, f);
-            path.truncate(len);
+            path.pop();
             result
         };
     match value {
@@ -385,7 +381,7 @@ fn place_tensors(
                 *cow = TensorCow::Owned(view.to_tensor());
             }
             if let TensorCow::Owned(tensor) = cow {
-                f(path, tensor)?;
+                f(path.as_str(), tensor)?;
             }
         }
         _ => {}

@@ -272,24 +272,20 @@ impl KeyPath {
         Self::default()
     }
 
-    /// Appends one segment.
-    pub fn push(&mut self, segment: &str) {
-        self.marks.push(self.key.len());
-        if !self.key.is_empty() {
-            self.key.push('.');
-        }
-        self.key.push_str(segment);
-    }
-
-    /// Appends a list index as a segment.
-    pub fn push_index(&mut self, index: usize) {
+    /// Appends one segment: a field name, a map key, an index.
+    pub fn push(&mut self, segment: impl fmt::Display) {
         use std::fmt::Write;
         self.marks.push(self.key.len());
         if !self.key.is_empty() {
             self.key.push('.');
         }
         // Writing to a String cannot fail.
-        let _ = write!(self.key, "{index}");
+        let _ = write!(self.key, "{segment}");
+    }
+
+    /// Appends a list index as a segment.
+    pub fn push_index(&mut self, index: usize) {
+        self.push(index);
     }
 
     /// Removes the segment pushed last.

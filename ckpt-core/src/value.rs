@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::map::TensorMap;
+use crate::module::KeyPath;
 use crate::source::TensorSource;
 use crate::tensor::{Tensor, TensorView};
 
@@ -217,7 +218,7 @@ impl<'a> Value<'a> {
 
     /// The whole value read through serde as `T`.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ValueError> {
-        let plain = to_cbor(self, &mut String::new())?;
+        let plain = to_cbor(self, &mut KeyPath::new())?;
         plain.deserialized().map_err(|e| ValueError::Type {
             message: serde_message(e),
         })
@@ -361,7 +362,7 @@ impl<'a> Value<'a> {
     /// Every tensor with its flattened key (`optimizer_state_dict.state.0.exp_avg`), in order.
     pub fn tensors(&self) -> Vec<(String, TensorView<'_>)> {
         let mut out = Vec::new();
-        self.walk(&mut String::new(), &mut |path, value| {
+        self.walk(&mut KeyPath::new(), &mut |path, value| {
             if let Value::Tensor(t) = value {
                 out.push((path.to_owned(), t.view()));
             }
@@ -369,17 +370,13 @@ impl<'a> Value<'a> {
         out
     }
 
-    /// Calls `f` with every leaf (anything but a list or a map) and its flattened key, in order.
-    pub fn walk<'s>(&'s self, path: &mut String, f: &mut dyn FnMut(&str, &'s Value<'a>)) {
-        let mut descend = |path: &mut String, segment: &dyn fmt::Display, child: &'s Value<'a>| {
-            let len = path.len();
-            if !path.is_empty() {
-                path.push('.');
-            }
-            use fmt::Write;
-            let _ = write!(path, "{segment}");
+    /// Calls `f` with every leaf (anything but a list or a map) and its flattened key below
+    /// `path`, in order: `value.walk(&mut KeyPath::new(), &mut |key, leaf| ...)`.
+    pub fn walk<'s>(&'s self, path: &mut KeyPath, f: &mut dyn FnMut(&str, &'s Value<'a>)) {
+        let mut descend = |path: &mut KeyPath, segment: &dyn fmt::Display, child: &'s Value<'a>| {
+            path.push(segment);
             child.walk(path, f);
-            path.truncate(len);
+            path.pop();
         };
         match self {
             Value::List(items) => {
@@ -392,7 +389,7 @@ impl<'a> Value<'a> {
                     descend(path, k, v);
                 }
             }
-            leaf => f(path, leaf),
+            leaf => f(path.as_str(), leaf),
         }
     }
 
@@ -595,16 +592,12 @@ fn serde_message(error: ciborium::value::Error) -> String {
     }
 }
 
-fn to_cbor(value: &Value<'_>, path: &mut String) -> Result<ciborium::Value, ValueError> {
+fn to_cbor(value: &Value<'_>, path: &mut KeyPath) -> Result<ciborium::Value, ValueError> {
     use ciborium::Value as C;
-    let child = |path: &mut String, segment: String, v: &Value<'_>| {
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(&segment);
+    let child = |path: &mut KeyPath, segment: String, v: &Value<'_>| {
+        path.push(segment);
         let out = to_cbor(v, path);
-        path.truncate(len);
+        path.pop();
         out
     };
     Ok(match value {
@@ -632,7 +625,9 @@ fn to_cbor(value: &Value<'_>, path: &mut String) -> Result<ciborium::Value, Valu
                 .collect::<Result<_, ValueError>>()?,
         ),
         Value::Tensor(_) => {
-            return Err(ValueError::Tensor { path: path.clone() });
+            return Err(ValueError::Tensor {
+                path: path.as_str().to_owned(),
+            });
         }
     })
 }

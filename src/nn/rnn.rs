@@ -316,7 +316,7 @@ impl StateDict for Rnn {
         for (index, cell) in self.cells.iter().enumerate() {
             let suffix = self.suffix(index);
             let mut leaf = |name: &str, tensor: &'a dyn StateDict| {
-                path.push(&format!("{name}_{suffix}"));
+                path.push(format_args!("{name}_{suffix}"));
                 tensor.visit(path, role, visitor);
                 path.pop();
             };
@@ -336,7 +336,7 @@ impl StateDict for Rnn {
             let suffix = self.suffix(index);
             let cell = &mut self.cells[index];
             let mut leaf = |name: &str, tensor: &mut dyn StateDict| {
-                path.push(&format!("{name}_{suffix}"));
+                path.push(format_args!("{name}_{suffix}"));
                 tensor.visit_mut(path, role, visitor);
                 path.pop();
             };

@@ -29,7 +29,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 /// `{key, dtype, shape, sha256}` and plain values as `{key, value}`.
 pub(crate) fn manifest_of(value: &Value<'_>) -> Vec<Json> {
     let mut entries = Vec::new();
-    value.walk(&mut String::new(), &mut |key, leaf| {
+    value.walk(&mut ckpt::KeyPath::new(), &mut |key, leaf| {
         let entry = match leaf {
             Value::Tensor(t) => {
                 let view = t.view();

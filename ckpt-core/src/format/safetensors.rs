@@ -12,6 +12,7 @@ use safetensors::tensor::{Dtype, View};
 
 use crate::dtype::DType;
 use crate::error::{Corruption, Error};
+use crate::module::KeyPath;
 use crate::tensor::{Backing, Tensor, TensorView};
 use crate::value::{Key, TensorCow, Value};
 
@@ -182,8 +183,9 @@ fn flatten<'v>(path: &Path, value: &'v Value<'_>) -> Result<Flat<'v>, Error> {
             continue;
         }
         let mut problem = None;
-        let mut prefix = key.to_string();
-        entry.walk(&mut prefix, &mut |k, leaf| match leaf {
+        let mut path = KeyPath::new();
+        path.push(key);
+        entry.walk(&mut path, &mut |k, leaf| match leaf {
             Value::Tensor(t) => tensors.push((k.to_owned(), t.view())),
             other if problem.is_none() => problem = Some((k.to_owned(), other.kind())),
             _ => {}

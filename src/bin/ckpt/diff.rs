@@ -30,7 +30,7 @@ impl Report {
 
 fn leaves(checkpoint: &Checkpoint) -> BTreeMap<String, &Value<'static>> {
     let mut out = BTreeMap::new();
-    checkpoint.walk(&mut String::new(), &mut |key, leaf| {
+    checkpoint.walk(&mut ckpt::KeyPath::new(), &mut |key, leaf| {
         out.insert(key.to_owned(), leaf);
     });
     out

@@ -45,7 +45,7 @@ pub(crate) fn json(checkpoint: &Checkpoint) -> Result<String, serde_json::Error>
     let total: usize = checkpoint.tensors().iter().map(|(_, t)| t.nbytes()).sum();
     let mut progress = Progress::bytes(total as u64, "hashing");
     let mut entries = Vec::new();
-    checkpoint.walk(&mut String::new(), &mut |key, leaf| {
+    checkpoint.walk(&mut ckpt::KeyPath::new(), &mut |key, leaf| {
         entries.push(match leaf {
             Value::Tensor(t) => {
                 let view = t.view();
@@ -79,7 +79,7 @@ pub(crate) fn table(checkpoint: &Checkpoint, path: &Path) -> Result<String, ckpt
     let mut rows = Vec::new();
     let mut values = Vec::new();
     let mut total = 0;
-    checkpoint.walk(&mut String::new(), &mut |key, leaf| match leaf {
+    checkpoint.walk(&mut ckpt::KeyPath::new(), &mut |key, leaf| match leaf {
         Value::Tensor(t) => {
             let view = t.view();
             total += view.nbytes();

@@ -13,6 +13,7 @@ use crate::dtype::DType;
 use crate::error::{Corruption, Error};
 use crate::file::Placement;
 use crate::location::MapLocation;
+use crate::module::KeyPath;
 use crate::tensor::{Backing, Tensor, TensorError, check_size};
 use crate::value::{Key, TensorCow, Value};
 
@@ -118,7 +119,7 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
         )?;
 
     let mut keys = vec![None; header.tensors.len()];
-    name_records(&header.root, &mut String::new(), &mut keys)
+    name_records(&header.root, &mut KeyPath::new(), &mut keys)
         .map_err(|(key, problem)| corrupt(Some(&key), problem))?;
     let keys: Vec<String> = keys
         .into_iter()
@@ -151,17 +152,13 @@ fn bad_magic(bytes: &[u8]) -> Corruption {
 /// Records the first key path of every tensor reference, checking each points at a record.
 fn name_records(
     node: &Node,
-    path: &mut String,
+    path: &mut KeyPath,
     keys: &mut [Option<String>],
 ) -> Result<(), (String, Corruption)> {
-    let mut child = |path: &mut String, segment: &dyn std::fmt::Display, node: &Node| {
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(&segment.to_string());
+    let mut child = |path: &mut KeyPath, segment: &dyn std::fmt::Display, node: &Node| {
+        path.push(segment);
         let result = name_records(node, path, keys);
-        path.truncate(len);
+        path.pop();
         result
     };
     match node {
@@ -172,14 +169,14 @@ fn name_records(
                 .and_then(|i| keys.get_mut(i))
                 .ok_or_else(|| {
                     (
-                        path.clone(),
+                        path.as_str().to_owned(),
                         Corruption::BadReference {
                             index: *index,
                             count,
                         },
                     )
                 })?;
-            slot.get_or_insert_with(|| path.clone());
+            slot.get_or_insert_with(|| path.as_str().to_owned());
         }
         Node::List(items) => {
             for (i, item) in items.iter().enumerate() {
