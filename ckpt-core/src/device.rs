@@ -80,6 +80,17 @@ pub enum DeviceError {
         /// Where they were asked to go.
         device: Device,
     },
+    /// Moving a model failed at one of its tensors; the model was left where it was.
+    #[error("cannot move \"{key}\" to {device}, so the model was left where it was: {source}")]
+    Moving {
+        /// The key path of the tensor that could not move.
+        key: String,
+        /// Where the model was asked to go.
+        device: Device,
+        /// Why the tensor could not move.
+        #[source]
+        source: Box<DeviceError>,
+    },
 }
 
 /// `"a", "b"`.

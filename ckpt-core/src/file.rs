@@ -127,7 +127,14 @@ pub fn save_with<'a>(
 fn write_file(path: &Path, value: &Value<'_>, format: Format, fsync: bool) -> Result<(), Error> {
     match format {
         Format::Ckpt => crate::atomic::write_atomically(path, fsync, |file, _| {
-            native::write(value, file).map_err(|e| Error::io(path, e))
+            native::write(value, file).map_err(|e| match e {
+                native::WriteError::Io(e) => Error::io(path, e),
+                native::WriteError::Device { key, source } => Error::Device {
+                    path: path.to_owned(),
+                    key,
+                    source,
+                },
+            })
         }),
         Format::SafeTensors => {
             let prepared = safetensors::prepare(path, value)?;

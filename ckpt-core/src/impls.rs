@@ -32,9 +32,16 @@ impl Leaf for Tensor {
         true
     }
 
-    fn to_device(&mut self, device: Device) -> Result<(), DeviceError> {
-        *self = Tensor::to(self, device)?;
-        Ok(())
+    fn copy_to(&self, device: Device) -> Result<Option<Tensor>, DeviceError> {
+        if device == Tensor::device(self) {
+            Ok(None)
+        } else {
+            Tensor::to(self, device).map(Some)
+        }
+    }
+
+    fn adopt(&mut self, copy: Tensor) {
+        *self = copy;
     }
 }
 

@@ -7,7 +7,7 @@ use crate::TensorMap;
 use crate::device::{Device, DeviceError};
 use crate::load::{self, LoadError, LoadOptions, LoadReport};
 use crate::source::TensorSource;
-use crate::tensor::{TensorError, TensorView};
+use crate::tensor::{Tensor, TensorError, TensorView};
 
 /// A model, a layer, or a container of them, whose tensors have dotted key paths
 /// (`encoder.layers.0.weight`) as in PyTorch's `state_dict()`.
@@ -114,9 +114,12 @@ pub trait StateDict {
     /// Checked before anything moves, in this order: fields that can only hold host memory
     /// (ndarray arrays; use [`Tensor`](crate::Tensor) for fields that should go to a GPU) make
     /// a move to a GPU an error naming every one of them, on any machine; then the device must
-    /// exist (CUDA available, the ordinal present). Moving to [`Device::Cpu`] always works. A
-    /// driver failure part way, such as running out of GPU memory, leaves the tensors moved so
-    /// far on `device`, as in PyTorch.
+    /// exist (CUDA available, the ordinal present). Moving to [`Device::Cpu`] always works.
+    ///
+    /// Every tensor is copied to `device` before the model changes, so a move that fails part
+    /// way, such as one running out of GPU memory, leaves the model whole where it was (unlike
+    /// PyTorch's, which leaves it split) and frees the copies already made; the error names
+    /// the tensor that could not move. Tensors already on `device` are not copied.
     ///
     /// ```
     /// use ckpt_core::{Device, DeviceError, StateDict, Tensor};
@@ -153,17 +156,40 @@ pub trait StateDict {
             });
         }
         crate::device::check(device)?;
-        let mut result = Ok(());
+        let mut copies = Vec::new();
+        let mut failure = None;
+        self.visit_mut(
+            &mut KeyPath::new(),
+            Role::Parameter,
+            &mut |key: &str, leaf: &mut dyn Leaf, _: Role| {
+                if failure.is_none() {
+                    match leaf.copy_to(device) {
+                        Ok(copy) => copies.push(copy),
+                        Err(source) => {
+                            failure = Some(DeviceError::Moving {
+                                key: key.to_owned(),
+                                device,
+                                source: Box::new(source),
+                            });
+                        }
+                    }
+                }
+            },
+        );
+        if let Some(err) = failure {
+            return Err(err); // dropping `copies` frees them
+        }
+        let mut copies = copies.into_iter();
         self.visit_mut(
             &mut KeyPath::new(),
             Role::Parameter,
             &mut |_: &str, leaf: &mut dyn Leaf, _: Role| {
-                if result.is_ok() {
-                    result = leaf.to_device(device);
+                if let Some(copy) = copies.next().flatten() {
+                    leaf.adopt(copy);
                 }
             },
         );
-        result
+        Ok(())
     }
 
     /// Training mode: dropout drops, batch norm uses and updates batch statistics.
@@ -354,16 +380,20 @@ pub trait Leaf {
         Device::Cpu
     }
 
-    /// Whether [`to_device`](Leaf::to_device) can move the contents to `device`. By default
-    /// only the CPU: the leaf holds host memory, as ndarray arrays do.
+    /// Whether the contents can move to `device`. By default only the CPU: the leaf holds
+    /// host memory, as ndarray arrays do.
     fn can_move_to(&self, device: Device) -> bool {
         device == Device::Cpu
     }
 
-    /// Moves the contents to `device`. By default only the CPU is accepted.
-    fn to_device(&mut self, device: Device) -> Result<(), DeviceError> {
+    /// The first half of a move to `device`: a copy of the contents there, leaving them as
+    /// they are, or `None` when there is nothing to copy. [`StateDict::to`] copies every leaf
+    /// of a model before it hands any copy over with [`adopt`](Leaf::adopt), so that a
+    /// failed move changes nothing. By default host memory stays where it is and the CPU is
+    /// the only device accepted.
+    fn copy_to(&self, device: Device) -> Result<Option<Tensor>, DeviceError> {
         if self.can_move_to(device) {
-            Ok(())
+            Ok(None)
         } else {
             Err(DeviceError::HostOnly {
                 keys: Vec::new(),
@@ -371,6 +401,11 @@ pub trait Leaf {
             })
         }
     }
+
+    /// The second half of a move: takes the copy that [`copy_to`](Leaf::copy_to) made. Only
+    /// ever given a copy this leaf returned, so a leaf that overrides one overrides both; the
+    /// default, for leaves that never copy, has nothing to take.
+    fn adopt(&mut self, _copy: Tensor) {}
 }
 
 #[cfg(test)]

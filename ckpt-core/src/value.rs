@@ -370,6 +370,21 @@ impl<'a> Value<'a> {
         out
     }
 
+    /// The flattened key of the first tensor that reads `view`'s data, for errors about
+    /// data found by its storage (a write that failed on a GPU).
+    pub(crate) fn key_of(&self, view: &TensorView<'_>) -> Option<String> {
+        let mut found = None;
+        self.walk(&mut KeyPath::new(), &mut |path, value| {
+            if let Value::Tensor(t) = value
+                && found.is_none()
+                && t.view().shares_storage(view)
+            {
+                found = Some(path.to_owned());
+            }
+        });
+        found
+    }
+
     /// Calls `f` with every leaf (anything but a list or a map) and its flattened key below
     /// `path`, in order: `value.walk(&mut KeyPath::new(), &mut |key, leaf| ...)`.
     pub fn walk<'s>(&'s self, path: &mut KeyPath, f: &mut dyn FnMut(&str, &'s Value<'a>)) {

@@ -215,16 +215,19 @@ pub(crate) fn prepare<'v>(path: &Path, value: &'v Value<'_>) -> Result<Prepared<
         .tensors
         .iter()
         .map(|(k, t)| {
-            (
-                k.clone(),
-                Entry {
-                    dtype: dtype_to(t.dtype()),
-                    shape: t.shape().to_vec(),
-                    data: t.to_le_bytes(),
-                },
-            )
+            let data = t.try_le_bytes().map_err(|source| Error::Device {
+                path: path.to_owned(),
+                key: k.clone(),
+                source,
+            })?;
+            let entry = Entry {
+                dtype: dtype_to(t.dtype()),
+                shape: t.shape().to_vec(),
+                data,
+            };
+            Ok((k.clone(), entry))
         })
-        .collect();
+        .collect::<Result<_, Error>>()?;
     Ok(Prepared {
         entries,
         metadata: flat.metadata,

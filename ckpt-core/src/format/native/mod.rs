@@ -24,7 +24,7 @@ mod read;
 mod write;
 
 pub(crate) use read::open;
-pub(crate) use write::write;
+pub(crate) use write::{WriteError, write};
 
 /// The first bytes of every ckpt file: not ASCII, then CR LF and ^Z, which text-mode transfers
 /// mangle, as in PNG.

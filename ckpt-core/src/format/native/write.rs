@@ -8,15 +8,32 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, PREFIX_LEN};
-use crate::device::Device;
+use crate::device::{Device, DeviceError};
 use crate::tensor::{StorageId, TensorView};
 use crate::value::{Key, Value};
+
+/// Why a write stopped.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    Io(io::Error),
+    /// A GPU failed while the tensor at `key` was copied from it.
+    Device {
+        key: String,
+        source: DeviceError,
+    },
+}
+
+impl From<io::Error> for WriteError {
+    fn from(e: io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
 
 /// Below this many bytes of tensor data, hashing on another thread costs more than it saves.
 const PARALLEL_HASH_MIN: usize = 4 << 20;
 
 /// Writes `value` to `out`, which must be empty and positioned at its start.
-pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> io::Result<()> {
+pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> Result<(), WriteError> {
     let mut encoder = Encoder::default();
     let root = encoder.node(value);
     // Host data is borrowed where it can be; GPU data (`None`) is streamed while writing.
@@ -42,13 +59,22 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> io::Resu
             .collect::<Vec<_>>()
     };
     let total: usize = bytes.iter().flatten().map(|b| b.len()).sum();
+    let write_data = |writer: &mut BufWriter<&mut W>| {
+        write_data(writer, &encoder.tensors, &bytes, &offsets).map_err(|e| match e {
+            DataError::Io(e) => WriteError::Io(e),
+            DataError::Device { index, source } => WriteError::Device {
+                key: value.key_of(&encoder.tensors[index]).unwrap_or_default(),
+                source,
+            },
+        })
+    };
     let (host_hashes, streamed_hashes) = if total < PARALLEL_HASH_MIN {
-        let streamed = write_data(&mut writer, &encoder.tensors, &bytes, &offsets)?;
+        let streamed = write_data(&mut writer)?;
         (hash_host(), streamed)
     } else {
         std::thread::scope(|scope| {
             let hasher = scope.spawn(hash_host);
-            let written = write_data(&mut writer, &encoder.tensors, &bytes, &offsets);
+            let written = write_data(&mut writer);
             let hashes = hasher
                 .join()
                 .map_err(|_| io::Error::other("the hashing thread panicked"))?;
@@ -85,7 +111,19 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> io::Resu
     let prefix = Prefix::current(end, &encoded);
     writer.seek(SeekFrom::Start(0))?;
     writer.write_all(&prefix.encode())?;
-    writer.flush()
+    Ok(writer.flush()?)
+}
+
+/// Why [`write_data`] stopped: the writer failed, or the GPU holding tensor `index`.
+enum DataError {
+    Io(io::Error),
+    Device { index: usize, source: DeviceError },
+}
+
+impl From<io::Error> for DataError {
+    fn from(e: io::Error) -> Self {
+        DataError::Io(e)
+    }
 }
 
 /// Writes every tensor's data at its offset: `bytes` where given, else streamed from the
@@ -96,11 +134,11 @@ fn write_data<W: Write>(
     tensors: &[TensorView<'_>],
     bytes: &[Option<Cow<'_, [u8]>>],
     offsets: &[u64],
-) -> io::Result<Vec<Option<u64>>> {
+) -> Result<Vec<Option<u64>>, DataError> {
     const ZEROS: [u8; ALIGN] = [0; ALIGN];
     let mut at = PREFIX_LEN as u64;
     let mut streamed = Vec::with_capacity(tensors.len());
-    for ((t, b), &offset) in tensors.iter().zip(bytes).zip(offsets) {
+    for (index, ((t, b), &offset)) in tensors.iter().zip(bytes).zip(offsets).enumerate() {
         // `offset - at` < ALIGN by construction of the offsets.
         writer.write_all(&ZEROS[..(offset - at) as usize])?;
         match b {
@@ -117,7 +155,7 @@ fn write_data<W: Write>(
                         written = writer.write_all(chunk);
                     }
                 })
-                .map_err(io::Error::other)?;
+                .map_err(|source| DataError::Device { index, source })?;
                 written?;
                 streamed.push(Some(hasher.digest()));
             }

@@ -135,6 +135,9 @@ pub enum PtErrorKind {
     /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A GPU failed while a tensor was copied from it for writing.
+    #[error("{0}")]
+    Device(#[from] crate::DeviceError),
 }
 
 fn hint_for(name: &str) -> &'static str {

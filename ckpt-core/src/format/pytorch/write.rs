@@ -39,7 +39,14 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: W) -> Result<(), Pt
     record(".storage_alignment", b"64")?;
     record("byteorder", b"little")?;
     for (i, view) in pickled.storages.iter().enumerate() {
-        record(&format!("data/{i}"), &view.to_le_bytes())?;
+        let bytes = view.try_le_bytes().map_err(|e| {
+            let err = PtError::from(PtErrorKind::Device(e)).in_entry(&format!("{PREFIX}/data/{i}"));
+            match value.key_of(view) {
+                Some(key) => err.under_key(&key),
+                None => err,
+            }
+        })?;
+        record(&format!("data/{i}"), &bytes)?;
     }
     record("version", VERSION)?;
     zip.finish().map_err(zip_error)?;
