@@ -4,8 +4,17 @@
 //! unavailable, print `skipped: CUDA is not available (<reason>)` and return; the others run
 //! everywhere and check what a machine without a GPU must get: typed errors, never a panic.
 //! On a GPU machine: `scripts/gpu-check.sh`.
+//!
+//! Everywhere, `fake_driver_runs_the_gpu_tests` also builds a stand-in for the driver library
+//! (tests/fake-cuda: host memory behind the driver API, stricter than a GPU about ordering,
+//! bounds and pinned memory) and runs this file again against it, with one and two devices,
+//! then runs the `fault_` tests, which need its fault injection: a device out of memory, a
+//! device lost mid-transfer.
 
 mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use ckpt::{Device, DeviceError, LoadOptions, MapLocation, StateDict, Tensor, TensorSource};
 use common::Surgery;
@@ -415,4 +424,270 @@ fn gpu_model_to_moves_every_leaf_and_back() {
     StateDict::to(&mut model, Device::Cpu).unwrap();
     all_on(&model, Device::Cpu);
     assert_eq!(model, original);
+}
+
+// ---- On the fake driver (tests/fake-cuda), everywhere ----
+
+/// Builds tests/fake-cuda and returns the directory holding its `libcuda.so`.
+fn build_fake_driver() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-cuda/Cargo.toml");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-cuda");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {} failed", manifest.display());
+    let dir = target.join("debug");
+    assert!(
+        dir.join("libcuda.so").is_file(),
+        "no libcuda.so in {}",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs this test binary again on the fake driver, with `settings` and `args`, and returns
+/// its output after checking that it passed and that no test skipped for want of CUDA.
+fn run_on_fake_driver(driver: &Path, settings: &[(&str, &str)], args: &[&str]) -> String {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .args(["--test-threads=1", "--nocapture"])
+        .env("LD_LIBRARY_PATH", driver)
+        .env("CKPT_ON_FAKE_CUDA", "1")
+        .envs(settings.iter().copied())
+        .output()
+        .expect("the test binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "on the fake driver with {settings:?}, {args:?}:\n{text}"
+    );
+    assert!(!text.contains("skipped"), "{settings:?}, {args:?}:\n{text}");
+    assert!(
+        !text.contains("running 0 tests"),
+        "{args:?} matched nothing"
+    );
+    text
+}
+
+#[test]
+fn fake_driver_runs_the_gpu_tests() {
+    if std::env::var_os("CKPT_ON_FAKE_CUDA").is_some() {
+        return; // already there
+    }
+    let driver = build_fake_driver();
+    // Everything but the fault tests, on two devices (files saved on cuda:1 load as they
+    // are), then on one (they need map_location).
+    for devices in ["2", "1"] {
+        let out = run_on_fake_driver(
+            &driver,
+            &[("FAKE_CUDA_DEVICES", devices)],
+            &["--skip", "fake_driver", "--skip", "fault_"],
+        );
+        for test in [
+            "gpu_round_trip_cpu_gpu_file_cpu",
+            "gpu_round_trip_gpu_file_gpu",
+            "gpu_map_location_forms",
+            "gpu_model_to_moves_every_leaf_and_back",
+        ] {
+            assert!(out.contains(&format!("test {test} ... ok")), "{out}");
+        }
+    }
+    run_on_fake_driver(
+        &driver,
+        &[("FAKE_CUDA_MEMORY_MB", "64")],
+        &["fault_out_of_memory", "--exact"],
+    );
+    // The model (48 MiB) goes to the GPU, then the device is lost half way through saving it.
+    run_on_fake_driver(
+        &driver,
+        &[("FAKE_CUDA_FAIL_AFTER_MB", "72")],
+        &["fault_lost_device_during_a_save", "--exact"],
+    );
+    // The model goes to the GPU, then the device is lost half way through loading into it.
+    run_on_fake_driver(
+        &driver,
+        &[("FAKE_CUDA_FAIL_AFTER_MB", "72")],
+        &["fault_lost_device_during_a_load", "--exact"],
+    );
+}
+
+/// Whether this runs on the fake driver with its fault injection `setting`; prints why the
+/// test is skipped when not.
+fn fault_injection(test: &str, setting: &str) -> bool {
+    let on = std::env::var_os(setting).is_some();
+    if !on {
+        println!(
+            "{test}: skipped: runs on the fake driver, with {setting} (see fake_driver_runs_the_gpu_tests)"
+        );
+    }
+    on
+}
+
+/// Two tensors of 24 MiB each, with a partial last staging chunk.
+#[derive(StateDict, Debug, Clone, PartialEq)]
+struct Pair {
+    a: Tensor,
+    b: Tensor,
+}
+
+fn pair(seed: u32) -> Pair {
+    Pair {
+        a: tensor(&[6, 1024, 1024], seed),
+        b: tensor(&[6, 1024, 1024], seed + 1),
+    }
+}
+
+#[test]
+fn fault_out_of_memory() {
+    if !fault_injection("fault_out_of_memory", "FAKE_CUDA_MEMORY_MB") {
+        return;
+    }
+    // 64 MiB of device memory: one pair fits, two do not.
+    let original = [pair(60), pair(62)];
+    let mut model = original.clone();
+    let err = StateDict::to(&mut model, Device::Cuda(0)).unwrap_err();
+    let DeviceError::Moving {
+        key,
+        device,
+        source,
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!((key.as_str(), *device), ("1.a", Device::Cuda(0)));
+    assert!(matches!(**source, DeviceError::Driver { .. }), "{source}");
+    assert!(
+        err.to_string().contains("CUDA_ERROR_OUT_OF_MEMORY"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with(
+            "cannot move \"1.a\" to cuda:0, so the model was left where it was: CUDA error on cuda:0"
+        ),
+        "{err}"
+    );
+    assert_eq!(model, original, "nothing moved");
+    all_on(&model, Device::Cpu);
+
+    // The copies made before the failure were freed: a pair fits again, twice in a row.
+    for _ in 0..2 {
+        let mut one = pair(64);
+        StateDict::to(&mut one, Device::Cuda(0)).unwrap();
+        all_on(&one, Device::Cuda(0));
+        assert_eq!(one, pair(64));
+    }
+
+    // A load onto a GPU too small for the file says which file, which tensor, which device.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two-pairs.ckpt");
+    ckpt::save(original.state_dict(), &path).unwrap();
+    let err = ckpt::load_with(&path, &LoadOptions::new().map_location(Device::Cuda(0)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("\"1.a\""), "{err}");
+    assert!(err.contains("cuda:0"), "{err}");
+    assert!(err.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{err}");
+    // And what that load had placed is freed with the error.
+    let checkpoint = ckpt::load_with(
+        &path,
+        &LoadOptions::new()
+            .map_location(Device::Cuda(0))
+            .strict(false),
+    );
+    drop(checkpoint);
+    let mut one = pair(66);
+    StateDict::to(&mut one, Device::Cuda(0)).unwrap();
+}
+
+#[test]
+fn fault_lost_device_during_a_save() {
+    if !fault_injection("fault_lost_device_during_a_save", "FAKE_CUDA_FAIL_AFTER_MB") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["model.ckpt", "model.safetensors", "model.pt"];
+    let mut before = Vec::new();
+    for name in names {
+        let path = dir.path().join(name);
+        ckpt::save(pair(70).state_dict(), &path).unwrap();
+        before.push(std::fs::read(&path).unwrap());
+    }
+
+    let mut model = pair(72);
+    StateDict::to(&mut model, Device::Cuda(0)).unwrap(); // 48 MiB of the 72 that may be copied
+    // `a` comes back (the last 24 MiB), then the device is lost copying `b`; after that,
+    // every copy fails at once.
+    for (name, key) in [
+        ("model.ckpt", "b"),
+        ("model.safetensors", "a"),
+        ("model.pt", "a"),
+    ] {
+        let path = dir.path().join(name);
+        let err = ckpt::save(model.state_dict(), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(err.contains(&format!("\"{key}\"")), "{err}");
+        assert!(
+            err.contains("CUDA error on cuda:0 while copying from the device"),
+            "{err}"
+        );
+        assert!(err.contains("CUDA_ERROR_ILLEGAL_ADDRESS"), "{err}");
+    }
+
+    for (name, before) in names.iter().zip(&before) {
+        let path = dir.path().join(name);
+        assert!(&std::fs::read(&path).unwrap() == before, "{name} is intact");
+        let mut restored = pair(0);
+        restored.load_from(&path, &LoadOptions::new()).unwrap();
+        assert_eq!(restored, pair(70));
+    }
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["model.ckpt", "model.pt", "model.safetensors"],
+        "no temporary file is left"
+    );
+}
+
+#[test]
+fn fault_lost_device_during_a_load() {
+    if !fault_injection("fault_lost_device_during_a_load", "FAKE_CUDA_FAIL_AFTER_MB") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.ckpt");
+    ckpt::save(pair(80).state_dict(), &path).unwrap();
+
+    let mut model = pair(82);
+    StateDict::to(&mut model, Device::Cuda(0)).unwrap(); // 48 MiB of the 72 that may be copied
+    let err = model
+        .load_from(&path, &LoadOptions::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("CUDA_ERROR_ILLEGAL_ADDRESS"), "{err}");
+    assert!(err.contains("cuda:0"), "{err}");
+
+    // The device is gone: later uses say so, and nothing panics.
+    let err = pair(84).a.to(Device::Cuda(0)).unwrap_err();
+    assert!(
+        err.to_string().contains("CUDA_ERROR_ILLEGAL_ADDRESS"),
+        "{err}"
+    );
+    StateDict::to(&mut model, Device::Cpu).unwrap_err();
 }
