@@ -689,5 +689,12 @@ fn fault_lost_device_during_a_load() {
         err.to_string().contains("CUDA_ERROR_ILLEGAL_ADDRESS"),
         "{err}"
     );
-    StateDict::to(&mut model, Device::Cpu).unwrap_err();
+    let err = model.a.array::<f32>().unwrap_err();
+    assert!(
+        err.to_string().contains("CUDA_ERROR_ILLEGAL_ADDRESS"),
+        "{err}"
+    );
+    let err = StateDict::to(&mut model, Device::Cpu).unwrap_err();
+    assert!(matches!(err, DeviceError::Moving { .. }), "{err}");
+    assert_eq!(model.a.device(), Device::Cuda(0), "nothing moved");
 }

@@ -350,16 +350,16 @@ impl CudaStorage {
         })
     }
 
-    /// The host copy, made on first use and kept until the tensor is written.
-    ///
-    /// # Panics
-    ///
-    /// If the device fails the copy (a lost device); [`Tensor::to`] reports that as an error.
-    pub(crate) fn host(&self) -> &HostArray {
-        self.host.get_or_init(|| {
-            let tensor = self.to_host().unwrap_or_else(|e| panic!("{e}"));
-            tensor.into_host().expect("to_host returns host tensors")
-        })
+    /// The host copy, made on first use and kept until the tensor is written; an error if the
+    /// device fails the copy (a lost device).
+    pub(crate) fn host(&self) -> Result<&HostArray, DeviceError> {
+        if let Some(host) = self.host.get() {
+            return Ok(host);
+        }
+        let tensor = self.to_host()?;
+        let host = tensor.into_host().expect("to_host returns host tensors");
+        // Another thread may have made it meanwhile: either copy is the same.
+        Ok(self.host.get_or_init(|| host))
     }
 }
 

@@ -587,12 +587,17 @@ impl<'a> TensorView<'a> {
     ///
     /// # Panics
     ///
-    /// If the GPU fails the copy; [`Tensor::to`] reports that as an error instead.
+    /// If the GPU fails the copy; [`try_host_view`](Self::try_host_view) reports that instead.
     fn host_view(&self) -> HostView<'a> {
+        self.try_host_view().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`host_view`](Self::host_view), with a GPU's failure as an error.
+    fn try_host_view(&self) -> Result<HostView<'a>, DeviceError> {
         match &self.src {
-            Src::Host(host) => host.clone(),
+            Src::Host(host) => Ok(host.clone()),
             #[cfg(feature = "cuda")]
-            Src::Cuda(storage) => storage.host().view(),
+            Src::Cuda(storage) => Ok(storage.host()?.view()),
         }
     }
 
@@ -663,12 +668,17 @@ impl<'a> TensorView<'a> {
         }
     }
 
-    /// The data as a typed ndarray view, or an error if `T` is not the element type.
+    /// The data as a typed ndarray view, or an error if `T` is not the element type, or if
+    /// the GPU holding the data fails to copy it to the host.
     pub fn array<T: Element>(&self) -> Result<ArrayViewD<'a, T>, TensorError> {
-        T::unwrap_view(&self.host_view()).ok_or(TensorError::DType {
+        let wrong_dtype = || TensorError::DType {
             expected: T::DTYPE,
             actual: self.dtype(),
-        })
+        };
+        if self.dtype() != T::DTYPE {
+            return Err(wrong_dtype()); // before a GPU tensor is copied for nothing
+        }
+        T::unwrap_view(&self.try_host_view()?).ok_or_else(wrong_dtype)
     }
 
     /// A copy of the data as an owned ndarray of element type `T` and dimensionality `D`.
