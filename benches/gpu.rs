@@ -70,8 +70,10 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// The median of `repeat` timings of `f`.
+/// The median of `repeat` timings of `f`, after one untimed run (first-use costs: staging
+/// buffers, thread pools, page tables).
 fn median(repeat: usize, mut f: impl FnMut()) -> f64 {
+    f();
     let mut times: Vec<f64> = (0..repeat)
         .map(|_| {
             let start = Instant::now();
