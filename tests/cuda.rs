@@ -332,6 +332,35 @@ fn gpu_round_trip_gpu_file_gpu() {
 }
 
 #[test]
+fn gpu_a_damaged_file_onto_a_gpu_is_refused() {
+    let Some(_) = gpus("gpu_a_damaged_file_onto_a_gpu_is_refused") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.ckpt");
+    ckpt::save(net(90).state_dict(), &path).unwrap();
+    // One bit in the middle of the file: inside `big`, which is nearly all of it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+
+    // Checked while the tensors are copied to the GPU: the damage wins over the copies.
+    let err = ckpt::load_with(&path, &LoadOptions::new().map_location(Device::Cuda(0)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"big\": checksum mismatch"), "{err}");
+    // Without the check, the damaged bytes arrive as they are.
+    let trusted = LoadOptions::new()
+        .map_location(Device::Cuda(0))
+        .verify_checksums(false);
+    let checkpoint = ckpt::load_with(&path, &trusted).unwrap();
+    let big = checkpoint.get_tensor("big").unwrap();
+    assert_eq!(big.device(), Device::Cuda(0));
+    assert!(big != net(90).big.view());
+}
+
+#[test]
 fn gpu_map_location_forms() {
     let Some(count) = gpus("gpu_map_location_forms") else {
         return;
@@ -494,6 +523,7 @@ fn fake_driver_runs_the_gpu_tests() {
         );
         for test in [
             "gpu_round_trip_cpu_gpu_file_cpu",
+            "gpu_a_damaged_file_onto_a_gpu_is_refused",
             "gpu_round_trip_gpu_file_gpu",
             "gpu_map_location_forms",
             "gpu_model_to_moves_every_leaf_and_back",

@@ -287,10 +287,33 @@ fn from_backing(
     let value = match format {
         Format::Ckpt => {
             let opened = native::open(path, backing)?;
-            if options.verify_checksums {
+            let map_location = &options.map_location;
+            if !options.verify_checksums {
+                opened.value(path, map_location, placement)?
+            } else if placement == Placement::Move
+                && cfg!(feature = "cuda")
+                && opened.data_len() >= 8 << 20
+            {
+                // Tensors bound for a GPU are copied while the checksums are checked, as
+                // both read the mapped file; nothing is returned unless both succeed, and a
+                // damaged file is reported as such even if the copy failed too. (Tensors
+                // staying on the CPU only map the file: for them this costs a thread.)
+                let (verified, value) = std::thread::scope(|scope| {
+                    let verifier = scope.spawn(|| opened.verify(path, release));
+                    let value = opened.value(path, map_location, placement);
+                    (verifier.join(), value)
+                });
+                verified.unwrap_or_else(|_| {
+                    Err(Error::io(
+                        path,
+                        std::io::Error::other("the checksum thread panicked"),
+                    ))
+                })?;
+                value?
+            } else {
                 opened.verify(path, release)?;
+                opened.value(path, map_location, placement)?
             }
-            opened.value(path, &options.map_location, placement)?
         }
         Format::SafeTensors => placed(
             path,

@@ -290,6 +290,11 @@ impl Opened {
             })
     }
 
+    /// The size of the tensor data.
+    pub(crate) fn data_len(&self) -> u64 {
+        self.header.tensors.iter().map(|r| r.len).sum()
+    }
+
     /// Checks every tensor's checksum, on up to four threads; with `release`, lets each chunk's
     /// pages go once hashed, keeping resident memory small.
     pub(crate) fn verify(&self, path: &Path, release: bool) -> Result<(), Error> {
