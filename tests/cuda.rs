@@ -484,7 +484,7 @@ fn build_fake_driver() -> PathBuf {
 fn run_on_fake_driver(driver: &Path, settings: &[(&str, &str)], args: &[&str]) -> String {
     let output = Command::new(std::env::current_exe().unwrap())
         .args(args)
-        .args(["--test-threads=1", "--nocapture"])
+        .arg("--nocapture")
         .env("LD_LIBRARY_PATH", driver)
         .env("CKPT_ON_FAKE_CUDA", "1")
         .envs(settings.iter().copied())
@@ -514,12 +514,13 @@ fn fake_driver_runs_the_gpu_tests() {
     }
     let driver = build_fake_driver();
     // Everything but the fault tests, on two devices (files saved on cuda:1 load as they
-    // are), then on one (they need map_location).
-    for devices in ["2", "1"] {
+    // are) with four test threads sharing them, then on one device (files saved on cuda:1
+    // need map_location) with one thread.
+    for (devices, threads) in [("2", "--test-threads=4"), ("1", "--test-threads=1")] {
         let out = run_on_fake_driver(
             &driver,
             &[("FAKE_CUDA_DEVICES", devices)],
-            &["--skip", "fake_driver", "--skip", "fault_"],
+            &["--skip", "fake_driver", "--skip", "fault_", threads],
         );
         for test in [
             "gpu_round_trip_cpu_gpu_file_cpu",
@@ -534,19 +535,27 @@ fn fake_driver_runs_the_gpu_tests() {
     run_on_fake_driver(
         &driver,
         &[("FAKE_CUDA_MEMORY_MB", "64")],
-        &["fault_out_of_memory", "--exact"],
+        &["fault_out_of_memory", "--exact", "--test-threads=1"],
     );
     // The model (48 MiB) goes to the GPU, then the device is lost half way through saving it.
     run_on_fake_driver(
         &driver,
         &[("FAKE_CUDA_FAIL_AFTER_MB", "72")],
-        &["fault_lost_device_during_a_save", "--exact"],
+        &[
+            "fault_lost_device_during_a_save",
+            "--exact",
+            "--test-threads=1",
+        ],
     );
     // The model goes to the GPU, then the device is lost half way through loading into it.
     run_on_fake_driver(
         &driver,
         &[("FAKE_CUDA_FAIL_AFTER_MB", "72")],
-        &["fault_lost_device_during_a_load", "--exact"],
+        &[
+            "fault_lost_device_during_a_load",
+            "--exact",
+            "--test-threads=1",
+        ],
     );
 }
 
