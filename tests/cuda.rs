@@ -485,6 +485,7 @@ fn run_on_fake_driver(driver: &Path, settings: &[(&str, &str)], args: &[&str]) -
     let output = Command::new(std::env::current_exe().unwrap())
         .args(args)
         .arg("--nocapture")
+        .env("RUST_TEST_THREADS", "1")
         .env("LD_LIBRARY_PATH", driver)
         .env("CKPT_ON_FAKE_CUDA", "1")
         .envs(settings.iter().copied())
@@ -514,13 +515,16 @@ fn fake_driver_runs_the_gpu_tests() {
     }
     let driver = build_fake_driver();
     // Everything but the fault tests, on two devices (files saved on cuda:1 load as they
-    // are) with four test threads sharing them, then on one device (files saved on cuda:1
-    // need map_location) with one thread.
-    for (devices, threads) in [("2", "--test-threads=4"), ("1", "--test-threads=1")] {
+    // are) with four test threads sharing them; then on one device (files saved on cuda:1
+    // need map_location) without stream-ordered allocation (cudarc's other path), with one.
+    for settings in [
+        [("FAKE_CUDA_DEVICES", "2"), ("RUST_TEST_THREADS", "4")],
+        [("FAKE_CUDA_DEVICES", "1"), ("FAKE_CUDA_MEMORY_POOLS", "0")],
+    ] {
         let out = run_on_fake_driver(
             &driver,
-            &[("FAKE_CUDA_DEVICES", devices)],
-            &["--skip", "fake_driver", "--skip", "fault_", threads],
+            &settings,
+            &["--skip", "fake_driver", "--skip", "fault_"],
         );
         for test in [
             "gpu_round_trip_cpu_gpu_file_cpu",
@@ -535,7 +539,7 @@ fn fake_driver_runs_the_gpu_tests() {
     run_on_fake_driver(
         &driver,
         &[("FAKE_CUDA_MEMORY_MB", "64")],
-        &["fault_out_of_memory", "--exact", "--test-threads=1"],
+        &["fault_out_of_memory", "--exact"],
     );
     // The model (48 MiB) goes to the GPU, then the device is lost half way through saving it.
     run_on_fake_driver(

@@ -18,6 +18,9 @@
 //!
 //! - `FAKE_CUDA_DEVICES`: the number of devices (default 2);
 //! - `FAKE_CUDA_MEMORY_MB`: the memory of each device (default 1024);
+//! - `FAKE_CUDA_MEMORY_POOLS`: 0 for devices without stream-ordered allocation, which makes
+//!   cudarc allocate with `cuMemAlloc` and free with `cuMemFree` after a stream sync
+//!   (default 1, as on current GPUs);
 //! - `FAKE_CUDA_FAIL_AFTER_MB`: once this many MiB have been copied either way, the device is
 //!   lost: the copy that would pass the mark and every later call fail with
 //!   `CUDA_ERROR_ILLEGAL_ADDRESS`, as after a crash.
@@ -75,11 +78,6 @@ enum Op {
         src: DevicePtr,
         len: usize,
     },
-    Memset {
-        dst: DevicePtr,
-        value: u8,
-        len: usize,
-    },
     Free {
         ptr: DevicePtr,
     },
@@ -113,6 +111,7 @@ struct Block {
 
 struct Driver {
     devices: usize,
+    memory_pools: bool,
     memory: usize,
     used: Vec<usize>,
     blocks: BTreeMap<DevicePtr, Block>,
@@ -324,7 +323,6 @@ impl Driver {
                 let dst = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, len) };
                 dst.copy_from_slice(src);
             }
-            Op::Memset { dst, value, len } => self.device_bytes(dst, len).fill(value),
             Op::Free { ptr } => {
                 let block = self.blocks.remove(&ptr).expect("checked when queued");
                 self.used[block.device] -= block.data.len();
@@ -371,6 +369,7 @@ pub extern "C" fn cuInit(flags: c_uint) -> CUresult {
         let devices = setting("FAKE_CUDA_DEVICES").unwrap_or(2) as usize;
         *guard = Some(Driver {
             devices,
+            memory_pools: setting("FAKE_CUDA_MEMORY_POOLS") != Some(0),
             memory: (setting("FAKE_CUDA_MEMORY_MB").unwrap_or(1024) as usize) << 20,
             used: vec![0; devices],
             blocks: BTreeMap::new(),
@@ -384,14 +383,6 @@ pub extern "C" fn cuInit(flags: c_uint) -> CUresult {
         });
     }
     SUCCESS
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
-    match unsafe { put(version, 12080) } {
-        Ok(()) => SUCCESS,
-        Err(code) => code,
-    }
 }
 
 #[unsafe(no_mangle)]
@@ -426,41 +417,10 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(
     with(|d| {
         device_index(d, device)?;
         let v = match attribute {
-            MEMORY_POOLS_SUPPORTED => 1,
+            MEMORY_POOLS_SUPPORTED => c_int::from(d.memory_pools),
             _ => 0,
         };
         unsafe { put(value, v) }
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, device: c_int) -> CUresult {
-    with(|d| {
-        let device = device_index(d, device)?;
-        let text = format!("ckpt fake GPU {device}\0");
-        if name.is_null() || len < text.len() as c_int {
-            return Err(INVALID_VALUE);
-        }
-        // SAFETY: the caller's buffer holds `len` bytes, checked above to be enough.
-        unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), name.cast(), text.len()) };
-        Ok(())
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, device: c_int) -> CUresult {
-    with(|d| {
-        device_index(d, device)?;
-        unsafe { put(bytes, d.memory) }
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult {
-    with(|d| {
-        let device = current()?;
-        unsafe { put(free, d.memory - d.used[device]) }?;
-        unsafe { put(total, d.memory) }
     })
 }
 
@@ -470,11 +430,6 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(ctx: *mut Handle, device: c_in
         let device = device_index(d, device)?;
         unsafe { put(ctx, (CONTEXTS + device) as Handle) }
     })
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuDevicePrimaryCtxRelease_v2(device: c_int) -> CUresult {
-    with(|d| device_index(d, device).map(drop))
 }
 
 #[unsafe(no_mangle)]
@@ -617,12 +572,6 @@ pub extern "C" fn cuEventSynchronize(event: Handle) -> CUresult {
     with(|d| wait_for_event(d, event))
 }
 
-/// Answers "complete", having run the work: nothing here runs in the background.
-#[unsafe(no_mangle)]
-pub extern "C" fn cuEventQuery(event: Handle) -> CUresult {
-    with(|d| wait_for_event(d, event))
-}
-
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemAlloc_v2(ptr: *mut DevicePtr, len: usize) -> CUresult {
     with(|d| {
@@ -744,52 +693,24 @@ pub extern "C" fn cuMemcpyDtoHAsync_v2(
     })
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD8Async(
-    dst: DevicePtr,
-    value: u8,
-    len: usize,
-    stream: Handle,
-) -> CUresult {
-    with(|d| {
-        let key = d.stream_here(stream)?;
-        d.check_device(d.streams[&key].device, dst, len)?;
-        d.enqueue(key, Op::Memset { dst, value, len });
-        Ok(())
-    })
-}
-
-fn error_text(code: CUresult) -> Option<(&'static CStr, &'static CStr)> {
+/// The driver's description of each code the fake returns.
+fn description(code: CUresult) -> Option<&'static CStr> {
     Some(match code {
-        SUCCESS => (c"CUDA_SUCCESS", c"no error"),
-        INVALID_VALUE => (c"CUDA_ERROR_INVALID_VALUE", c"invalid argument"),
-        OUT_OF_MEMORY => (c"CUDA_ERROR_OUT_OF_MEMORY", c"out of memory"),
-        NOT_INITIALIZED => (c"CUDA_ERROR_NOT_INITIALIZED", c"initialization error"),
-        INVALID_DEVICE => (c"CUDA_ERROR_INVALID_DEVICE", c"invalid device ordinal"),
-        INVALID_CONTEXT => (c"CUDA_ERROR_INVALID_CONTEXT", c"invalid device context"),
-        INVALID_HANDLE => (c"CUDA_ERROR_INVALID_HANDLE", c"invalid resource handle"),
-        ILLEGAL_ADDRESS => (
-            c"CUDA_ERROR_ILLEGAL_ADDRESS",
-            c"an illegal memory access was encountered",
-        ),
+        SUCCESS => c"no error",
+        INVALID_VALUE => c"invalid argument",
+        OUT_OF_MEMORY => c"out of memory",
+        NOT_INITIALIZED => c"initialization error",
+        INVALID_DEVICE => c"invalid device ordinal",
+        INVALID_CONTEXT => c"invalid device context",
+        INVALID_HANDLE => c"invalid resource handle",
+        ILLEGAL_ADDRESS => c"an illegal memory access was encountered",
         _ => return None,
     })
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuGetErrorName(code: CUresult, name: *mut *const c_char) -> CUresult {
-    let Some((text, _)) = error_text(code) else {
-        return INVALID_VALUE;
-    };
-    match unsafe { put(name, text.as_ptr()) } {
-        Ok(()) => SUCCESS,
-        Err(code) => code,
-    }
-}
-
-#[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuGetErrorString(code: CUresult, text: *mut *const c_char) -> CUresult {
-    let Some((_, description)) = error_text(code) else {
+    let Some(description) = description(code) else {
         return INVALID_VALUE;
     };
     match unsafe { put(text, description.as_ptr()) } {
