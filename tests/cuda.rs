@@ -13,8 +13,11 @@
 
 mod common;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use ckpt::{Device, DeviceError, LoadOptions, MapLocation, StateDict, Tensor, TensorSource};
 use common::Surgery;
@@ -360,6 +363,69 @@ fn gpu_a_damaged_file_onto_a_gpu_is_refused() {
     assert!(big != net(90).big.view());
 }
 
+/// Runs `f` on another thread and fails if it takes more than `seconds`: a deadlock fails
+/// the test instead of hanging it (the stuck thread is left behind).
+fn within(seconds: u64, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        done.send(()).unwrap();
+    });
+    match finished.recv_timeout(Duration::from_secs(seconds)) {
+        Ok(()) => worker.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().unwrap_err())
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no progress in {seconds} s: deadlock"),
+    }
+}
+
+#[test]
+fn gpu_transfers_inside_rayon_jobs() {
+    use rayon::prelude::*;
+    let Some(count) = gpus("gpu_transfers_inside_rayon_jobs") else {
+        return;
+    };
+    // A transfer holds its device's staging buffers while it copies. Waiting threads of a
+    // rayon pool take other queued jobs: if the copies ran on such a pool, a waiting holder
+    // could pick up a transfer wanting the same buffers (and deadlock), or one binding
+    // another GPU (and copy in the wrong context). Here every transfer runs in rayon jobs
+    // next to others, on one pool and from plain threads at the same time.
+    let other = Device::Cuda(count - 1);
+    within(120, move || {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let big = tensor(&[12, 1024, 1024], 100); // 48 MiB: three staging chunks
+        let small: Vec<Tensor> = (0..24).map(|i| tensor(&[1 << 18], 101 + i)).collect();
+        let plain = {
+            let big = big.clone();
+            std::thread::spawn(move || {
+                for _ in 0..4 {
+                    assert_eq!(big.to(Device::Cuda(0)).unwrap(), big);
+                }
+            })
+        };
+        for _ in 0..6 {
+            pool.install(|| {
+                rayon::join(
+                    || assert_eq!(big.to(Device::Cuda(0)).unwrap(), big),
+                    || {
+                        small.par_iter().for_each(|t| {
+                            assert_eq!(t.to(other).unwrap().to(Device::Cpu).unwrap(), *t);
+                        });
+                    },
+                )
+            });
+            small
+                .par_iter()
+                .for_each(|t| drop(t.to(Device::Cuda(0)).unwrap()));
+        }
+        plain.join().unwrap();
+    });
+}
+
 #[test]
 fn gpu_map_location_forms() {
     let Some(count) = gpus("gpu_map_location_forms") else {
@@ -457,47 +523,80 @@ fn gpu_model_to_moves_every_leaf_and_back() {
 
 // ---- On the fake driver (tests/fake-cuda), everywhere ----
 
-/// Builds tests/fake-cuda and returns the directory holding its `libcuda.so`.
+/// Builds tests/fake-cuda and returns the directory holding its `libcuda.so`, as cargo
+/// reports it (wherever a configured build target puts it).
 fn build_fake_driver() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-cuda/Cargo.toml");
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-cuda");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--manifest-path"])
+    let output = Command::new(cargo)
+        .args(["build", "--message-format=json", "--manifest-path"])
         .arg(&manifest)
         .arg("--target-dir")
         .arg(&target)
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .expect("cargo runs");
-    assert!(status.success(), "building {} failed", manifest.display());
-    let dir = target.join("debug");
     assert!(
-        dir.join("libcuda.so").is_file(),
-        "no libcuda.so in {}",
-        dir.display()
+        output.status.success(),
+        "building {} failed",
+        manifest.display()
     );
-    dir
+    let library = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|name| name.as_str().map(PathBuf::from))
+        .find(|name| name.file_name().is_some_and(|n| n == "libcuda.so"))
+        .expect("cargo built libcuda.so");
+    library.parent().unwrap().to_owned()
 }
 
 /// Runs this test binary again on the fake driver, with `settings` and `args`, and returns
 /// its output after checking that it passed and that no test skipped for want of CUDA.
+/// A run that does not finish within five minutes has hung, and is killed.
 fn run_on_fake_driver(driver: &Path, settings: &[(&str, &str)], args: &[&str]) -> String {
-    let output = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args(args)
         .arg("--nocapture")
         .env("RUST_TEST_THREADS", "1")
         .env("LD_LIBRARY_PATH", driver)
         .env("CKPT_ON_FAKE_CUDA", "1")
         .envs(settings.iter().copied())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the test binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            pipe.read_to_end(&mut text).unwrap();
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = format!("{}{}", stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        panic!(
+            "on the fake driver with {settings:?}, {args:?}: hung, killed after 5 minutes:\n{text}"
+        );
+    };
     assert!(
-        output.status.success(),
+        status.success(),
         "on the fake driver with {settings:?}, {args:?}:\n{text}"
     );
     assert!(!text.contains("skipped"), "{settings:?}, {args:?}:\n{text}");
@@ -528,6 +627,7 @@ fn fake_driver_runs_the_gpu_tests() {
         );
         for test in [
             "gpu_round_trip_cpu_gpu_file_cpu",
+            "gpu_transfers_inside_rayon_jobs",
             "gpu_a_damaged_file_onto_a_gpu_is_refused",
             "gpu_round_trip_gpu_file_gpu",
             "gpu_map_location_forms",

@@ -101,11 +101,20 @@ fn guarded<T>(
             operation,
             message: e.to_string(),
         }),
-        Err(_) => Err(DeviceError::Driver {
-            device,
-            operation,
-            message: "cudarc panicked; the driver library may lack a function it needs".to_owned(),
-        }),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(DeviceError::Driver {
+                device,
+                operation,
+                message: format!(
+                    "panicked ({what}); an old driver library may lack a function cudarc needs"
+                ),
+            })
+        }
     }
 }
 
@@ -210,6 +219,9 @@ impl Staging {
             let staged = &mut self.buffers[k].as_mut_slice()?[..chunk.len()];
             fill(staged, chunk);
             let at = dst_ptr + (i * STAGING) as sys::CUdeviceptr;
+            // The raw copy takes the current context; nothing may have changed it, but a
+            // copy in the wrong one would fail or worse.
+            stream.context().bind_to_thread()?;
             // SAFETY: `staged` is pinned and not touched again until `done[k]` has fired;
             // `at..at + chunk.len()` lies inside `dst`, which `_record` keeps alive.
             unsafe { result::memcpy_htod_async(at, staged, stream.cu_stream()) }?;
@@ -233,6 +245,7 @@ impl Staging {
             let k = i % 2;
             let staged = &mut staging.buffers[k].as_mut_slice()?[..chunk_len(i)];
             let at = src_ptr + (i * STAGING) as sys::CUdeviceptr;
+            stream.context().bind_to_thread()?; // as in `htod`
             // SAFETY: `staged` is pinned and read only after `done[k]` has fired.
             unsafe { result::memcpy_dtoh_async(staged, at, stream.cu_stream()) }?;
             staging.done[k].record(&stream)
@@ -256,17 +269,43 @@ impl Staging {
 ///
 /// One core copies from the page cache at a fraction of what a PCIe-5 link carries (about
 /// 10 against 50 GB/s), so a single-threaded fill, not the DMA, would set the pace of loads.
-/// The threads are rayon's standing pool: spawning eight threads per 16 MiB chunk cost 50 to
-/// 300 µs, against the 330 µs the link takes to carry the chunk.
+/// The threads stand ready in a pool of their own, [`copy_pool`]: spawning eight threads per
+/// 16 MiB chunk cost 50 to 300 µs, against the 330 µs the link takes to carry the chunk.
+///
+/// The caller holds a device's staging buffers, so it must not run anything else while it
+/// waits for the copies. A thread outside rayon blocks plainly on the pool; a thread of a
+/// rayon pool would take its own pool's queued jobs while waiting (perhaps a transfer that
+/// wants the same buffers, or one that binds another GPU), so it copies alone instead.
 fn fill(dst: &mut [u8], src: &[u8]) {
     const PART: usize = 1 << 20;
-    if src.len() <= PART {
-        dst.copy_from_slice(src);
-        return;
+    match copy_pool() {
+        Some(pool) if src.len() > PART && rayon::current_thread_index().is_none() => {
+            pool.install(|| {
+                dst.par_chunks_mut(PART)
+                    .zip(src.par_chunks(PART))
+                    .for_each(|(dst, src)| dst.copy_from_slice(src));
+            });
+        }
+        _ => dst.copy_from_slice(src),
     }
-    dst.par_chunks_mut(PART)
-        .zip(src.par_chunks(PART))
-        .for_each(|(dst, src)| dst.copy_from_slice(src));
+}
+
+/// The threads that [`fill`] copies on: up to eight, doing nothing but copy, so that no
+/// other work of the program runs on them; `None` on a single core.
+fn copy_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if threads < 2 {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ckpt-copy-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
 }
 
 /// A tensor's data on a GPU: little-endian bytes in C order, as in files.

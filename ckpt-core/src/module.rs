@@ -164,7 +164,7 @@ pub trait StateDict {
             &mut |key: &str, leaf: &mut dyn Leaf, _: Role| {
                 if failure.is_none() {
                     match leaf.copy_to(device) {
-                        Ok(copy) => copies.push(copy),
+                        Ok(copy) => copies.push((key.to_owned(), copy)),
                         Err(source) => {
                             failure = Some(DeviceError::Moving {
                                 key: key.to_owned(),
@@ -179,13 +179,17 @@ pub trait StateDict {
         if let Some(err) = failure {
             return Err(err); // dropping `copies` frees them
         }
+        // The second walk meets the same leaves in the same order: nothing changed between.
         let mut copies = copies.into_iter();
         self.visit_mut(
             &mut KeyPath::new(),
             Role::Parameter,
-            &mut |_: &str, leaf: &mut dyn Leaf, _: Role| {
-                if let Some(copy) = copies.next().flatten() {
-                    leaf.adopt(copy);
+            &mut |key: &str, leaf: &mut dyn Leaf, _: Role| {
+                if let Some((copied, copy)) = copies.next() {
+                    debug_assert_eq!(copied, key, "visit_mut walked the model differently");
+                    if let Some(copy) = copy {
+                        leaf.adopt(copy);
+                    }
                 }
             },
         );
@@ -403,9 +407,19 @@ pub trait Leaf {
     }
 
     /// The second half of a move: takes the copy that [`copy_to`](Leaf::copy_to) made. Only
-    /// ever given a copy this leaf returned, so a leaf that overrides one overrides both; the
-    /// default, for leaves that never copy, has nothing to take.
-    fn adopt(&mut self, _copy: Tensor) {}
+    /// ever given a copy this leaf returned, so a leaf that overrides one overrides both.
+    ///
+    /// # Panics
+    ///
+    /// By default, always: the default `copy_to` never returns a copy, so reaching this means
+    /// `copy_to` was overridden without it, and the copy would be lost.
+    fn adopt(&mut self, copy: Tensor) {
+        drop(copy);
+        unreachable!(
+            "{} returns copies from `Leaf::copy_to` but does not override `Leaf::adopt`",
+            std::any::type_name::<Self>()
+        );
+    }
 }
 
 #[cfg(test)]

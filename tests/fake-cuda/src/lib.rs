@@ -432,6 +432,12 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(ctx: *mut Handle, device: c_in
     })
 }
 
+/// Called when opening a device fails after its context was retained (cudarc drops it).
+#[unsafe(no_mangle)]
+pub extern "C" fn cuDevicePrimaryCtxRelease_v2(device: c_int) -> CUresult {
+    with(|d| device_index(d, device).map(drop))
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuCtxGetCurrent(ctx: *mut Handle) -> CUresult {
     let handle = match CURRENT.get() {
