@@ -519,6 +519,34 @@ fn gpu_model_to_moves_every_leaf_and_back() {
     StateDict::to(&mut model, Device::Cpu).unwrap();
     all_on(&model, Device::Cpu);
     assert_eq!(model, original);
+
+    // Tied tensors (clones of one tensor) move once and stay tied, both ways.
+    let shared = tensor(&[4, 3], 42);
+    let mut tied = Tied {
+        embed: shared.clone(),
+        head: shared.clone(),
+        other: tensor(&[4, 3], 42),
+    };
+    for device in [Device::Cuda(0), Device::Cpu] {
+        StateDict::to(&mut tied, device).unwrap();
+        all_on(&tied, device);
+        assert!(
+            tied.embed.shares_storage(&tied.head),
+            "{device}: still tied"
+        );
+        assert!(
+            !tied.embed.shares_storage(&tied.other),
+            "{device}: equal, not tied"
+        );
+        assert_eq!(tied.head, shared);
+    }
+}
+
+#[derive(StateDict, Debug, Clone, PartialEq)]
+struct Tied {
+    embed: Tensor,
+    head: Tensor,
+    other: Tensor,
 }
 
 // ---- On the fake driver (tests/fake-cuda), everywhere ----

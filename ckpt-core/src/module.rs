@@ -1,6 +1,7 @@
 //! The [`StateDict`] trait and the vocabulary its implementations speak: key paths, roles,
 //! visitors and leaves.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::TensorMap;
@@ -119,7 +120,8 @@ pub trait StateDict {
     /// Every tensor is copied to `device` before the model changes, so a move that fails part
     /// way, such as one running out of GPU memory, leaves the model whole where it was (unlike
     /// PyTorch's, which leaves it split) and frees the copies already made; the error names
-    /// the tensor that could not move. Tensors already on `device` are not copied.
+    /// the tensor that could not move. Tensors already on `device` are not copied; tied
+    /// tensors (clones sharing their data) are copied once and stay tied.
     ///
     /// ```
     /// use ckpt_core::{Device, DeviceError, StateDict, Tensor};
@@ -157,21 +159,35 @@ pub trait StateDict {
         }
         crate::device::check(device)?;
         let mut copies = Vec::new();
+        // Tied tensors (clones sharing their data, as an embedding and an output layer may)
+        // are copied once and stay tied, as PyTorch's shared parameters do.
+        let mut tied = HashMap::new();
         let mut failure = None;
         self.visit_mut(
             &mut KeyPath::new(),
             Role::Parameter,
             &mut |key: &str, leaf: &mut dyn Leaf, _: Role| {
-                if failure.is_none() {
-                    match leaf.copy_to(device) {
-                        Ok(copy) => copies.push((key.to_owned(), copy)),
-                        Err(source) => {
-                            failure = Some(DeviceError::Moving {
-                                key: key.to_owned(),
-                                device,
-                                source: Box::new(source),
-                            });
+                if failure.is_some() {
+                    return;
+                }
+                let id = leaf.view().storage_id();
+                if let Some(copy) = id.as_ref().and_then(|id| tied.get(id)) {
+                    copies.push((key.to_owned(), Some(Tensor::clone(copy))));
+                    return;
+                }
+                match leaf.copy_to(device) {
+                    Ok(copy) => {
+                        if let (Some(id), Some(copy)) = (id, &copy) {
+                            tied.insert(id, copy.clone());
                         }
+                        copies.push((key.to_owned(), copy));
+                    }
+                    Err(source) => {
+                        failure = Some(DeviceError::Moving {
+                            key: key.to_owned(),
+                            device,
+                            source: Box::new(source),
+                        });
                     }
                 }
             },
