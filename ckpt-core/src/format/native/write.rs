@@ -59,22 +59,13 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> Result<(
             .collect::<Vec<_>>()
     };
     let total: usize = bytes.iter().flatten().map(|b| b.len()).sum();
-    let write_data = |writer: &mut BufWriter<&mut W>| {
-        write_data(writer, &encoder.tensors, &bytes, &offsets).map_err(|e| match e {
-            DataError::Io(e) => WriteError::Io(e),
-            DataError::Device { index, source } => WriteError::Device {
-                key: value.key_of(&encoder.tensors[index]).unwrap_or_default(),
-                source,
-            },
-        })
-    };
     let (host_hashes, streamed_hashes) = if total < PARALLEL_HASH_MIN {
-        let streamed = write_data(&mut writer)?;
+        let streamed = write_data(&mut writer, value, &encoder.tensors, &bytes, &offsets)?;
         (hash_host(), streamed)
     } else {
         std::thread::scope(|scope| {
             let hasher = scope.spawn(hash_host);
-            let written = write_data(&mut writer);
+            let written = write_data(&mut writer, value, &encoder.tensors, &bytes, &offsets);
             let hashes = hasher
                 .join()
                 .map_err(|_| io::Error::other("the hashing thread panicked"))?;
@@ -114,31 +105,20 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> Result<(
     Ok(writer.flush()?)
 }
 
-/// Why [`write_data`] stopped: the writer failed, or the GPU holding tensor `index`.
-enum DataError {
-    Io(io::Error),
-    Device { index: usize, source: DeviceError },
-}
-
-impl From<io::Error> for DataError {
-    fn from(e: io::Error) -> Self {
-        DataError::Io(e)
-    }
-}
-
 /// Writes every tensor's data at its offset: `bytes` where given, else streamed from the
 /// device (the GPU copies the next chunk while this one is written) and hashed on the way,
-/// returning those hashes.
+/// returning those hashes. `value` holds the tensors, to name the one a failing GPU held.
 fn write_data<W: Write>(
     writer: &mut W,
+    value: &Value<'_>,
     tensors: &[TensorView<'_>],
     bytes: &[Option<Cow<'_, [u8]>>],
     offsets: &[u64],
-) -> Result<Vec<Option<u64>>, DataError> {
+) -> Result<Vec<Option<u64>>, WriteError> {
     const ZEROS: [u8; ALIGN] = [0; ALIGN];
     let mut at = PREFIX_LEN as u64;
     let mut streamed = Vec::with_capacity(tensors.len());
-    for (index, ((t, b), &offset)) in tensors.iter().zip(bytes).zip(offsets).enumerate() {
+    for ((t, b), &offset) in tensors.iter().zip(bytes).zip(offsets) {
         // `offset - at` < ALIGN by construction of the offsets.
         writer.write_all(&ZEROS[..(offset - at) as usize])?;
         match b {
@@ -155,7 +135,10 @@ fn write_data<W: Write>(
                         written = writer.write_all(chunk);
                     }
                 })
-                .map_err(|source| DataError::Device { index, source })?;
+                .map_err(|source| WriteError::Device {
+                    key: value.key_of(t).unwrap_or_default(),
+                    source,
+                })?;
                 written?;
                 streamed.push(Some(hasher.digest()));
             }
