@@ -12,7 +12,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ckpt::{Device, DeviceError, LoadOptions, SaveOptions, StateDict, Tensor, TensorSource};
+use ckpt::device::DeviceError;
+use ckpt::state::TensorSource;
+use ckpt::{Device, LoadOptions, SaveOptions, StateDict, Tensor};
+use ckpt::{LoadFrom, StateDictOptions};
 use indexmap::IndexMap;
 
 /// GPT-2 medium's tensors, scaled to about `mb` megabytes (`None`: full size), as `save_load`
@@ -144,7 +147,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     results.push(line(
         "ckpt_load_from_into_cuda_model",
         median(repeat, || {
-            model.load_from(&path, &options).expect("load_from");
+            let _ = model
+                .load_from_with(&path, &options, &StateDictOptions::new())
+                .expect("load_from");
         }),
     ));
 

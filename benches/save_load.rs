@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use ckpt::{KeyPath, Leaf, LoadOptions, Role, StateDict};
+use ckpt::state::{KeyPath, Leaf, Role};
+use ckpt::{LoadFrom, StateDictOptions};
+use ckpt::{LoadOptions, StateDict};
 use ndarray::{Array, Array1, Array2, Dimension, IntoDimension};
 
 #[derive(StateDict)]
@@ -193,8 +195,8 @@ fn safetensors_save(model: &Gpt2, path: &Path) {
         .iter()
         .map(|(k, v)| {
             let data = match v.to_le_bytes() {
-                Cow::Borrowed(b) => b,
-                Cow::Owned(_) => unreachable!("contiguous arrays lend their bytes"),
+                Ok(Cow::Borrowed(b)) => b,
+                _ => unreachable!("contiguous host arrays lend their bytes"),
             };
             (
                 k.to_owned(),
@@ -226,7 +228,7 @@ fn safetensors_load_into(model: &mut Gpt2, path: &Path) {
 fn raw_write(model: &Gpt2, path: &Path, fsync: bool) {
     let mut file = File::create(path).unwrap();
     for (_, tensor) in model.state_dict().iter() {
-        file.write_all(&tensor.to_le_bytes()).unwrap();
+        file.write_all(&tensor.to_le_bytes().unwrap()).unwrap();
     }
     if fsync {
         file.sync_all().unwrap();
@@ -300,11 +302,12 @@ fn child(how: &str, path: &Path, mb: Option<f64>) {
     let before = peak_rss().unwrap_or(0);
     match how {
         "ckpt" => {
-            model.load_from(path, &LoadOptions::new()).unwrap();
+            let _ = model.load_from(path).unwrap();
         }
         "ckpt_trusted" => {
-            model
-                .load_from(path, &LoadOptions::new().verify_checksums(false))
+            let trusted = LoadOptions::new().verify_checksums(false);
+            let _ = model
+                .load_from_with(path, &trusted, &StateDictOptions::new())
                 .unwrap();
         }
         "safetensors" => safetensors_load_into(&mut model, path),
@@ -401,8 +404,8 @@ fn main() {
         .iter()
         .map(|(k, v)| {
             let b = match v.to_le_bytes() {
-                Cow::Borrowed(b) => b,
-                Cow::Owned(_) => unreachable!("contiguous arrays lend their bytes"),
+                Ok(Cow::Borrowed(b)) => b,
+                _ => unreachable!("contiguous host arrays lend their bytes"),
             };
             (k.to_owned(), b)
         })
@@ -421,19 +424,17 @@ fn main() {
             safetensors_load_into(&mut target.borrow_mut(), &st);
         }),
         ("ckpt_load_into", &mut || {
-            target
-                .borrow_mut()
-                .load_from(&ck, &LoadOptions::new())
-                .unwrap();
+            let _ = target.borrow_mut().load_from(&ck).unwrap();
         }),
         ("ckpt_load_into_trusted", &mut || {
-            target.borrow_mut().load_from(&ck, &trusted).unwrap();
+            let state = StateDictOptions::new();
+            let _ = target
+                .borrow_mut()
+                .load_from_with(&ck, &trusted, &state)
+                .unwrap();
         }),
         ("pytorch_load_into", &mut || {
-            target
-                .borrow_mut()
-                .load_from(&pt, &LoadOptions::new())
-                .unwrap();
+            let _ = target.borrow_mut().load_from(&pt).unwrap();
         }),
         ("ckpt_load", &mut || {
             let checkpoint = ckpt::load(&ck).unwrap();
@@ -444,7 +445,7 @@ fn main() {
     let start = Instant::now();
     let opens = 100;
     for _ in 0..opens {
-        assert_eq!(ckpt::inspect(&ck).unwrap().len(), tensors);
+        assert_eq!(ckpt::inspect(&ck).unwrap().tensors.len(), tensors);
     }
     let lazy = start.elapsed().as_secs_f64() / opens as f64;
     println!("bench ckpt_lazy_open {lazy:.6} -");

@@ -110,7 +110,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // rate, which the checkpoint's `param_groups` replace.
     let (mut model, mut optimizer) = build(42, AdamConfig::default());
     let checkpoint = ckpt::load(&path)?;
-    model.load_state_dict(&checkpoint["model_state_dict"], true)?;
+    let _ = model.load_state_dict(&checkpoint["model_state_dict"], true)?;
     optimizer.load_state_dict(&checkpoint["optimizer_state_dict"])?;
     let epoch: usize = checkpoint.get("epoch")?;
     let loss: f32 = checkpoint.get("loss")?;
@@ -140,7 +140,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let weights = dir.path().join("model.ckpt");
     ckpt::save(model.state_dict(), &weights)?;
     let mut deployed = Mlp::new(1, 32, 1, &mut Rng::seed(7));
-    deployed.load_state_dict(&ckpt::load(&weights)?, true)?;
+    let _ = deployed.load_state_dict(&ckpt::load(&weights)?, true)?;
     deployed.eval();
     assert!(!deployed.is_training());
     let x = ndarray::array![[-1.5f32], [0.0], [0.75]];

@@ -5,8 +5,12 @@
 //!
 //! Run it with `cargo run --example dataparallel`; it exits non-zero if anything differs.
 
+use ckpt::LoadFrom;
+use ckpt::StateDictOptions;
+use ckpt::keymap::KeyMap;
+use ckpt::nn::DataParallel;
 use ckpt::nn::{BatchNorm1d, Linear, Rng, Sequential};
-use ckpt::{DataParallel, KeyMap, LoadOptions, StateDict};
+use ckpt::{LoadOptions, StateDict};
 use ndarray::ArrayD;
 
 /// `nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4))`.
@@ -22,7 +26,7 @@ fn values(model: &dyn StateDict) -> Vec<(String, Vec<f64>)> {
     model
         .state_dict()
         .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_f64_vec()))
+        .map(|(k, v)| (k.to_owned(), v.to_f64_vec().unwrap()))
         .collect()
 }
 
@@ -39,7 +43,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("dataparallel.ckpt");
     ckpt::save(dp.state_dict(), &path)?;
-    let keys: Vec<String> = ckpt::inspect(&path)?.into_iter().map(|i| i.key).collect();
+    let keys: Vec<String> = ckpt::inspect(&path)?
+        .tensors
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
     println!("saved keys: {keys:?}");
     assert_eq!(keys[0], "module.0.weight");
 
@@ -47,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut plain = model(2);
     let before = values(&plain);
     let err = plain
-        .load_from(&path, &LoadOptions::new())
+        .load_from(&path)
         .expect_err("the prefixed keys do not fit a plain model");
     println!("{err}");
     assert!(err.to_string().contains(
@@ -56,11 +64,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(values(&plain), before, "the refused load changed nothing");
 
     // With the option the hint names, or with auto-detection.
-    let report = plain.load_from(&path, &LoadOptions::new().key_map(KeyMap::data_parallel()))?;
+    let report = plain.load_from_with(
+        &path,
+        &LoadOptions::new(),
+        &StateDictOptions::new().key_map(KeyMap::data_parallel()),
+    )?;
     println!("into a plain model: {report}");
     assert_eq!(values(&plain), values(&dp.module));
     let mut detected = model(3);
-    detected.load_from(&path, &LoadOptions::new().auto_prefix(true))?;
+    let _ = detected.load_from_with(
+        &path,
+        &LoadOptions::new(),
+        &StateDictOptions::new().auto_prefix(true),
+    )?;
     assert_eq!(values(&detected), values(&dp.module));
 
     // And back: a plain model's file (what the recipe's `model.module.state_dict()` saves) into
@@ -68,7 +84,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain_path = dir.path().join("plain.ckpt");
     ckpt::save(plain.state_dict(), &plain_path)?;
     let mut back = DataParallel::new(model(4));
-    let report = back.load_from(&plain_path, &LoadOptions::new().auto_prefix(true))?;
+    let report = back.load_from_with(
+        &plain_path,
+        &LoadOptions::new(),
+        &StateDictOptions::new().auto_prefix(true),
+    )?;
     println!(
         "into a wrapper: {report} ({})",
         report.auto_prefix.as_deref().unwrap_or("-")

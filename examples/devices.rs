@@ -18,8 +18,9 @@
 
 use std::error::Error;
 
+use ckpt::device::MapLocation;
 use ckpt::nn::{Linear, Rng};
-use ckpt::{Device, LoadOptions, MapLocation, StateDict};
+use ckpt::{Device, LoadOptions, StateDict};
 
 fn main() -> Result<(), Box<dyn Error>> {
     // Devices are written as in PyTorch; "cuda" is "cuda:0".
@@ -65,7 +66,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("model.ckpt");
     ckpt::save(model.state_dict(), &path)?;
-    for info in ckpt::inspect(&path)? {
+    for info in ckpt::inspect(&path)?.tensors {
         println!("saved {:<6} on {}", info.key, info.device);
         assert_eq!(info.device, Device::Cpu);
     }
@@ -76,7 +77,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let options = LoadOptions::new().map_location(location.clone());
         let checkpoint = ckpt::load_with(&path, &options)?;
         let mut restored = Linear::new(4, 2, &mut Rng::seed(1));
-        restored.load_state_dict(&checkpoint, true)?;
+        let _ = restored.load_state_dict(&checkpoint, true)?;
         assert_eq!(restored.weight, model.weight);
         println!("loaded with map_location {location:?}: weights identical");
     }

@@ -163,10 +163,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     // comes from the file.
     let mut resumed = Gan::new(99, AdamConfig::default(), SgdConfig::default());
     let checkpoint = ckpt::load(&path)?;
-    resumed
+    let _ = resumed
         .generator
         .load_state_dict(&checkpoint["modelA_state_dict"], true)?;
-    resumed
+    let _ = resumed
         .discriminator
         .load_state_dict(&checkpoint["modelB_state_dict"], true)?;
     resumed

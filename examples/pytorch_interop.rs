@@ -8,8 +8,10 @@
 //!
 //! Run it with `cargo run --example pytorch_interop`.
 
-use ckpt::nn::{GRU, Rng, RnnOptions};
-use ckpt::{KeyMap, LoadOptions, StateDict, dict};
+use ckpt::StateDictOptions;
+use ckpt::keymap::KeyMap;
+use ckpt::nn::{GRU, Rng, RnnConfig};
+use ckpt::{StateDict, dict};
 use ndarray::{Array3, Ix3};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,19 +20,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{path}: {} tensors, {} format",
         file.tensors().len(),
-        file.format()
+        file.format().name()
     );
 
-    let options = RnnOptions {
+    let options = RnnConfig {
         num_layers: 2,
         bidirectional: true,
-        ..RnnOptions::default()
+        ..RnnConfig::default()
     };
     let mut gru = GRU::new(4, 5, options, &mut Rng::seed(0))?;
     // Only the `state.` entries are the layer's; the rest are inputs and outputs.
     let report = gru.load_state_dict_with(
         &file,
-        &LoadOptions::new().key_map(KeyMap::new().select_prefix("state.")),
+        &StateDictOptions::new().key_map(KeyMap::new().select_prefix("state.")),
     )?;
     println!("loaded {} tensors of the GRU", report.loaded_keys.len());
 
@@ -39,12 +41,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let h0: Array3<f32> = tensor("h0")?.to_array::<f32, Ix3>()?;
     let (y, h_n) = gru.forward(&x, Some(h0.view()))?;
 
-    let y_diff = ckpt::TensorView::from(y.view()).max_abs_diff(&tensor("y")?);
-    let h_diff = ckpt::TensorView::from(h_n.view()).max_abs_diff(&tensor("h_n")?);
+    let y_diff = ckpt::tensor::TensorView::from(y.view()).max_abs_diff(&tensor("y")?);
+    let h_diff = ckpt::tensor::TensorView::from(h_n.view()).max_abs_diff(&tensor("h_n")?);
     println!("max |rust - pytorch|: output {y_diff:?}, h_n {h_diff:?}");
     for diff in [y_diff, h_diff] {
         match diff {
-            Some(d) if d <= 1e-5 => {}
+            Ok(d) if d <= 1e-5 => {}
             other => return Err(format!("outputs differ from PyTorch's: {other:?}").into()),
         }
     }
@@ -58,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let again = ckpt::load(&out)?;
     let mut reloaded = GRU::new(4, 5, options, &mut Rng::seed(1))?;
-    reloaded.load_state_dict(&again["model_state_dict"], true)?;
+    let _ = reloaded.load_state_dict(&again["model_state_dict"], true)?;
     let (y2, _) = reloaded.forward(&x, Some(h0.view()))?;
     if y2 != y {
         return Err("the .pt written by ckpt does not round-trip".into());

@@ -76,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         path.display(),
         std::fs::metadata(&path)?.len()
     );
-    for info in ckpt::inspect(&path)? {
+    for info in ckpt::inspect(&path)?.tensors {
         println!("  {:<10} {} {:?}", info.key, info.dtype, info.shape);
     }
 

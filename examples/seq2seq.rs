@@ -21,7 +21,7 @@
 use std::error::Error;
 
 use ckpt::StateDict;
-use ckpt::nn::{Embedding, GRU, Linear, NnError, Rng, RnnOptions};
+use ckpt::nn::{Embedding, GRU, Linear, NnError, Rng, RnnConfig};
 use ckpt::optim::{Sgd, SgdConfig};
 use indexmap::IndexMap;
 use ndarray::{Array1, Array2, Array3, Axis, s};
@@ -46,7 +46,7 @@ impl Encoder {
     fn new(rng: &mut Rng) -> Result<Self, NnError> {
         Ok(Encoder {
             embedding: Embedding::new(VOCAB, EMBED, rng),
-            gru: GRU::new(EMBED, HIDDEN, RnnOptions::default(), rng)?,
+            gru: GRU::new(EMBED, HIDDEN, RnnConfig::default(), rng)?,
             training: true,
         })
     }
@@ -73,7 +73,7 @@ impl Decoder {
     fn new(rng: &mut Rng) -> Result<Self, NnError> {
         Ok(Decoder {
             embedding: Embedding::new(VOCAB, EMBED, rng),
-            gru: GRU::new(EMBED, HIDDEN, RnnOptions::default(), rng)?,
+            gru: GRU::new(EMBED, HIDDEN, RnnConfig::default(), rng)?,
             out: Linear::new(HIDDEN, VOCAB, rng),
             training: true,
         })
@@ -237,7 +237,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         &path,
     )?;
     println!("saved {}:", path.display());
-    for info in ckpt::inspect(&path)? {
+    for info in ckpt::inspect(&path)?.tensors {
         println!("  {:<50} {} {:?}", info.key, info.dtype, info.shape);
     }
 
@@ -248,8 +248,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut decoder2 = Decoder::new(rng)?;
     let mut encoder_optimizer2 = Sgd::new(&encoder2, SgdConfig::default());
     let mut decoder_optimizer2 = Sgd::new(&decoder2, SgdConfig::default());
-    encoder2.load_state_dict(&checkpoint["encoder"], true)?;
-    decoder2.load_state_dict(&checkpoint["decoder"], true)?;
+    let _ = encoder2.load_state_dict(&checkpoint["encoder"], true)?;
+    let _ = decoder2.load_state_dict(&checkpoint["decoder"], true)?;
     encoder_optimizer2.load_state_dict(&checkpoint["encoder_optimizer"])?;
     decoder_optimizer2.load_state_dict(&checkpoint["decoder_optimizer"])?;
     encoder2.eval();

@@ -5,8 +5,11 @@
 //!
 //! Run it with `cargo run --example warm_start`; it exits non-zero if anything differs.
 
+use ckpt::LoadFrom;
+use ckpt::StateDictOptions;
+use ckpt::keymap::KeyMap;
 use ckpt::nn::{Linear, ReLU, Rng, Sequential};
-use ckpt::{KeyMap, LoadOptions, StateDict};
+use ckpt::{LoadOptions, StateDict};
 
 /// The pretrained network, as it was trained.
 #[derive(StateDict)]
@@ -34,7 +37,7 @@ fn values(model: &dyn StateDict) -> Vec<(String, Vec<f64>)> {
     model
         .state_dict()
         .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_f64_vec()))
+        .map(|(k, v)| (k.to_owned(), v.to_f64_vec().unwrap()))
         .collect()
 }
 
@@ -61,10 +64,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .rename("fc.weight", "head.weight")
         .rename("fc.bias", "head.bias");
     println!("key map: {key_map}");
-    let options = LoadOptions::new()
+    let options = StateDictOptions::new()
         .key_map(key_map)
         .skip_shape_mismatches(true);
-    let report = model.load_from(&path, &options)?;
+    let report = model.load_from_with(&path, &LoadOptions::new(), &options)?;
     println!("{report}");
 
     assert_eq!(
@@ -91,9 +94,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The backbone alone, out of the whole checkpoint, in one line.
     let mut features = backbone(&mut Rng::seed(3));
     let checkpoint = ckpt::load(&path)?;
-    features.load_state_dict_with(
+    let _ = features.load_state_dict_with(
         &checkpoint,
-        &LoadOptions::new().key_map(KeyMap::new().select_prefix("features.")),
+        &StateDictOptions::new().key_map(KeyMap::new().select_prefix("features.")),
     )?;
     assert_eq!(values(&features), values(&pretrained.features));
     println!("backbone warm-started; new head kept its initialisation");

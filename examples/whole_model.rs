@@ -7,8 +7,9 @@
 //!
 //! Run it with `cargo run --example whole_model`.
 
+use ckpt::StateDict;
+use ckpt::model::Model;
 use ckpt::nn::{Linear, Rng};
-use ckpt::{Model, StateDict};
 use ndarray::{Array2, array};
 use serde::{Deserialize, Serialize};
 
@@ -96,11 +97,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("classifier.ckpt");
-    ckpt::save_model(&model, &path)?; // torch.save(model, PATH)
+    ckpt::model::save_model(&model, &path)?; // torch.save(model, PATH)
     println!("saved the whole model to {}", path.display());
 
     // model = torch.load(PATH); model.eval() -- no construction code here.
-    let restored: Classifier = ckpt::load_model(&path)?;
+    let restored: Classifier = ckpt::model::load_model(&path)?;
     assert!(!restored.is_training());
     assert_eq!(
         restored.forward(&x),
@@ -110,7 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("loaded it back without building it first: identical outputs");
 
     // A refactored type gets a precise error instead of a silent misload.
-    match ckpt::load_model::<ClassifierV2>(&path) {
+    match ckpt::model::load_model::<ClassifierV2>(&path) {
         Ok(_) => return Err("a refactored type must not load silently".into()),
         Err(err) => println!("loading it as the refactored type:\n{err}"),
     }

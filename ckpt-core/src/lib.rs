@@ -1,45 +1,47 @@
-//! The runtime behind [ckpt](https://docs.rs/ckpt): tensors, dtypes, devices, state dicts and
-//! PyTorch's loading semantics. Use it through the `ckpt` crate, which documents it all.
+//! The runtime behind [ckpt](https://docs.rs/ckpt): tensors, state dicts, PyTorch's loading
+//! semantics, file formats and storage. Use it through the `ckpt` crate, which documents it
+//! all and re-exports it with the same paths.
+//!
+//! The modules are layers; each uses only the ones above it in this list:
+//!
+//! | layer | what it holds |
+//! |---|---|
+//! | [`dtype`] | element types: `DType`, the Rust types that are elements, per-dtype storage |
+//! | [`device`] | where tensors live: `Device`, `MapLocation`, the CUDA driver |
+//! | [`tensor`] | `Tensor` and `TensorView`, host, memory-mapped or on a GPU |
+//! | [`state`] | the vocabulary of state dicts: key paths, roles, visitors, leaves, maps, sources |
+//! | [`keymap`] | rules that rename a checkpoint's keys |
+//! | [`loading`] | `load_state_dict`'s semantics: options, report, errors, layout differences |
+//! | [`state_dict`] | the `StateDict` trait, built on all of the above |
+//! | [`value`] | the checkpoint tree, `Value` |
+//! | [`storage`] | where bytes come from and go: sources, sinks, atomic commits |
+//! | [`format`](mod@format) | the `Format` trait, its registry, and ckpt's, safetensors' and PyTorch's formats |
+//! | [`file`](mod@file) | the entry points: `save`, `load`, `inspect`, `Checkpoint`, `LoadFrom` |
+//! | [`model`] | whole-model save and load |
 
+pub mod device;
 #[macro_use]
-mod storage;
-
-mod atomic;
-mod backing;
-#[cfg(feature = "cuda")]
-pub mod cuda;
-mod device;
-mod dtype;
-mod element;
-mod error;
-mod file;
+pub mod dtype;
+pub mod file;
 pub mod format;
-mod impls;
-mod keymap;
-mod load;
-mod location;
-mod map;
-mod module;
-mod source;
-mod tensor;
-mod value;
-mod whole;
+pub mod keymap;
+pub mod loading;
+pub mod model;
+pub mod state;
+pub mod state_dict;
+pub mod storage;
+pub mod tensor;
+pub mod value;
 
-pub use crate::device::{Device, DeviceError, ParseDeviceError};
-pub use crate::dtype::{DType, DTypeKind, ParseDTypeError};
-pub use crate::element::Element;
-pub use crate::error::{Corruption, Error};
+pub use crate::device::Device;
+#[cfg(feature = "cuda")]
+pub use crate::device::cuda;
+pub use crate::dtype::DType;
 pub use crate::file::{
-    Checkpoint, SaveHandle, SaveOptions, TensorInfo, inspect, load, load_with, save, save_async,
-    save_async_with, save_with,
+    Checkpoint, Error, LoadFrom, LoadOptions, SaveHandle, SaveOptions, inspect, load, load_with,
+    save, save_async, save_async_with, save_with,
 };
-pub use crate::format::Format;
-pub use crate::keymap::{KeyMap, KeyMapError, KeyPlan, KeyRule};
-pub use crate::load::{DTypePolicy, LoadError, LoadOptions, LoadProblem, LoadReport};
-pub use crate::location::{DeviceFn, MapLocation, ParseMapLocationError};
-pub use crate::map::TensorMap;
-pub use crate::module::{KeyPath, Leaf, Role, StateDict, Visitor, VisitorMut, merge_modes};
-pub use crate::source::{StripPrefix, TensorSource};
-pub use crate::tensor::{Tensor, TensorError, TensorView};
-pub use crate::value::{Key, TensorCow, Value, ValueError};
-pub use crate::whole::{Difference, Model, load_model, load_model_with, save_model};
+pub use crate::loading::{DTypePolicy, LoadError, LoadReport, StateDictOptions};
+pub use crate::state_dict::StateDict;
+pub use crate::tensor::Tensor;
+pub use crate::value::Value;

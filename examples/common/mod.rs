@@ -73,7 +73,7 @@ fn tensor_bytes(value: &Value<'_>) -> Vec<(String, Vec<u8>)> {
     value
         .tensors()
         .into_iter()
-        .map(|(key, tensor)| (key, tensor.to_le_bytes().into_owned()))
+        .map(|(key, tensor)| (key, tensor.to_le_bytes().unwrap().into_owned()))
         .collect()
 }
 

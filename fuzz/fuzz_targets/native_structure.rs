@@ -4,7 +4,8 @@
 
 #![no_main]
 
-use ckpt::{Checkpoint, LoadOptions, TensorSource};
+use ckpt::{Checkpoint, LoadOptions};
+use ckpt::state::TensorSource;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 
 use ndarray::{Array, ArrayBase, ArrayD, Data, Dimension};
 
-use super::{Module, NnError};
+use super::{Layer, NnError};
 use crate::StateDict;
 
 /// `max(x, 0)` elementwise, as `torch.nn.ReLU`. It has no tensors, but in a
@@ -21,7 +21,7 @@ impl ReLU {
     }
 }
 
-impl Module for ReLU {
+impl Layer for ReLU {
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
         Ok(self.forward(&x))
     }

@@ -2,7 +2,7 @@
 
 use ndarray::{Array, Array0, Array1, ArrayBase, ArrayD, Axis, Data, Dimension, Ix3};
 
-use super::{Module, NnError};
+use super::{Layer, NnError};
 use crate::StateDict;
 
 /// What both batch norms hold; each wraps one with `#[state(flatten)]`, so the keys are the same.
@@ -24,7 +24,7 @@ struct Norm {
     eps: f32,
 }
 
-/// What rebuilds a batch-norm layer saved with [`save_model`](crate::save_model).
+/// What rebuilds a batch-norm layer saved with [`save_model`](crate::model::save_model).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchNormConfig {
     /// The number of channels.
@@ -162,7 +162,7 @@ macro_rules! batch_norm {
         }
 
         /// Saved whole with its channel count, `eps` and momentum.
-        impl crate::Model for $name {
+        impl crate::model::Model for $name {
             type Config = BatchNormConfig;
 
             fn config(&self) -> BatchNormConfig {
@@ -241,7 +241,7 @@ macro_rules! batch_norm {
             }
         }
 
-        impl Module for $name {
+        impl Layer for $name {
             fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
                 self.forward(&x)
             }

@@ -2,13 +2,13 @@
 
 use ndarray::{Array1, Array2, Array4, ArrayBase, ArrayD, Data, Ix4, s};
 
-use super::{Module, NnError, Rng, init};
+use super::{Layer, NnError, Rng, init};
 use crate::StateDict;
 
 /// Stride, padding and bias of a [`Conv2d`]; the default is PyTorch's (stride 1, no padding,
 /// with bias).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dOptions {
+pub struct Conv2dConfig {
     /// The step between windows, in both directions.
     pub stride: usize,
     /// Zeros added on every side.
@@ -17,9 +17,9 @@ pub struct Conv2dOptions {
     pub bias: bool,
 }
 
-impl Default for Conv2dOptions {
+impl Default for Conv2dConfig {
     fn default() -> Self {
-        Conv2dOptions {
+        Conv2dConfig {
             stride: 1,
             padding: 0,
             bias: true,
@@ -27,7 +27,7 @@ impl Default for Conv2dOptions {
     }
 }
 
-impl Conv2dOptions {
+impl Conv2dConfig {
     /// Sets the stride.
     #[must_use]
     pub fn stride(mut self, stride: usize) -> Self {
@@ -73,7 +73,7 @@ impl Conv2d {
         in_channels: usize,
         out_channels: usize,
         kernel_size: usize,
-        options: Conv2dOptions,
+        options: Conv2dConfig,
         rng: &mut Rng,
     ) -> Self {
         let bound = init::fan_in_bound(in_channels * kernel_size * kernel_size);
@@ -164,7 +164,7 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
+impl Layer for Conv2d {
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
         let shape = x.shape().to_vec();
         let x = x.into_dimensionality::<Ix4>().map_err(|_| {

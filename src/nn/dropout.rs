@@ -2,7 +2,7 @@
 
 use ndarray::{Array, ArrayBase, ArrayD, Data, Dimension};
 
-use super::{Module, NnError, Rng};
+use super::{Layer, NnError, Rng};
 use crate::StateDict;
 
 /// Zeroes each element with probability `p` in training mode and scales the rest by
@@ -75,7 +75,7 @@ impl Dropout {
     }
 }
 
-impl Module for Dropout {
+impl Layer for Dropout {
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
         Ok(self.forward(&x))
     }

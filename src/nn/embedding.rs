@@ -14,7 +14,7 @@ pub struct Embedding {
     pub weight: Array2<f32>,
 }
 
-/// What rebuilds an [`Embedding`] saved with [`save_model`](crate::save_model).
+/// What rebuilds an [`Embedding`] saved with [`save_model`](crate::model::save_model).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EmbeddingConfig {
     /// The number of vectors.
@@ -23,7 +23,7 @@ pub struct EmbeddingConfig {
     pub embedding_dim: usize,
 }
 
-impl crate::Model for Embedding {
+impl crate::model::Model for Embedding {
     type Config = EmbeddingConfig;
 
     fn config(&self) -> EmbeddingConfig {

@@ -3,7 +3,7 @@
 use ndarray::{Array3, ArrayBase, ArrayView3, Data, Ix3};
 
 use super::rnn::{CellKind, Rnn};
-use super::{NnError, Rng, RnnOptions};
+use super::{NnError, Rng, RnnConfig};
 use crate::StateDict;
 
 /// A multi-layer gated recurrent unit, as `torch.nn.GRU` (without inter-layer dropout).
@@ -14,9 +14,9 @@ use crate::StateDict;
 ///
 /// ```
 /// use ckpt::StateDict;
-/// use ckpt::nn::{GRU, Rng, RnnOptions};
+/// use ckpt::nn::{GRU, Rng, RnnConfig};
 ///
-/// let gru = GRU::new(4, 5, RnnOptions::default().num_layers(2).bidirectional(true), &mut Rng::seed(0))
+/// let gru = GRU::new(4, 5, RnnConfig::default().num_layers(2).bidirectional(true), &mut Rng::seed(0))
 ///     .unwrap();
 /// let state = gru.state_dict();
 /// assert_eq!(state.len(), 16);
@@ -34,7 +34,7 @@ impl GRU {
     pub fn new(
         input_size: usize,
         hidden_size: usize,
-        options: RnnOptions,
+        options: RnnConfig,
         rng: &mut Rng,
     ) -> Result<Self, NnError> {
         let rnn = Rnn::new(CellKind::Gru, input_size, hidden_size, options, rng)?;
@@ -52,7 +52,7 @@ impl GRU {
     }
 
     /// The options it was built with.
-    pub fn options(&self) -> RnnOptions {
+    pub fn options(&self) -> RnnConfig {
         self.rnn.options()
     }
 

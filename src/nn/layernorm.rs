@@ -2,7 +2,7 @@
 
 use ndarray::{Array, ArrayBase, ArrayD, Data, Dimension, IxDyn};
 
-use super::{Module, NnError};
+use super::{Layer, NnError};
 use crate::StateDict;
 
 /// Normalises over the last `normalized_shape.len()` dimensions with their mean and biased
@@ -18,7 +18,7 @@ pub struct LayerNorm {
     eps: f32,
 }
 
-/// What rebuilds a [`LayerNorm`] saved with [`save_model`](crate::save_model).
+/// What rebuilds a [`LayerNorm`] saved with [`save_model`](crate::model::save_model).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerNormConfig {
     /// The trailing dimensions normalised over.
@@ -27,7 +27,7 @@ pub struct LayerNormConfig {
     pub eps: f32,
 }
 
-impl crate::Model for LayerNorm {
+impl crate::model::Model for LayerNorm {
     type Config = LayerNormConfig;
 
     fn config(&self) -> LayerNormConfig {
@@ -100,7 +100,7 @@ impl LayerNorm {
     }
 }
 
-impl Module for LayerNorm {
+impl Layer for LayerNorm {
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
         self.forward(&x)
     }

@@ -2,7 +2,7 @@
 
 use ndarray::{Array, Array1, Array2, ArrayBase, ArrayD, Data, Dimension, IxDyn};
 
-use super::{Module, NnError, Rng, init};
+use super::{Layer, NnError, Rng, init};
 use crate::StateDict;
 
 /// A fully connected layer, as `torch.nn.Linear`: keys `weight` `[out, in]` and `bias` `[out]`.
@@ -24,7 +24,7 @@ pub struct Linear {
     pub bias: Option<Array1<f32>>,
 }
 
-/// What rebuilds a [`Linear`] saved with [`save_model`](crate::save_model).
+/// What rebuilds a [`Linear`] saved with [`save_model`](crate::model::save_model).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinearConfig {
     /// The size of each input.
@@ -35,7 +35,7 @@ pub struct LinearConfig {
     pub bias: bool,
 }
 
-impl crate::Model for Linear {
+impl crate::model::Model for Linear {
     type Config = LinearConfig;
 
     fn config(&self) -> LinearConfig {
@@ -119,7 +119,7 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
+impl Layer for Linear {
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
         self.forward(&x)
     }

@@ -3,7 +3,7 @@
 use ndarray::{Array3, ArrayBase, ArrayView3, Data, Ix3};
 
 use super::rnn::{CellKind, Rnn};
-use super::{NnError, Rng, RnnOptions};
+use super::{NnError, Rng, RnnConfig};
 use crate::StateDict;
 
 /// A multi-layer long short-term memory, as `torch.nn.LSTM` (without inter-layer dropout or
@@ -27,7 +27,7 @@ impl LSTM {
     pub fn new(
         input_size: usize,
         hidden_size: usize,
-        options: RnnOptions,
+        options: RnnConfig,
         rng: &mut Rng,
     ) -> Result<Self, NnError> {
         let rnn = Rnn::new(CellKind::Lstm, input_size, hidden_size, options, rng)?;
@@ -45,7 +45,7 @@ impl LSTM {
     }
 
     /// The options it was built with.
-    pub fn options(&self) -> RnnOptions {
+    pub fn options(&self) -> RnnConfig {
         self.rnn.options()
     }
 

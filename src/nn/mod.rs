@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use ckpt::StateDict;
-//! use ckpt::nn::{BatchNorm2d, Conv2d, Conv2dOptions, Linear, Rng};
+//! use ckpt::nn::{BatchNorm2d, Conv2d, Conv2dConfig, Linear, Rng};
 //!
 //! #[derive(StateDict)]
 //! struct Net {
@@ -17,7 +17,7 @@
 //!
 //! let rng = &mut Rng::seed(0);
 //! let net = Net {
-//!     conv: Conv2d::new(3, 8, 3, Conv2dOptions::default().padding(1), rng),
+//!     conv: Conv2d::new(3, 8, 3, Conv2dConfig::default().padding(1), rng),
 //!     bn: BatchNorm2d::new(8),
 //!     fc: Linear::new(8, 10, rng),
 //! };
@@ -34,6 +34,7 @@ mod activation;
 mod attention;
 mod batchnorm;
 mod conv;
+mod data_parallel;
 mod dropout;
 mod embedding;
 mod error;
@@ -50,7 +51,8 @@ mod sequential;
 pub use self::activation::ReLU;
 pub use self::attention::MultiheadAttention;
 pub use self::batchnorm::{BatchNorm1d, BatchNorm2d, BatchNormConfig};
-pub use self::conv::{Conv2d, Conv2dOptions};
+pub use self::conv::{Conv2d, Conv2dConfig};
+pub use self::data_parallel::DataParallel;
 pub use self::dropout::Dropout;
 pub use self::embedding::{Embedding, EmbeddingConfig};
 pub use self::error::NnError;
@@ -60,5 +62,5 @@ pub use self::linear::{Linear, LinearConfig};
 pub use self::lstm::{LSTM, LstmState};
 pub use self::pool::{AdaptiveAvgPool2d, MaxPool2d};
 pub use self::rng::Rng;
-pub use self::rnn::RnnOptions;
-pub use self::sequential::{Module, Sequential};
+pub use self::rnn::RnnConfig;
+pub use self::sequential::{Layer, Sequential};

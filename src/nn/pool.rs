@@ -2,7 +2,7 @@
 
 use ndarray::{Array4, ArrayBase, ArrayD, Data, Ix4};
 
-use super::{Module, NnError};
+use super::{Layer, NnError};
 use crate::StateDict;
 
 /// The maximum over square windows, as `torch.nn.MaxPool2d` (`dilation=1`,
@@ -121,13 +121,13 @@ fn four_d(layer: &'static str, x: ArrayD<f32>) -> Result<Array4<f32>, NnError> {
         .map_err(|_| NnError::shape(layer, "[N, C, H, W]", &shape))
 }
 
-impl Module for MaxPool2d {
+impl Layer for MaxPool2d {
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
         Ok(self.forward(&four_d("MaxPool2d", x)?)?.into_dyn())
     }
 }
 
-impl Module for AdaptiveAvgPool2d {
+impl Layer for AdaptiveAvgPool2d {
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
         Ok(self.forward(&four_d("AdaptiveAvgPool2d", x)?)?.into_dyn())
     }

@@ -4,12 +4,13 @@
 use ndarray::{Array1, Array2, Array3, ArrayBase, ArrayView2, ArrayView3, Axis, Data, Ix3, s};
 
 use super::{NnError, Rng, init};
-use crate::{KeyPath, Role, StateDict, Visitor, VisitorMut};
+use crate::StateDict;
+use crate::state::{KeyPath, Role, Visitor, VisitorMut};
 
 /// Layers, bias, layout and directions of a [`GRU`](super::GRU) or [`LSTM`](super::LSTM); the
 /// default is PyTorch's: one layer, with biases, sequence-first, one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RnnOptions {
+pub struct RnnConfig {
     /// Stacked layers; each after the first reads the previous one's output.
     pub num_layers: usize,
     /// Whether there are `bias_ih_l*` and `bias_hh_l*` parameters.
@@ -20,9 +21,9 @@ pub struct RnnOptions {
     pub bidirectional: bool,
 }
 
-impl Default for RnnOptions {
+impl Default for RnnConfig {
     fn default() -> Self {
-        RnnOptions {
+        RnnConfig {
             num_layers: 1,
             bias: true,
             batch_first: false,
@@ -31,7 +32,7 @@ impl Default for RnnOptions {
     }
 }
 
-impl RnnOptions {
+impl RnnConfig {
     /// Sets the number of stacked layers.
     #[must_use]
     pub fn num_layers(mut self, num_layers: usize) -> Self {
@@ -105,7 +106,7 @@ pub(crate) struct Rnn {
     /// Layer-major, direction-minor.
     cells: Vec<Cell>,
     hidden_size: usize,
-    options: RnnOptions,
+    options: RnnConfig,
 }
 
 /// The final states of every layer and direction, `[D * num_layers, N, H]`.
@@ -120,7 +121,7 @@ impl Rnn {
         kind: CellKind,
         input_size: usize,
         hidden_size: usize,
-        options: RnnOptions,
+        options: RnnConfig,
         rng: &mut Rng,
     ) -> Result<Self, NnError> {
         if options.num_layers == 0 {
@@ -168,7 +169,7 @@ impl Rnn {
         self.hidden_size
     }
 
-    pub(crate) fn options(&self) -> RnnOptions {
+    pub(crate) fn options(&self) -> RnnConfig {
         self.options
     }
 

@@ -1,13 +1,14 @@
-//! [`Sequential`] and the [`Module`] trait it chains.
+//! [`Sequential`] and the [`Layer`] trait it chains.
 
 use ndarray::ArrayD;
 
 use super::NnError;
-use crate::{KeyPath, Role, StateDict, Visitor, VisitorMut};
+use crate::StateDict;
+use crate::state::{KeyPath, Role, Visitor, VisitorMut};
 
 /// A layer that [`Sequential`] can chain: a [`StateDict`] with a forward pass on `f32` arrays of
 /// any dimensionality.
-pub trait Module: StateDict {
+pub trait Layer: StateDict {
     /// Applies the layer. Takes `&mut self` because training-mode layers update state (batch
     /// norm's running statistics, dropout's generator).
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError>;
@@ -33,7 +34,7 @@ pub trait Module: StateDict {
 /// ```
 #[derive(Default)]
 pub struct Sequential {
-    layers: Vec<Box<dyn Module>>,
+    layers: Vec<Box<dyn Layer>>,
 }
 
 impl Sequential {
@@ -44,7 +45,7 @@ impl Sequential {
 
     /// Appends a layer; it is keyed by its index.
     #[must_use]
-    pub fn push(mut self, layer: impl Module + 'static) -> Self {
+    pub fn push(mut self, layer: impl Layer + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self
     }
@@ -60,12 +61,12 @@ impl Sequential {
     }
 
     /// The layer at `index`.
-    pub fn get(&self, index: usize) -> Option<&dyn Module> {
+    pub fn get(&self, index: usize) -> Option<&dyn Layer> {
         self.layers.get(index).map(|layer| &**layer)
     }
 
     /// The layer at `index`, mutably.
-    pub fn get_mut(&mut self, index: usize) -> Option<&mut (dyn Module + 'static)> {
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut (dyn Layer + 'static)> {
         self.layers.get_mut(index).map(|layer| &mut **layer)
     }
 
@@ -99,7 +100,7 @@ impl StateDict for Sequential {
     }
 }
 
-impl Module for Sequential {
+impl Layer for Sequential {
     fn forward_dyn(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>, NnError> {
         self.forward(x)
     }

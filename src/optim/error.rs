@@ -1,6 +1,7 @@
 //! [`OptimError`]: why a step or a state-dict load was refused.
 
-use crate::{DType, TensorError};
+use crate::DType;
+use crate::tensor::TensorError;
 
 /// Why an optimizer refused a step or a state dict. Nothing is changed when one is returned.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

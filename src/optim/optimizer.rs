@@ -7,7 +7,10 @@ use indexmap::IndexMap;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::OptimError;
-use crate::{DType, DTypeKind, KeyPath, Leaf, Role, StateDict, TensorSource, TensorView, Value};
+use crate::dtype::DTypeKind;
+use crate::state::{KeyPath, Leaf, Role, TensorSource};
+use crate::tensor::TensorView;
+use crate::{DType, StateDict, Value};
 
 /// One parameter's state: named tensors (`momentum_buffer`, `step`, `exp_avg`, …), in the order
 /// PyTorch creates them.
@@ -191,6 +194,7 @@ pub(super) fn to_f32(
     };
     let owned = tensor
         .to_tensor()
+        .map_err(|e| tensor_error(e.into()))?
         .to_dtype(DType::F32)
         .map_err(tensor_error)?;
     owned.to_array::<f32, IxDyn>().map_err(tensor_error)

@@ -7,7 +7,9 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::optimizer::to_f32;
 use super::{Algorithm, OptimError, Optimizer, ParamState};
-use crate::{Key, Leaf, Value};
+use crate::Value;
+use crate::state::Leaf;
+use crate::value::Key;
 
 impl<A: Algorithm> Optimizer<A> {
     /// The state in ckpt's layout, borrowing the tensors: `{"state": {key: {name: tensor}},

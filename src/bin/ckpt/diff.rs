@@ -30,9 +30,11 @@ impl Report {
 
 fn leaves(checkpoint: &Checkpoint) -> BTreeMap<String, &Value<'static>> {
     let mut out = BTreeMap::new();
-    checkpoint.walk(&mut ckpt::KeyPath::new(), &mut |key, leaf| {
-        out.insert(key.to_owned(), leaf);
-    });
+    checkpoint
+        .value()
+        .walk(&mut ckpt::state::KeyPath::new(), &mut |key, leaf| {
+            out.insert(key.to_owned(), leaf);
+        });
     out
 }
 
@@ -67,7 +69,7 @@ pub(crate) fn diff(a: &Checkpoint, b: &Checkpoint) -> Report {
                         format!("{} {:?}", tb.dtype(), tb.shape()),
                     ));
                 }
-                if let Some(d) = ta.max_abs_diff(&tb) {
+                if let Ok(d) = ta.max_abs_diff(&tb) {
                     report.differences.push((key.clone(), d));
                 }
             }

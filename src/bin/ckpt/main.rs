@@ -1,5 +1,6 @@
 //! `ckpt`: inspect, compare, convert and verify checkpoint files (ckpt, PyTorch, safetensors).
 
+mod convert;
 mod diff;
 mod entries;
 mod progress;
@@ -7,8 +8,10 @@ mod progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt::{Checkpoint, Device, Format, LoadOptions, SaveOptions, Value};
-use clap::{Parser, Subcommand, ValueEnum};
+use ckpt::format::Registry;
+use ckpt::{Checkpoint, Device, LoadOptions};
+use clap::builder::PossibleValuesParser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -23,11 +26,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List every tensor (key, dtype, shape, size, device) and plain value, with totals.
+    /// List every tensor (key, dtype, shape, size, device) and plain value, with totals, from
+    /// the file's structure alone: no tensor data is read, so a damaged file is listed too.
     Inspect {
         file: PathBuf,
         /// One JSON object: {"format", "entries": [{"key", "dtype", "shape", "sha256"} or
-        /// {"key", "value"}]}, entries in file order, nested keys joined with '.'.
+        /// {"key", "value"}]}, entries in file order, nested keys joined with '.'. Reads and
+        /// checks all the data, to hash it.
         #[arg(long)]
         json: bool,
     },
@@ -39,32 +44,22 @@ enum Command {
     Convert {
         input: PathBuf,
         output: PathBuf,
-        /// Remove this prefix from the keys that carry it (such as DataParallel's "module.").
+        /// Remove this prefix from the keys of every state dict in the file that carry it (such
+        /// as DataParallel's "module."); a prefix no key carries is an error.
         #[arg(long)]
-        strip_prefix: Option<String>,
+        strip_prefix: Vec<String>,
         /// The output format.
-        #[arg(long, value_enum)]
-        format: Option<FormatArg>,
+        #[arg(long, value_parser = format_names())]
+        format: Option<String>,
     },
     /// Check a file: structure, and every checksum where the format has them.
     Verify { file: PathBuf },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Ckpt,
-    Safetensors,
-    Pytorch,
-}
-
-impl From<FormatArg> for Format {
-    fn from(f: FormatArg) -> Self {
-        match f {
-            FormatArg::Ckpt => Format::Ckpt,
-            FormatArg::Safetensors => Format::SafeTensors,
-            FormatArg::Pytorch => Format::PyTorch,
-        }
-    }
+/// The formats `--format` accepts: every format of the registry, by name.
+fn format_names() -> PossibleValuesParser {
+    let names: Vec<&'static str> = Registry::builtin().formats().map(|f| f.name()).collect();
+    PossibleValuesParser::new(names)
 }
 
 /// Loads anything on the CPU, wherever it was saved.
@@ -75,11 +70,10 @@ fn load(path: &PathBuf) -> Result<Checkpoint, ckpt::Error> {
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
         Command::Inspect { file, json } => {
-            let checkpoint = load(&file)?;
             if json {
-                println!("{}", entries::json(&checkpoint)?);
+                println!("{}", entries::json(&load(&file)?)?);
             } else {
-                print!("{}", entries::table(&checkpoint, &file)?);
+                print!("{}", entries::table(&ckpt::inspect(&file)?, &file));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -99,56 +93,32 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             format,
         } => {
             let checkpoint = load(&input)?;
-            let value = match &strip_prefix {
-                Some(prefix) => strip(&checkpoint, prefix),
-                None => checkpoint.reborrow(),
-            };
-            let mut options = SaveOptions::new();
-            if let Some(format) = format {
-                options = options.format(format.into());
-            }
-            ckpt::save_with(value, &output, &options)?;
+            convert::convert(&checkpoint, &output, &strip_prefix, format.as_deref())?;
             eprintln!(
                 "converted {} ({}) to {}",
                 input.display(),
-                checkpoint.format(),
+                checkpoint.format().name(),
                 output.display()
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { file } => {
-            let checkpoint = ckpt::load_with(&file, &LoadOptions::new().map_location(Device::Cpu))?;
+            let checkpoint = load(&file)?;
             let tensors = checkpoint.tensors();
             let bytes: usize = tensors.iter().map(|(_, t)| t.nbytes()).sum();
-            let checked = match checkpoint.format() {
-                Format::Ckpt => "header and every tensor checksum match",
-                Format::PyTorch => "structure and every zip record's CRC-32 checked",
-                _ => "structure checked; the format carries no checksums",
+            let checked = match checkpoint.format().checksums() {
+                Some(what) => format!("every checksum matches ({what})"),
+                None => "structure checked; the format carries no checksums".to_owned(),
             };
             println!(
                 "{}: OK ({}, {} tensors, {}): {checked}",
                 file.display(),
-                checkpoint.format(),
+                checkpoint.format().name(),
                 tensors.len(),
-                entries::human(bytes)
+                entries::human(bytes as u64)
             );
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// The top-level keys of `value` with `prefix` removed where they carry it.
-fn strip<'v>(value: &'v Value<'_>, prefix: &str) -> Value<'v> {
-    match value {
-        Value::Map(map) => map
-            .iter()
-            .map(|(k, v)| {
-                let key = k.to_string();
-                let key = key.strip_prefix(prefix).map_or(key.clone(), str::to_owned);
-                (key, v.reborrow())
-            })
-            .collect(),
-        other => other.reborrow(),
     }
 }
 

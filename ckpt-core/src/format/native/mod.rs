@@ -19,12 +19,49 @@
 //! thread while the first writes; the prefix is written last. A memory map of the file gives
 //! aligned, zero-copy views of every tensor.
 
+mod cbor;
 mod header;
 mod read;
 mod write;
 
-pub(crate) use read::open;
-pub(crate) use write::{WriteError, write};
+use std::sync::Arc;
+
+use super::{Format, FormatError, Opened};
+use crate::storage::{Sink, Source};
+use crate::value::Value;
+
+/// ckpt's own format (`.ckpt`): checksummed, aligned for zero-copy loads, any value tree.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Native;
+
+/// The format's name.
+pub(crate) const NAME: &str = "ckpt";
+
+impl Format for Native {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn extensions(&self) -> &'static [&'static str] {
+        &["ckpt"]
+    }
+
+    fn detect(&self, head: &[u8], _: u64) -> bool {
+        head.starts_with(&MAGIC)
+    }
+
+    fn checksums(&self) -> Option<&'static str> {
+        Some("xxh3-64 of the header and of every tensor")
+    }
+
+    fn open(&self, source: Arc<dyn Source>) -> Result<Box<dyn Opened>, FormatError> {
+        Ok(Box::new(read::open(source)?))
+    }
+
+    fn write(&self, value: &Value<'_>, sink: &mut dyn Sink) -> Result<(), FormatError> {
+        write::write(value, sink)
+    }
+}
 
 /// The first bytes of every ckpt file: not ASCII, then CR LF and ^Z, which text-mode transfers
 /// mangle, as in PNG.
@@ -39,3 +76,11 @@ pub(crate) const PREFIX_LEN: usize = 64;
 pub(crate) const ALIGN: usize = 64;
 /// How deep the header's value tree may nest.
 pub(crate) const MAX_DEPTH: usize = 128;
+
+/// How many items (values, keys, records' fields) a header may have in a file of `len` bytes:
+/// decoding costs at most about 200 bytes of memory per item (its node, the value built from
+/// it, a map entry), and a file may make ckpt spend at most 6 × its size plus 32 MiB on them.
+pub(crate) fn item_budget(len: u64) -> u64 {
+    const BYTES_PER_ITEM: u64 = 200;
+    len.saturating_mul(6).saturating_add(32 << 20) / BYTES_PER_ITEM
+}

@@ -1,25 +1,23 @@
 //! Reading: every length, offset and checksum is checked before a byte of tensor data is used.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
-use super::{ALIGN, MAGIC, MAJOR, MAX_DEPTH, PREFIX_LEN};
+use super::{ALIGN, MAGIC, MAJOR, MAX_DEPTH, NAME, PREFIX_LEN, cbor};
 use crate::device::Device;
 use crate::dtype::DType;
-use crate::error::{Corruption, Error};
-use crate::file::Placement;
-use crate::location::MapLocation;
-use crate::module::KeyPath;
+use crate::format::{Corruption, FormatError, FormatErrorKind, TensorInfo};
+use crate::state::KeyPath;
+use crate::storage::{self, Source};
 use crate::tensor::{Backing, Tensor, TensorError, check_size};
 use crate::value::{Key, TensorCow, Value};
 
 /// A file whose structure has been checked, tensor data not yet read.
 pub(crate) struct Opened {
-    backing: Arc<dyn Backing>,
+    source: Arc<dyn Source>,
     header: Header,
     /// The first key path under which each tensor record appears.
     keys: Vec<String>,
@@ -27,44 +25,48 @@ pub(crate) struct Opened {
     parsed: Vec<(DType, Vec<usize>, Device)>,
 }
 
-/// One tensor of an opened file.
-pub(crate) struct Entry<'o> {
-    pub(crate) key: &'o str,
-    pub(crate) dtype: DType,
-    pub(crate) shape: &'o [usize],
-    pub(crate) device: Device,
-    pub(crate) bytes: &'o [u8],
-}
-
-/// Checks the prefix, the header and every tensor record of `backing`'s bytes.
-pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Error> {
-    let corrupt = |key: Option<&str>, problem| Error::corrupt(path, key, problem);
-    let bytes = backing.bytes();
-    let len = bytes.len() as u64;
-    let Some(prefix) = bytes.first_chunk::<PREFIX_LEN>() else {
-        if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] != MAGIC {
-            return Err(corrupt(None, bad_magic(bytes)));
+/// Checks the prefix, the header and every tensor record of `source`.
+pub(crate) fn open(source: Arc<dyn Source>) -> Result<Opened, FormatError> {
+    let location = source.location().clone();
+    let error = |kind: FormatErrorKind| FormatError::new(&location, NAME, kind);
+    let corrupt = |key: Option<&str>, problem: Corruption| {
+        let e = error(problem.into());
+        match key {
+            Some(key) => e.at_key(key),
+            None => e,
+        }
+    };
+    let len = source.len();
+    let mut prefix = [0u8; PREFIX_LEN];
+    let head_len = len.min(PREFIX_LEN as u64) as usize;
+    source
+        .read_at(0, &mut prefix[..head_len])
+        .map_err(|e| error(e.into()))?;
+    if head_len < PREFIX_LEN {
+        if head_len >= MAGIC.len() && prefix[..MAGIC.len()] != MAGIC {
+            return Err(corrupt(None, bad_magic(&prefix[..head_len])));
         }
         return Err(corrupt(
             None,
             Corruption::Truncated {
                 len,
                 needed: PREFIX_LEN as u64,
+                what: "the prefix",
             },
         ));
-    };
+    }
     if prefix[..MAGIC.len()] != MAGIC {
-        return Err(corrupt(None, bad_magic(bytes)));
+        return Err(corrupt(None, bad_magic(&prefix)));
     }
     let reserved_zero = prefix[40..].iter().all(|&b| b == 0);
-    let prefix = Prefix::decode(prefix);
+    let prefix = Prefix::decode(&prefix);
     if prefix.major > MAJOR {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_owned(),
+        return Err(error(FormatErrorKind::UnsupportedVersion {
+            format: NAME,
             major: prefix.major,
             minor: prefix.minor,
             supported: MAJOR,
-        });
+        }));
     }
     let header_end = prefix
         .header_offset
@@ -72,9 +74,18 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
         .filter(|_| prefix.header_offset >= PREFIX_LEN as u64);
     let header_bytes = match header_end {
         Some(end) if end > len => {
-            return Err(corrupt(None, Corruption::Truncated { len, needed: end }));
+            return Err(corrupt(
+                None,
+                Corruption::Truncated {
+                    len,
+                    needed: end,
+                    what: "the header",
+                },
+            ));
         }
-        Some(end) if end == len => &bytes[prefix.header_offset as usize..],
+        Some(end) if end == len => {
+            storage::read_range(&*source, prefix.header_offset..end).map_err(|e| error(e.into()))?
+        }
         _ => {
             return Err(corrupt(
                 None,
@@ -86,7 +97,7 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
             ));
         }
     };
-    let actual = prefix.checksum(header_bytes);
+    let actual = prefix.checksum(&header_bytes);
     if actual != prefix.header_xxh3 {
         return Err(corrupt(
             Some("<header>"),
@@ -108,8 +119,23 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
             )),
         ));
     }
+    // What the header may build is bounded before it is built: the tree and its records cost
+    // memory in proportion to their items, which may not outgrow the file.
+    let items = cbor::count_items(&header_bytes, MAX_DEPTH * 2).map_err(|p| corrupt(None, p))?;
+    let budget = super::item_budget(len);
+    if items > budget {
+        return Err(corrupt(
+            None,
+            Corruption::Limit {
+                what: format!(
+                    "the header has {items} items, more than the {budget} a file of {len} bytes \
+                     may hold"
+                ),
+            },
+        ));
+    }
     let header: Header =
-        ciborium::de::from_reader_with_recursion_limit(header_bytes, MAX_DEPTH * 2).map_err(
+        ciborium::de::from_reader_with_recursion_limit(&header_bytes[..], MAX_DEPTH * 2).map_err(
             |e| match e {
                 ciborium::de::Error::RecursionLimitExceeded => {
                     corrupt(None, Corruption::TooDeep(MAX_DEPTH))
@@ -136,7 +162,7 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&header.tensors, &keys).map_err(|(key, p)| corrupt(Some(key), p))?;
     Ok(Opened {
-        backing,
+        source,
         header,
         keys,
         parsed,
@@ -146,6 +172,7 @@ pub(crate) fn open(path: &Path, backing: Arc<dyn Backing>) -> Result<Opened, Err
 fn bad_magic(bytes: &[u8]) -> Corruption {
     Corruption::BadMagic {
         found: bytes.iter().take(MAGIC.len()).copied().collect(),
+        formats: NAME.to_owned(),
     }
 }
 
@@ -272,86 +299,119 @@ fn check_overlaps<'k>(
 }
 
 impl Opened {
-    /// Every tensor record, in file order of first reference.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
-        let bytes = self.backing.bytes();
+    /// Every record with its first key and parsed fields, in file order of first reference.
+    fn records(&self) -> impl Iterator<Item = (&TensorRecord, &(DType, Vec<usize>, Device), &str)> {
         self.header
             .tensors
             .iter()
             .zip(&self.parsed)
             .zip(&self.keys)
-            .map(move |((record, (dtype, shape, device)), key)| Entry {
-                key,
-                dtype: *dtype,
-                shape,
-                device: *device,
-                // Range-checked in `open`.
-                bytes: &bytes[record.offset as usize..(record.offset + record.len) as usize],
+            .map(|((record, parsed), key)| (record, parsed, key.as_str()))
+    }
+
+    fn error(&self, kind: FormatErrorKind) -> FormatError {
+        FormatError::new(self.source.location(), NAME, kind)
+    }
+
+    /// The bytes of a record, range-checked in `open`: borrowed from a mapped file, read
+    /// otherwise.
+    fn data(
+        &self,
+        record: &TensorRecord,
+    ) -> Result<(Arc<dyn Backing>, std::ops::Range<usize>), FormatError> {
+        storage::shared(&*self.source, record.offset..record.offset + record.len)
+            .map_err(|e| self.error(e.into()))
+    }
+
+    /// Checks one tensor's checksum, chunk by chunk; with `release`, lets each chunk's pages go
+    /// once hashed.
+    fn check(&self, record: &TensorRecord, key: &str, release: bool) -> Result<(), FormatError> {
+        let (backing, range) = self.data(record)?;
+        let bytes = &backing.bytes()[range];
+        let mut hasher = Xxh3::new();
+        for chunk in bytes.chunks(CHUNK) {
+            backing.prefetch(chunk);
+            hasher.update(chunk);
+            if release {
+                backing.release(chunk);
+            }
+        }
+        let actual = hasher.digest();
+        if actual == record.xxh3 {
+            return Ok(());
+        }
+        Err(self
+            .error(
+                Corruption::Checksum {
+                    expected: record.xxh3,
+                    actual,
+                }
+                .into(),
+            )
+            .at_key(key))
+    }
+}
+
+impl crate::format::Opened for Opened {
+    fn header(&self) -> crate::format::Header {
+        let tensors = self
+            .records()
+            .map(|(record, (dtype, shape, device), key)| {
+                // Shapes and lengths were checked against each other in `open`.
+                TensorInfo {
+                    key: key.to_owned(),
+                    dtype: *dtype,
+                    shape: shape.clone(),
+                    device: *device,
+                    nbytes: record.len,
+                }
             })
-    }
-
-    /// The size of the tensor data.
-    pub(crate) fn data_len(&self) -> u64 {
-        self.header.tensors.iter().map(|r| r.len).sum()
-    }
-
-    /// Checks every tensor's checksum, on up to four threads; with `release`, lets each chunk's
-    /// pages go once hashed, keeping resident memory small.
-    pub(crate) fn verify(&self, path: &Path, release: bool) -> Result<(), Error> {
-        let backing = &*self.backing;
-        let entries: Vec<(Entry<'_>, u64)> = self
-            .entries()
-            .zip(self.header.tensors.iter().map(|r| r.xxh3))
             .collect();
-        let total: usize = entries.iter().map(|(e, _)| e.bytes.len()).sum();
+        let mut values = Vec::new();
+        plain_values(&self.header.root, &mut KeyPath::new(), &mut values);
+        crate::format::Header {
+            format: NAME,
+            tensors,
+            values,
+        }
+    }
+
+    /// Checks every tensor's checksum, on up to four threads, dealing the tensors round-robin
+    /// by size so the threads get similar shares.
+    fn verify(&self, release: bool) -> Result<(), FormatError> {
+        let records: Vec<(&TensorRecord, &str)> = self
+            .records()
+            .map(|(record, _, key)| (record, key))
+            .collect();
+        let total: u64 = records.iter().map(|(r, _)| r.len).sum();
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 4)
-            .min(1 + total / (8 << 20));
-        let check = |(entry, expected): &(Entry<'_>, u64)| {
-            let mut hasher = Xxh3::new();
-            for chunk in entry.bytes.chunks(CHUNK) {
-                backing.prefetch(chunk);
-                hasher.update(chunk);
-                if release {
-                    backing.release(chunk);
-                }
-            }
-            let actual = hasher.digest();
-            if actual == *expected {
-                Ok(())
-            } else {
-                Err(Error::corrupt(
-                    path,
-                    Some(entry.key),
-                    Corruption::Checksum {
-                        expected: *expected,
-                        actual,
-                    },
-                ))
-            }
-        };
+            .min(1 + (total / (8 << 20)) as usize);
         if threads <= 1 {
-            return entries.iter().try_for_each(check);
+            return records
+                .iter()
+                .try_for_each(|(record, key)| self.check(record, key, release));
         }
-        // Deal tensors round-robin by size so the threads get similar shares.
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(entries[i].0.bytes.len()));
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(records[i].0.len));
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
                     let mine: Vec<usize> = order.iter().copied().skip(t).step_by(threads).collect();
-                    let (entries, check) = (&entries, &check);
-                    scope.spawn(move || mine.iter().try_for_each(|&i| check(&entries[i])))
+                    let records = &records;
+                    scope.spawn(move || {
+                        mine.iter().try_for_each(|&i| {
+                            let (record, key) = records[i];
+                            self.check(record, key, release)
+                        })
+                    })
                 })
                 .collect();
             let mut first = Ok(());
             for worker in workers {
                 let result = worker.join().unwrap_or_else(|_| {
-                    Err(Error::io(
-                        path,
-                        std::io::Error::other("a checksum thread panicked"),
-                    ))
+                    Err(self.error(std::io::Error::other("a checksum thread panicked").into()))
                 });
                 if first.is_ok() {
                     first = result;
@@ -361,44 +421,50 @@ impl Opened {
         })
     }
 
-    /// The saved value, with every tensor reading the file in place, placed by `map_location`
-    /// (or, with [`Placement::Check`], only checked against it).
-    pub(crate) fn value(
-        &self,
-        path: &Path,
-        map_location: &MapLocation,
-        placement: Placement,
-    ) -> Result<Value<'static>, Error> {
-        let mut tensors: Vec<Option<Tensor>> = vec![None; self.header.tensors.len()];
-        for (index, ((record, (dtype, shape, saved)), key)) in self
-            .header
-            .tensors
-            .iter()
-            .zip(&self.parsed)
-            .zip(&self.keys)
-            .enumerate()
-        {
-            let target = map_location.resolve(key, *saved);
-            let error =
-                |e| crate::file::placement_error(path, key, *saved, target, map_location, e);
-            crate::device::check(target).map_err(error)?;
-            let range = record.offset as usize..(record.offset + record.len) as usize;
-            let tensor = Tensor::mapped(Arc::clone(&self.backing), range, *dtype, shape)
-                .map_err(|e| Error::corrupt(path, Some(key), e.into()))?;
-            // Onto a GPU straight from the mapped file, through the staging buffers.
-            tensors[index] = Some(match placement {
-                Placement::Move => tensor.to(target).map_err(error)?,
-                Placement::Check => tensor,
-            });
-        }
+    /// The saved value, every tensor reading the file in place.
+    fn value(&self) -> Result<Value<'static>, FormatError> {
+        let tensors = self
+            .records()
+            .map(|(record, (dtype, shape, _), key)| {
+                let (backing, range) = self.data(record)?;
+                Tensor::mapped(backing, range, *dtype, shape)
+                    .map_err(|e| self.error(Corruption::Tensor(e).into()).at_key(key))
+            })
+            .collect::<Result<Vec<Tensor>, _>>()?;
         Ok(build(&self.header.root, &tensors))
     }
 }
 
-/// Chunk size for hashing and copying, small enough to release pages as we go.
-pub(crate) const CHUNK: usize = 4 << 20;
+/// Every plain value below `node` with its flattened key, in order.
+fn plain_values(node: &Node, path: &mut KeyPath, out: &mut Vec<(String, Value<'static>)>) {
+    let mut child = |path: &mut KeyPath, segment: &dyn std::fmt::Display, node: &Node| {
+        path.push(segment);
+        plain_values(node, path, out);
+        path.pop();
+    };
+    match node {
+        Node::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                child(path, &i, item);
+            }
+        }
+        Node::Map(entries) => {
+            for (k, v) in entries {
+                match k {
+                    NodeKey::Str(s) => child(path, s, v),
+                    NodeKey::Int(i) => child(path, i, v),
+                }
+            }
+        }
+        Node::Tensor(_) => {}
+        leaf => out.push((path.as_str().to_owned(), build(leaf, &[]))),
+    }
+}
 
-fn build(node: &Node, tensors: &[Option<Tensor>]) -> Value<'static> {
+/// Chunk size for hashing, small enough to release pages as we go.
+const CHUNK: usize = 4 << 20;
+
+fn build(node: &Node, tensors: &[Tensor]) -> Value<'static> {
     match node {
         Node::None => Value::None,
         Node::Bool(b) => Value::Bool(*b),
@@ -419,8 +485,8 @@ fn build(node: &Node, tensors: &[Option<Tensor>]) -> Value<'static> {
                 .collect::<IndexMap<_, _>>(),
         ),
         // References were checked in `open`; every record has a tensor.
-        Node::Tensor(index) => match tensors.get(*index as usize).cloned().flatten() {
-            Some(tensor) => Value::Tensor(TensorCow::Owned(tensor)),
+        Node::Tensor(index) => match tensors.get(*index as usize) {
+            Some(tensor) => Value::Tensor(TensorCow::Owned(tensor.clone())),
             None => Value::None,
         },
     }

@@ -2,19 +2,21 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, SeekFrom};
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
-use super::{ALIGN, PREFIX_LEN};
+use super::{ALIGN, NAME, PREFIX_LEN};
 use crate::device::{Device, DeviceError};
+use crate::format::{FormatError, FormatErrorKind};
+use crate::storage::Sink;
 use crate::tensor::{StorageId, TensorView};
 use crate::value::{Key, Value};
 
 /// Why a write stopped.
 #[derive(Debug)]
-pub(crate) enum WriteError {
+enum WriteError {
     Io(io::Error),
     /// A GPU failed while the tensor at `key` was copied from it.
     Device {
@@ -33,15 +35,32 @@ impl From<io::Error> for WriteError {
 const PARALLEL_HASH_MIN: usize = 4 << 20;
 
 /// Writes `value` to `out`, which must be empty and positioned at its start.
-pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> Result<(), WriteError> {
+pub(super) fn write(value: &Value<'_>, out: &mut dyn Sink) -> Result<(), FormatError> {
+    write_value(value, out).map_err(|e| match e {
+        WriteError::Io(e) => FormatError::writing(NAME, e),
+        WriteError::Device { key, source } => {
+            FormatError::writing(NAME, FormatErrorKind::Device(source)).at_key(key)
+        }
+    })
+}
+
+fn write_value(value: &Value<'_>, out: &mut dyn Sink) -> Result<(), WriteError> {
     let mut encoder = Encoder::default();
     let root = encoder.node(value);
     // Host data is borrowed where it can be; GPU data (`None`) is streamed while writing.
     let bytes: Vec<Option<Cow<'_, [u8]>>> = encoder
         .tensors
         .iter()
-        .map(|t| (t.device() == Device::Cpu).then(|| t.to_le_bytes()))
-        .collect();
+        .map(|t| {
+            (t.device() == Device::Cpu)
+                .then(|| t.to_le_bytes())
+                .transpose()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|source| WriteError::Device {
+            key: String::new(),
+            source,
+        })?;
     let mut offsets = Vec::with_capacity(bytes.len());
     let mut end = PREFIX_LEN as u64;
     for t in &encoder.tensors {
@@ -50,7 +69,7 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> Result<(
         end = offset + t.nbytes() as u64;
     }
 
-    let mut writer = BufWriter::with_capacity(1 << 20, out);
+    let writer = out;
     writer.write_all(&[0u8; PREFIX_LEN])?;
     let hash_host = || {
         bytes
@@ -60,12 +79,12 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> Result<(
     };
     let total: usize = bytes.iter().flatten().map(|b| b.len()).sum();
     let (host_hashes, streamed_hashes) = if total < PARALLEL_HASH_MIN {
-        let streamed = write_data(&mut writer, value, &encoder.tensors, &bytes, &offsets)?;
+        let streamed = write_data(writer, value, &encoder.tensors, &bytes, &offsets)?;
         (hash_host(), streamed)
     } else {
         std::thread::scope(|scope| {
             let hasher = scope.spawn(hash_host);
-            let written = write_data(&mut writer, value, &encoder.tensors, &bytes, &offsets);
+            let written = write_data(writer, value, &encoder.tensors, &bytes, &offsets);
             let hashes = hasher
                 .join()
                 .map_err(|_| io::Error::other("the hashing thread panicked"))?;
@@ -108,8 +127,8 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: &mut W) -> Result<(
 /// Writes every tensor's data at its offset: `bytes` where given, else streamed from the
 /// device (the GPU copies the next chunk while this one is written) and hashed on the way,
 /// returning those hashes. `value` holds the tensors, to name the one a failing GPU held.
-fn write_data<W: Write>(
-    writer: &mut W,
+fn write_data(
+    writer: &mut dyn Sink,
     value: &Value<'_>,
     tensors: &[TensorView<'_>],
     bytes: &[Option<Cow<'_, [u8]>>],
@@ -176,6 +195,8 @@ impl<'v> Encoder<'v> {
                     .collect(),
             ),
             Value::Tensor(t) => Node::Tensor(self.tensor(t.view())),
+            // Refused before writing starts; `None` keeps this total.
+            Value::Defect(_) => Node::None,
         }
     }
 

@@ -1,128 +1,295 @@
 //! The zip format `torch.save` writes since PyTorch 1.6: `<name>/data.pkl`, one stored record
 //! per storage under `<name>/data/`, and small records such as `byteorder` and `version`.
+//!
+//! The archive's end is found here, not by the zip crate: the end-of-central-directory record
+//! must end the file (PyTorch writes no comment, and a comment must be exactly what follows
+//! the record), the central directory it points at must lie before it and hold exactly the
+//! records it counts, with no name twice. Only then does the zip crate read the directory, so a
+//! hostile tail of many end records costs one bounded search, not one search per record.
 
-use std::io::Cursor;
+use std::collections::HashSet;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use zip::{CompressionMethod, ZipArchive};
 
+use super::budget::Budget;
 use super::error::{PtError, PtErrorKind, truncated};
-use super::unpickle::unpickle;
-use super::{ReadOptions, rebuild};
-use crate::Value;
-use crate::tensor::Backing;
+use crate::storage::Source;
 
-type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
+/// The end-of-central-directory record: fixed part, before its comment.
+const EOCD_LEN: u64 = 22;
+/// The longest comment a zip file can have.
+const MAX_COMMENT: u64 = u16::MAX as u64;
+const EOCD_SIGNATURE: u32 = 0x0605_4b50;
+const ZIP64_LOCATOR_SIGNATURE: u32 = 0x0706_4b50;
+const ZIP64_EOCD_SIGNATURE: u32 = 0x0606_4b50;
+const CENTRAL_SIGNATURE: u32 = 0x0201_4b50;
+/// A central directory file header, fixed part.
+const CENTRAL_LEN: u64 = 46;
+/// What one record costs in memory, besides its name: the zip crate's and ours.
+const RECORD_COST: usize = 512;
 
-/// Reads a zip-format checkpoint held in `data`.
-pub(crate) fn read(
-    data: &[u8],
-    options: &ReadOptions,
-    backing: Option<&Arc<dyn Backing>>,
-) -> Result<Value<'static>, PtError> {
-    let mut archive = ZipArchive::new(Cursor::new(data)).map_err(zip_error)?;
-    // Every record sits under one directory, named after the file when it was saved.
-    let prefix = match archive.name_for_index(0).and_then(|n| n.split_once('/')) {
-        Some((prefix, _)) => prefix.to_owned(),
-        None => {
-            return Err(PtErrorKind::NotPyTorch {
+/// A record of the archive: where its bytes are and what its checksum is.
+#[derive(Clone, Debug)]
+pub(crate) struct Record {
+    pub(crate) name: String,
+    /// Offset of the data from the start of the file.
+    pub(crate) start: u64,
+    pub(crate) len: u64,
+    pub(crate) crc32: u32,
+}
+
+/// The records of a zip archive, by name.
+pub(crate) struct Archive {
+    records: std::collections::HashMap<String, Record>,
+    /// The directory every record sits in, named after the file when it was saved.
+    pub(crate) prefix: String,
+}
+
+impl Archive {
+    /// Reads the central directory of the archive in `source`, charging `budget` for what the
+    /// directory's records cost in memory.
+    pub(crate) fn open(source: &Arc<dyn Source>, budget: &mut Budget) -> Result<Archive, PtError> {
+        let end = locate_end(&**source)?;
+        // The zip crate's record and ours, per record, and the names twice over.
+        let records = usize::try_from(end.entries).unwrap_or(usize::MAX);
+        let names = usize::try_from(end.size).unwrap_or(usize::MAX);
+        budget.charge(
+            records
+                .saturating_mul(RECORD_COST)
+                .saturating_add(names.saturating_mul(2)),
+            "the zip archive's records",
+        )?;
+        check_directory(&**source, &end)?;
+        let reader = SourceReader {
+            source: Arc::clone(source),
+            pos: 0,
+        };
+        let mut zip = ZipArchive::new(reader).map_err(zip_error)?;
+        let mut records = std::collections::HashMap::with_capacity(zip.len());
+        let mut prefix = None;
+        for index in 0..zip.len() {
+            let file = zip.by_index_raw(index).map_err(zip_error)?;
+            let name = file.name().to_owned();
+            let in_entry = |kind: PtErrorKind| PtError::from(kind).in_entry(&name);
+            if file.encrypted() {
+                return Err(in_entry(PtErrorKind::Compressed {
+                    method: "encryption".to_owned(),
+                }));
+            }
+            if file.compression() != CompressionMethod::Stored {
+                return Err(in_entry(PtErrorKind::Compressed {
+                    method: file.compression().to_string(),
+                }));
+            }
+            if file.size() != file.compressed_size() {
+                return Err(in_entry(PtErrorKind::Zip {
+                    message: format!(
+                        "a stored record of {} bytes claims {} bytes uncompressed",
+                        file.compressed_size(),
+                        file.size()
+                    ),
+                }));
+            }
+            let start = file.data_start();
+            let len = file.compressed_size();
+            if start.checked_add(len).is_none_or(|e| e > source.len()) {
+                return Err(truncated(format!(
+                    "the record's {len} bytes at offset {start} run past the end of the file \
+                     ({} bytes)",
+                    source.len()
+                ))
+                .in_entry(&name));
+            }
+            if index == 0 {
+                prefix = name.split_once('/').map(|(p, _)| p.to_owned());
+            }
+            let record = Record {
+                name: name.clone(),
+                start,
+                len,
+                crc32: file.crc32(),
+            };
+            records.insert(name, record);
+        }
+        let prefix = prefix.ok_or_else(|| {
+            PtError::from(PtErrorKind::NotPyTorch {
                 reason: "a zip archive whose first record is not in a directory".to_owned(),
+            })
+        })?;
+        Ok(Archive { records, prefix })
+    }
+
+    /// The record `name` under the archive's directory (`data.pkl`, `data/3`).
+    pub(crate) fn get(&self, name: &str) -> Option<&Record> {
+        self.records.get(&format!("{}/{name}", self.prefix))
+    }
+}
+
+/// Where the central directory is and how many records it holds.
+struct End {
+    entries: u64,
+    offset: u64,
+    size: u64,
+    /// Where the directory must end: the (zip64) end record.
+    limit: u64,
+}
+
+/// Finds the end-of-central-directory record within the last 64 KiB + 22 bytes, where the zip
+/// format puts it, and reads it (and its zip64 form where the archive has one).
+fn locate_end(source: &dyn Source) -> Result<End, PtError> {
+    let len = source.len();
+    if len < EOCD_LEN {
+        return Err(truncated(format!(
+            "a zip archive of {len} bytes, shorter than its end record"
+        )));
+    }
+    let window = (EOCD_LEN + MAX_COMMENT).min(len);
+    let mut tail = vec![0; window as usize];
+    source.read_at(len - window, &mut tail)?;
+    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let u64_at = |b: &[u8], i: usize| {
+        let mut x = [0; 8];
+        x.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(x)
+    };
+    // The one place the record may start: where its comment, as long as it says, ends the file.
+    let at = (0..=tail.len() - EOCD_LEN as usize).rev().find(|&i| {
+        u32_at(&tail, i) == EOCD_SIGNATURE
+            && i + EOCD_LEN as usize + usize::from(u16_at(&tail, i + 20)) == tail.len()
+    });
+    let Some(at) = at else {
+        return Err(PtErrorKind::Zip {
+            message: "no end-of-central-directory record ends the file (cut off, or not a zip \
+                      archive)"
+                .to_owned(),
+        }
+        .into());
+    };
+    let eocd = &tail[at..];
+    let position = len - window + at as u64;
+    let mut end = End {
+        entries: u64::from(u16_at(eocd, 10)),
+        size: u64::from(u32_at(eocd, 12)),
+        offset: u64::from(u32_at(eocd, 16)),
+        limit: position,
+    };
+    let zip64 = end.entries == 0xffff || end.size == 0xffff_ffff || end.offset == 0xffff_ffff;
+    if zip64 && position >= 20 {
+        let mut locator = [0u8; 20];
+        source.read_at(position - 20, &mut locator)?;
+        if u32_at(&locator, 0) == ZIP64_LOCATOR_SIGNATURE {
+            let record_at = u64_at(&locator, 8);
+            if record_at.checked_add(56).is_none_or(|e| e > position - 20) {
+                return Err(zip_message("the zip64 end record lies outside the file"));
+            }
+            let mut record = [0u8; 56];
+            source.read_at(record_at, &mut record)?;
+            if u32_at(&record, 0) != ZIP64_EOCD_SIGNATURE {
+                return Err(zip_message(
+                    "the zip64 locator points at no zip64 end record",
+                ));
+            }
+            end = End {
+                entries: u64_at(&record, 32),
+                size: u64_at(&record, 40),
+                offset: u64_at(&record, 48),
+                limit: record_at,
+            };
+        }
+    }
+    Ok(end)
+}
+
+/// Checks that the central directory lies before its end record and holds exactly the
+/// records it counts, each name once.
+fn check_directory(source: &dyn Source, end: &End) -> Result<(), PtError> {
+    if end
+        .offset
+        .checked_add(end.size)
+        .is_none_or(|e| e > end.limit)
+    {
+        return Err(zip_message(&format!(
+            "the central directory at {}..+{} does not lie before its end record at {}",
+            end.offset, end.size, end.limit
+        )));
+    }
+    if end.entries.saturating_mul(CENTRAL_LEN) > end.size {
+        return Err(zip_message(&format!(
+            "{} records cannot fit a central directory of {} bytes",
+            end.entries, end.size
+        )));
+    }
+    let size = usize::try_from(end.size).map_err(|_| zip_message("central directory too large"))?;
+    let mut directory = vec![0; size];
+    source.read_at(end.offset, &mut directory)?;
+    let mut names = HashSet::with_capacity(end.entries as usize);
+    let mut at = 0usize;
+    for _ in 0..end.entries {
+        let header = directory
+            .get(at..at + CENTRAL_LEN as usize)
+            .filter(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == CENTRAL_SIGNATURE)
+            .ok_or_else(|| {
+                zip_message("the central directory holds fewer records than it counts")
+            })?;
+        let field = |i: usize| usize::from(u16::from_le_bytes([header[i], header[i + 1]]));
+        let (name_len, extra, comment) = (field(28), field(30), field(32));
+        let name_at = at + CENTRAL_LEN as usize;
+        let name = directory
+            .get(name_at..name_at + name_len)
+            .ok_or_else(|| zip_message("a record's name runs past the central directory"))?;
+        if !names.insert(name) {
+            return Err(PtErrorKind::DuplicateRecord {
+                name: String::from_utf8_lossy(name).into_owned(),
             }
             .into());
         }
-    };
-    let pkl_name = format!("{prefix}/data.pkl");
-    let pkl = record(&mut archive, data, &pkl_name, options)?.ok_or_else(|| {
-        PtError::from(PtErrorKind::MissingRecord {
-            name: pkl_name.clone(),
-        })
-    })?;
-    let order_name = format!("{prefix}/byteorder");
-    // Files from before the record existed are little-endian, as PyTorch assumes.
-    let big_endian = match record(&mut archive, data, &order_name, options)? {
-        None | Some(b"little") => false,
-        Some(b"big") => true,
-        Some(other) => {
-            let found = String::from_utf8_lossy(other).into_owned();
-            return Err(PtError::from(PtErrorKind::ByteOrder { found }).in_entry(&order_name));
-        }
-    };
-    let pickle = unpickle(pkl).map_err(|e| e.in_entry(&pkl_name))?;
-    let mut storages = Vec::with_capacity(pickle.storages.len());
-    for storage in &pickle.storages {
-        let name = format!("{prefix}/data/{}", storage.key);
-        let bytes = record(&mut archive, data, &name, options)?
-            .ok_or_else(|| PtError::from(PtErrorKind::MissingRecord { name: name.clone() }))?;
-        super::check_storage_len(storage, bytes.len()).map_err(|e| e.in_entry(&name))?;
-        storages.push(rebuild::little_endian(
-            bytes,
-            storage.dtype.size_in_bytes(),
-            big_endian,
-        ));
+        at = name_at + name_len + extra + comment;
     }
-    rebuild::to_value(&pickle, &storages, data.len(), backing).map_err(|e| e.in_entry(&pkl_name))
+    Ok(())
 }
 
-/// The bytes of a record, borrowed from `data`, with its CRC-32 checked unless told otherwise.
-fn record<'a>(
-    archive: &mut Archive<'a>,
-    data: &'a [u8],
-    name: &str,
-    options: &ReadOptions,
-) -> Result<Option<&'a [u8]>, PtError> {
-    let Some(index) = archive.index_for_name(name) else {
-        return Ok(None);
-    };
-    let file = archive
-        .by_index_raw(index)
-        .map_err(|e| zip_error(e).in_entry(name))?;
-    let in_entry = |kind: PtErrorKind| PtError::from(kind).in_entry(name);
-    if file.encrypted() {
-        return Err(in_entry(PtErrorKind::Compressed {
-            method: "encryption".to_owned(),
-        }));
+/// Reads a source as a stream, for the zip crate.
+struct SourceReader {
+    source: Arc<dyn Source>,
+    pos: u64,
+}
+
+impl Read for SourceReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.source.len().saturating_sub(self.pos);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.source.read_at(self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
     }
-    if file.compression() != CompressionMethod::Stored {
-        return Err(in_entry(PtErrorKind::Compressed {
-            method: file.compression().to_string(),
-        }));
+}
+
+impl Seek for SourceReader {
+    fn seek(&mut self, from: SeekFrom) -> io::Result<u64> {
+        let target = match from {
+            SeekFrom::Start(at) => Some(at),
+            SeekFrom::End(by) => self.source.len().checked_add_signed(by),
+            SeekFrom::Current(by) => self.pos.checked_add_signed(by),
+        };
+        self.pos = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
     }
-    if file.size() != file.compressed_size() {
-        return Err(in_entry(PtErrorKind::Zip {
-            message: format!(
-                "a stored record of {} bytes claims {} bytes uncompressed",
-                file.compressed_size(),
-                file.size()
-            ),
-        }));
+}
+
+fn zip_message(message: &str) -> PtError {
+    PtErrorKind::Zip {
+        message: message.to_owned(),
     }
-    let start = usize::try_from(file.data_start()).unwrap_or(usize::MAX);
-    let len = usize::try_from(file.compressed_size()).unwrap_or(usize::MAX);
-    let bytes = start
-        .checked_add(len)
-        .and_then(|end| data.get(start..end))
-        .ok_or_else(|| {
-            truncated(format!(
-                "the record's {len} bytes at offset {start} run past the end of the file ({} bytes)",
-                data.len()
-            ))
-            .in_entry(name)
-        })?;
-    if options.verify_crc {
-        let actual = crc32fast::hash(bytes);
-        if actual != file.crc32() {
-            return Err(in_entry(PtErrorKind::Crc {
-                expected: file.crc32(),
-                actual,
-            }));
-        }
-    }
-    Ok(Some(bytes))
+    .into()
 }
 
 fn zip_error(e: zip::result::ZipError) -> PtError {
     match e {
-        zip::result::ZipError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+        zip::result::ZipError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
             truncated(format!("the zip archive ends early ({io})"))
         }
         other => PtErrorKind::Zip {

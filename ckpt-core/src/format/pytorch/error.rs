@@ -1,19 +1,18 @@
-//! [`PtError`]: what went wrong reading or writing a `.pt` file, and where.
+//! [`PtError`]: what went wrong reading or writing a `.pt` file, and where in it.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
-/// Why a `.pt` file could not be read or written, with the file, the entry (a zip record such
-/// as `archive/data/3`, or a part of a legacy file) and the key (`optimizer.state.0.exp_avg`)
-/// where they are known.
+/// Why a `.pt` file could not be read or written, with the entry (a zip record such as
+/// `archive/data/3`, or a part of a legacy file) and the key (`optimizer.state.0.exp_avg`)
+/// where they are known. The file is named by the [`FormatError`](crate::format::FormatError)
+/// that carries it.
 #[derive(Debug, thiserror::Error)]
-#[error("{}{}", Location { file: self.0.file.as_deref(), entry: self.0.entry.as_deref(), key: self.0.key.as_deref() }, self.0.kind)]
+#[error("{}{}", Location { entry: self.0.entry.as_deref(), key: self.0.key.as_deref() }, self.0.kind)]
 pub struct PtError(Box<Inner>);
 
 /// Boxed so that a `Result<_, PtError>` stays small.
 #[derive(Debug)]
 struct Inner {
-    file: Option<PathBuf>,
     entry: Option<String>,
     key: Option<String>,
     kind: PtErrorKind,
@@ -45,6 +44,12 @@ pub enum PtErrorKind {
     #[error("missing record {name}")]
     MissingRecord {
         /// The record's full name in the archive.
+        name: String,
+    },
+    /// Two records of the archive have one name, so which one is read would be arbitrary.
+    #[error("two records are named {name:?}; an archive torch.save writes names each once")]
+    DuplicateRecord {
+        /// The name.
         name: String,
     },
     /// A record's CRC-32 does not match its data: the file is damaged.
@@ -137,7 +142,7 @@ pub enum PtErrorKind {
     Io(#[from] std::io::Error),
     /// A GPU failed while a tensor was copied from it for writing.
     #[error("{0}")]
-    Device(#[from] crate::DeviceError),
+    Device(#[from] crate::device::DeviceError),
 }
 
 fn hint_for(name: &str) -> &'static str {
@@ -150,16 +155,12 @@ fn hint_for(name: &str) -> &'static str {
 }
 
 struct Location<'p> {
-    file: Option<&'p Path>,
     entry: Option<&'p str>,
     key: Option<&'p str>,
 }
 
 impl fmt::Display for Location<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = self.file {
-            write!(f, "{}: ", file.display())?;
-        }
         if let Some(entry) = self.entry {
             write!(f, "{entry}: ")?;
         }
@@ -174,11 +175,6 @@ impl PtError {
     /// What went wrong.
     pub fn kind(&self) -> &PtErrorKind {
         &self.0.kind
-    }
-
-    /// The file, when the error came from a function given a path.
-    pub fn file(&self) -> Option<&Path> {
-        self.0.file.as_deref()
     }
 
     /// The zip record or part of the file where it went wrong, if known.
@@ -208,12 +204,6 @@ impl PtError {
         self
     }
 
-    /// Names the file, keeping an entry already named.
-    pub(crate) fn in_file(mut self, file: &Path) -> Self {
-        self.0.file = Some(file.to_owned());
-        self
-    }
-
     /// Names the entry, unless a more precise one is already named.
     pub(crate) fn in_entry(mut self, entry: &str) -> Self {
         if self.0.entry.is_none() {
@@ -226,7 +216,6 @@ impl PtError {
 impl From<PtErrorKind> for PtError {
     fn from(kind: PtErrorKind) -> Self {
         PtError(Box::new(Inner {
-            file: None,
             entry: None,
             key: None,
             kind,

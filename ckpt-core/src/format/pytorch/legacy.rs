@@ -4,22 +4,32 @@
 //! as an 8-byte element count followed by its raw bytes.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
+use super::budget::Budget;
+use super::check_storage_len;
 use super::error::{PtError, PtErrorKind, truncated};
 use super::unpickle::{Obj, Pickle, unpickle};
-use super::{check_storage_len, rebuild};
-use crate::Value;
 
 /// `0x1950a86a20f9469cfc6c`, little-endian, as `LONG1` stores it.
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 const PROTOCOL_VERSION: i64 = 1001;
 
-/// Reads a legacy checkpoint held in `data`.
-pub(crate) fn read(data: &[u8]) -> Result<Value<'static>, PtError> {
+/// A legacy checkpoint's data pickle, where each of its storages' bytes are in the file (by the
+/// pickle's storage order), and whether they are big-endian.
+pub(crate) struct Legacy {
+    pub(crate) pickle: Pickle,
+    pub(crate) storages: Vec<Range<usize>>,
+    pub(crate) big_endian: bool,
+}
+
+/// Parses a legacy checkpoint held in `data`, checking every storage's length, charging what it
+/// builds to `budget`.
+pub(crate) fn parse(data: &[u8], budget: &mut Budget) -> Result<Legacy, PtError> {
     let mut pos = 0;
     let mut next = |what: &str| -> Result<Pickle, PtError> {
         let rest = data.get(pos..).unwrap_or_default();
-        let pickle = unpickle(rest).map_err(|e| e.in_entry(what))?;
+        let pickle = unpickle(rest, budget).map_err(|e| e.in_entry(what))?;
         pos += pickle.len;
         Ok(pickle)
     };
@@ -55,7 +65,7 @@ pub(crate) fn read(data: &[u8]) -> Result<Value<'static>, PtError> {
         .enumerate()
         .map(|(i, s)| (s.key.as_str(), i))
         .collect();
-    let mut found: Vec<Option<&[u8]>> = vec![None; pickle.storages.len()];
+    let mut found: Vec<Option<Range<usize>>> = vec![None; pickle.storages.len()];
     for &ix in key_ixs {
         let Obj::Str(key) = keys.obj(ix) else {
             return Err(PtError::from(PtErrorKind::Pickle {
@@ -101,25 +111,26 @@ pub(crate) fn read(data: &[u8]) -> Result<Value<'static>, PtError> {
                 truncated(format!("{} elements cannot be in this file", storage.numel))
                     .in_entry(&entry)
             })?;
+        let start = pos;
         let bytes = take(data, &mut pos, len, &entry)?;
-        check_storage_len(storage, bytes.len()).map_err(|e| e.in_entry(&entry))?;
-        *slot = Some(bytes);
+        check_storage_len(storage, bytes.len() as u64).map_err(|e| e.in_entry(&entry))?;
+        *slot = Some(start..pos);
     }
     let mut storages = Vec::with_capacity(found.len());
-    for (storage, bytes) in pickle.storages.iter().zip(found) {
-        let Some(bytes) = bytes else {
+    for (storage, range) in pickle.storages.iter().zip(found) {
+        let Some(range) = range else {
             return Err(
                 truncated("a storage the data pickle uses is not in the file")
                     .in_entry(&format!("storage {}", storage.key)),
             );
         };
-        storages.push(rebuild::little_endian(
-            bytes,
-            storage.dtype.size_in_bytes(),
-            big_endian,
-        ));
+        storages.push(range);
     }
-    rebuild::to_value(&pickle, &storages, data.len(), None).map_err(|e| e.in_entry("data pickle"))
+    Ok(Legacy {
+        pickle,
+        storages,
+        big_endian,
+    })
 }
 
 fn little_endian(sys_info: &Pickle) -> bool {

@@ -1,6 +1,6 @@
-//! PyTorch `.pt` files: [`read`] what `torch.save` writes (the zip format of PyTorch 1.6 and
-//! later, and the legacy format before it) and [`write()`] files that
-//! `torch.load(path, weights_only=True)` reads.
+//! PyTorch `.pt` files ([`PyTorch`]): what `torch.save` writes (the zip format of PyTorch 1.6
+//! and later, and the legacy format before it) read, and files that
+//! `torch.load(path, weights_only=True)` reads written.
 //!
 //! Reading is safe on untrusted files: the unpickler implements PyTorch's `weights_only=True`
 //! allow-list and executes nothing, every length and tensor view is checked against the data
@@ -8,24 +8,27 @@
 //! is an error naming the damaged record rather than silently wrong weights.
 //!
 //! ```
-//! use ckpt_core::format::pytorch;
-//! use ckpt_core::{Tensor, dict};
+//! # use ckpt_core as ckpt;
+//! use ckpt::format::{Format, PyTorch};
+//! use ckpt::{Checkpoint, LoadOptions, Tensor, dict};
 //!
-//! let weight = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+//! let weight = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
 //! let checkpoint = dict! { "epoch" => 3, "model" => dict! { "fc.weight" => &weight } };
 //!
 //! let mut file = std::io::Cursor::new(Vec::new());
-//! pytorch::write(&checkpoint, &mut file).unwrap();
-//! let loaded = pytorch::read(file.get_ref()).unwrap();
-//! assert_eq!(loaded, checkpoint);
+//! PyTorch.write(&checkpoint, &mut file)?;
+//! let loaded = Checkpoint::from_bytes(file.into_inner(), &LoadOptions::new())?;
+//! assert_eq!(loaded.value(), &checkpoint);
 //!
 //! // A pickle that would run a shell command is refused, by name.
-//! let hostile = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.";
-//! let err = pytorch::read(hostile).unwrap_err();
+//! let hostile = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.".to_vec();
+//! let err = Checkpoint::from_bytes(hostile, &LoadOptions::new()).unwrap_err();
 //! assert!(err.to_string().contains("GLOBAL os.system was not an allowed global"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod archive;
+mod budget;
 mod error;
 mod legacy;
 mod opcode;
@@ -34,144 +37,319 @@ mod rebuild;
 mod unpickle;
 mod write;
 
-use std::fs::File;
-use std::io::{BufWriter, Seek, Write};
-use std::path::Path;
+use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
+use self::archive::Archive;
+use self::budget::Budget;
 use self::error::truncated;
 pub use self::error::{PtError, PtErrorKind};
-use self::unpickle::StorageRef;
-use crate::Value;
-use crate::tensor::Backing;
+use self::rebuild::Storage;
+use self::unpickle::{Pickle, StorageRef, unpickle};
+use super::{Format, FormatError, Header, Opened};
+use crate::storage::{self, Sink, Source};
+use crate::value::Value;
 
-/// How to read a `.pt` file.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ReadOptions {
-    verify_crc: bool,
-}
+/// PyTorch's `torch.save` format (`.pt`, `.pth`, `.bin`), zip or legacy, read through a
+/// restricted unpickler that runs no code.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyTorch;
 
-impl Default for ReadOptions {
-    fn default() -> Self {
-        ReadOptions { verify_crc: true }
+/// The format's name.
+pub(crate) const NAME: &str = "pytorch";
+
+const ZIP: &[u8] = b"PK\x03\x04";
+
+impl Format for PyTorch {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn extensions(&self) -> &'static [&'static str] {
+        &["pt", "pth", "bin"]
+    }
+
+    /// A zip archive (`torch.save` since 1.6) or a pickle (the legacy format).
+    fn detect(&self, head: &[u8], _: u64) -> bool {
+        head.starts_with(ZIP) || head.first() == Some(&opcode::PROTO)
+    }
+
+    fn checksums(&self) -> Option<&'static str> {
+        Some("CRC-32 of every zip record")
+    }
+
+    fn open(&self, source: Arc<dyn Source>) -> Result<Box<dyn Opened>, FormatError> {
+        let location = source.location().clone();
+        Ok(Box::new(
+            open(source).map_err(|e| FormatError::new(&location, NAME, e))?,
+        ))
+    }
+
+    /// Writes `value` in PyTorch's zip format, which `torch.load` reads with
+    /// `weights_only=True`.
+    ///
+    /// Maps whose keys are all strings become `collections.OrderedDict`s (as a `state_dict()`
+    /// is), others plain dicts; lists become lists. Each storage is stored uncompressed and
+    /// aligned to 64 bytes, and tensors that share their data (same memory, shape and strides)
+    /// are written once and load as one tensor. The output is deterministic: the same value
+    /// gives the same bytes.
+    fn write(&self, value: &Value<'_>, sink: &mut dyn Sink) -> Result<(), FormatError> {
+        write::write(value, sink).map_err(|e| FormatError::writing(NAME, e))
     }
 }
 
-impl ReadOptions {
-    /// The defaults: CRC-32 checks on.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Whether to check each zip record's CRC-32 (default `true`). Turning it off saves one pass
-    /// over the data for files you trust; damage then goes unnoticed, as in PyTorch.
-    pub fn verify_crc(mut self, verify: bool) -> Self {
-        self.verify_crc = verify;
-        self
-    }
+/// A `.pt` file whose data pickle has been read and whose storages have been found.
+struct PtOpened {
+    source: Arc<dyn Source>,
+    pickle: Pickle,
+    /// Where each storage's bytes lie in the file, in the pickle's storage order.
+    storages: Vec<StorageAt>,
+    big_endian: bool,
+    /// What errors about the pickle name: `archive/data.pkl`, `data pickle`.
+    pickle_entry: String,
+    header: Header,
+    /// What reading the value may still spend, after the pickle and the header.
+    budget: Budget,
+    /// A damaged record found while opening (the pickle's own CRC-32 did not match), reported
+    /// by [`verify`](Opened::verify): a load that does not verify goes on, as PyTorch would.
+    damage: Option<(String, u32, u32)>,
 }
 
-/// Reads a checkpoint from the bytes of a `.pt` file, with CRC-32 checks.
-///
-/// Dicts become [`Value::Map`]s in their order, with string or integer keys; tuples and lists
-/// become [`Value::List`]s; tensors are owned, C-contiguous and on the CPU, and tensors that
-/// shared one storage view in PyTorch share their data. Whole pickled models, and any other
-/// object outside PyTorch's `weights_only` allow-list, are refused.
-pub fn read(bytes: &[u8]) -> Result<Value<'static>, PtError> {
-    read_with(bytes, &ReadOptions::default())
+/// Where one storage's bytes are.
+struct StorageAt {
+    range: Range<u64>,
+    /// The zip record's CRC-32; legacy files have none.
+    crc32: Option<u32>,
+    /// The zip record or part of a legacy file, for messages.
+    entry: String,
 }
 
-/// [`read`] with options.
-pub fn read_with(bytes: &[u8], options: &ReadOptions) -> Result<Value<'static>, PtError> {
-    read_any(bytes, options, None)
-}
-
-/// [`read_with`] over bytes that tensors may share: contiguous views of the zip format's
-/// storages (stored, aligned records, as PyTorch writes them) then read `backing` in place,
-/// copy on write, instead of being copied out.
-pub(crate) fn read_backing(
-    backing: &Arc<dyn Backing>,
-    options: &ReadOptions,
-) -> Result<Value<'static>, PtError> {
-    read_any(backing.bytes(), options, Some(backing))
-}
-
-fn read_any(
-    bytes: &[u8],
-    options: &ReadOptions,
-    backing: Option<&Arc<dyn Backing>>,
-) -> Result<Value<'static>, PtError> {
-    const ZIP: &[u8] = b"PK\x03\x04";
-    if bytes.starts_with(ZIP) {
-        archive::read(bytes, options, backing)
-    } else if bytes.first() == Some(&opcode::PROTO) {
-        legacy::read(bytes)
-    } else if bytes.is_empty() || ZIP.starts_with(bytes) {
+fn open(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
+    let mut head = [0u8; 4];
+    let head_len = source.len().min(4) as usize;
+    source.read_at(0, &mut head[..head_len])?;
+    let head = &head[..head_len];
+    if head.starts_with(ZIP) {
+        open_zip(source)
+    } else if head.first() == Some(&opcode::PROTO) {
+        open_legacy(source)
+    } else if head.is_empty() || ZIP.starts_with(head) {
         Err(truncated(format!(
             "the file has only {} bytes",
-            bytes.len()
+            source.len()
         )))
-    } else if bytes.get(257..262) == Some(b"ustar") {
-        Err(PtErrorKind::NotPyTorch {
-            reason: "a tar archive (the format of PyTorch before 0.4), which ckpt does not read"
-                .to_owned(),
-        }
-        .into())
     } else {
         Err(PtErrorKind::NotPyTorch {
-            reason: format!(
-                "starts with {:02x?}, neither a zip archive nor a pickle",
-                bytes.get(..bytes.len().min(4)).unwrap_or_default()
-            ),
+            reason: format!("starts with {head:02x?}, neither a zip archive nor a pickle"),
         }
         .into())
     }
 }
 
-/// Reads a `.pt` file; errors name the file.
-pub fn read_file(path: impl AsRef<Path>) -> Result<Value<'static>, PtError> {
-    read_file_with(path, &ReadOptions::default())
-}
-
-/// [`read_file`] with options.
-pub fn read_file_with(
-    path: impl AsRef<Path>,
-    options: &ReadOptions,
-) -> Result<Value<'static>, PtError> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| PtError::from(e).in_file(path))?;
-    read_with(&bytes, options).map_err(|e| e.in_file(path))
-}
-
-/// Writes `value` as a `.pt` file in PyTorch's zip format, which `torch.load` reads with
-/// `weights_only=True`.
-///
-/// Maps whose keys are all strings become `collections.OrderedDict`s (as a `state_dict()` is),
-/// others plain dicts; lists become lists. Each storage is stored uncompressed and aligned to 64
-/// bytes, and tensors that share their data (same memory, shape and strides) are written once
-/// and load as one tensor. The output is deterministic: the same value gives the same bytes.
-pub fn write<W: Write + Seek>(value: &Value<'_>, out: W) -> Result<(), PtError> {
-    write::write(value, out)
-}
-
-/// [`write()`] to a new file at `path` (replacing any file there); errors name the file.
-pub fn write_file(value: &Value<'_>, path: impl AsRef<Path>) -> Result<(), PtError> {
-    let path = path.as_ref();
-    let run = || -> Result<(), PtError> {
-        let mut out = BufWriter::new(File::create(path)?);
-        write::write(value, &mut out)?;
-        out.flush()?;
-        Ok(())
+fn open_zip(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
+    let mut budget = Budget::for_file(source.len());
+    let archive = Archive::open(&source, &mut budget)?;
+    let mut damage = None;
+    let mut record = |name: &str| -> Result<Option<(&archive::Record, Vec<u8>)>, PtError> {
+        let Some(record) = archive.get(name) else {
+            return Ok(None);
+        };
+        let bytes = storage::read_range(&*source, record.start..record.start + record.len)
+            .map_err(|e| PtError::from(e).in_entry(&record.name))?;
+        let actual = crc32fast::hash(&bytes);
+        if actual != record.crc32 && damage.is_none() {
+            damage = Some((record.name.clone(), record.crc32, actual));
+        }
+        Ok(Some((record, bytes)))
     };
-    run().map_err(|e| e.in_file(path))
+    let pkl_name = format!("{}/data.pkl", archive.prefix);
+    let (_, pkl) = record("data.pkl")?.ok_or_else(|| {
+        PtError::from(PtErrorKind::MissingRecord {
+            name: pkl_name.clone(),
+        })
+    })?;
+    // Files from before the record existed are little-endian, as PyTorch assumes.
+    let big_endian = match record("byteorder")? {
+        None => false,
+        Some((_, order)) if order == b"little" => false,
+        Some((_, order)) if order == b"big" => true,
+        Some((record, other)) => {
+            let found = String::from_utf8_lossy(&other).into_owned();
+            return Err(PtError::from(PtErrorKind::ByteOrder { found }).in_entry(&record.name));
+        }
+    };
+    // A damaged pickle is reported as damaged, rather than as what the damage made of it.
+    let crc_error = |damage: &Option<(String, u32, u32)>| {
+        damage.as_ref().map(|(name, expected, actual)| {
+            PtError::from(PtErrorKind::Crc {
+                expected: *expected,
+                actual: *actual,
+            })
+            .in_entry(name)
+        })
+    };
+    let pickle = match unpickle(&pkl, &mut budget) {
+        Ok(pickle) => pickle,
+        Err(e) => return Err(crc_error(&damage).unwrap_or_else(|| e.in_entry(&pkl_name))),
+    };
+    let storages = pickle
+        .storages
+        .iter()
+        .map(|storage| {
+            let name = format!("data/{}", storage.key);
+            let record = archive.get(&name).ok_or_else(|| {
+                PtError::from(PtErrorKind::MissingRecord {
+                    name: format!("{}/{name}", archive.prefix),
+                })
+            })?;
+            check_storage_len(storage, record.len).map_err(|e| e.in_entry(&record.name))?;
+            Ok(StorageAt {
+                range: record.start..record.start + record.len,
+                crc32: Some(record.crc32),
+                entry: record.name.clone(),
+            })
+        })
+        .collect::<Result<_, PtError>>()?;
+    finish(
+        source, pickle, storages, big_endian, pkl_name, budget, damage,
+    )
 }
+
+fn open_legacy(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
+    // Five pickles and the storages back to back: the whole file is read, in place where the
+    // source holds it in memory.
+    let mut budget = Budget::for_file(source.len());
+    let (backing, range) = storage::shared(&*source, 0..source.len())?;
+    let parsed = legacy::parse(&backing.bytes()[range], &mut budget)?;
+    let storages = parsed
+        .pickle
+        .storages
+        .iter()
+        .zip(&parsed.storages)
+        .map(|(storage, range)| StorageAt {
+            range: range.start as u64..range.end as u64,
+            crc32: None,
+            entry: format!("storage {}", storage.key),
+        })
+        .collect();
+    let entry = "data pickle".to_owned();
+    finish(
+        source,
+        parsed.pickle,
+        storages,
+        parsed.big_endian,
+        entry,
+        budget,
+        None,
+    )
+}
+
+/// Describes the contents from the pickle alone, checking every tensor's shape.
+fn finish(
+    source: Arc<dyn Source>,
+    pickle: Pickle,
+    storages: Vec<StorageAt>,
+    big_endian: bool,
+    pickle_entry: String,
+    mut budget: Budget,
+    damage: Option<(String, u32, u32)>,
+) -> Result<PtOpened, PtError> {
+    let (tensors, values) =
+        rebuild::describe(&pickle, &mut budget).map_err(|e| e.in_entry(&pickle_entry))?;
+    Ok(PtOpened {
+        source,
+        pickle,
+        storages,
+        big_endian,
+        pickle_entry,
+        header: Header {
+            format: NAME,
+            tensors,
+            values,
+        },
+        budget,
+        damage,
+    })
+}
+
+impl PtOpened {
+    fn error(&self, e: PtError) -> FormatError {
+        FormatError::new(self.source.location(), NAME, e)
+    }
+}
+
+impl Opened for PtOpened {
+    fn header(&self) -> Header {
+        self.header.clone()
+    }
+
+    fn verify(&self, release: bool) -> Result<(), FormatError> {
+        if let Some((name, expected, actual)) = &self.damage {
+            let error = PtError::from(PtErrorKind::Crc {
+                expected: *expected,
+                actual: *actual,
+            });
+            return Err(self.error(error.in_entry(name)));
+        }
+        for at in &self.storages {
+            let Some(expected) = at.crc32 else { continue };
+            let (backing, range) = storage::shared(&*self.source, at.range.clone())
+                .map_err(|e| self.error(PtError::from(e).in_entry(&at.entry)))?;
+            let bytes = &backing.bytes()[range];
+            let mut hasher = crc32fast::Hasher::new();
+            for chunk in bytes.chunks(CHUNK) {
+                backing.prefetch(chunk);
+                hasher.update(chunk);
+                if release {
+                    backing.release(chunk);
+                }
+            }
+            let actual = hasher.finalize();
+            if actual != expected {
+                return Err(self.error(
+                    PtError::from(PtErrorKind::Crc { expected, actual }).in_entry(&at.entry),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&self) -> Result<Value<'static>, FormatError> {
+        let held = self
+            .storages
+            .iter()
+            .map(|at| {
+                storage::shared(&*self.source, at.range.clone())
+                    .map_err(|e| self.error(PtError::from(e).in_entry(&at.entry)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let storages: Vec<Storage<'_>> = held
+            .iter()
+            .zip(&self.pickle.storages)
+            .map(|((backing, range), storage)| {
+                let bytes = rebuild::little_endian(
+                    &backing.bytes()[range.clone()],
+                    storage.dtype.size_in_bytes(),
+                    self.big_endian,
+                );
+                let backing = matches!(bytes, Cow::Borrowed(_)).then(|| Arc::clone(backing));
+                Storage { bytes, backing }
+            })
+            .collect();
+        rebuild::to_value(&self.pickle, &storages, self.budget.clone())
+            .map_err(|e| self.error(e.in_entry(&self.pickle_entry)))
+    }
+}
+
+/// Chunk size for checking CRCs, small enough to release pages as we go.
+const CHUNK: usize = 4 << 20;
 
 /// Checks a storage's bytes against the element count the pickle gives it.
-fn check_storage_len(storage: &StorageRef, actual: usize) -> Result<(), PtError> {
+fn check_storage_len(storage: &StorageRef, actual: u64) -> Result<(), PtError> {
     let item = storage.dtype.size_in_bytes() as u64;
     let expected = storage.numel.checked_mul(item);
-    if expected == Some(actual as u64) {
+    if expected == Some(actual) {
         return Ok(());
     }
     Err(PtErrorKind::StorageLength {
@@ -179,7 +357,7 @@ fn check_storage_len(storage: &StorageRef, actual: usize) -> Result<(), PtError>
         dtype: storage.dtype,
         numel: storage.numel,
         expected: expected.unwrap_or(u64::MAX),
-        actual: actual as u64,
+        actual,
     }
     .into())
 }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use super::error::{PtError, PtErrorKind};
 use super::opcode as op;
 use super::rebuild::MAX_DEPTH;
-use crate::{DType, Key, TensorView, Value};
+use crate::dtype::DType;
+use crate::tensor::TensorView;
+use crate::value::{Key, Value};
 
 /// A pickled value and the tensors whose data become storage records `data/0`, `data/1`, ….
 pub(crate) struct Pickled<'v> {
@@ -54,7 +56,8 @@ impl<'v> Pickler<'v> {
             .into());
         }
         match value {
-            Value::None => self.out.push(op::NONE),
+            // A defect is refused before writing starts; `None` keeps this total.
+            Value::None | Value::Defect(_) => self.out.push(op::NONE),
             Value::Bool(true) => self.out.push(op::NEWTRUE),
             Value::Bool(false) => self.out.push(op::NEWFALSE),
             Value::Int(i) => self.int(*i),

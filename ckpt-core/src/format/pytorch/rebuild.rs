@@ -8,47 +8,59 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use super::budget::Budget;
 use super::error::{PtError, PtErrorKind};
 use super::unpickle::{Ix, Obj, Pickle, StorageRef, TensorSpec};
-use crate::tensor::Backing;
-use crate::{DType, Key, Tensor, TensorCow, Value};
+use crate::dtype::DType;
+use crate::format::TensorInfo;
+use crate::state::KeyPath;
+use crate::tensor::{Backing, Tensor, check_size};
+use crate::value::{Key, TensorCow, Value};
+
+/// A storage's bytes, little-endian, and the backing they borrow from when they do: then
+/// contiguous views read them in place instead of being copied.
+pub(crate) struct Storage<'s> {
+    pub(crate) bytes: Cow<'s, [u8]>,
+    pub(crate) backing: Option<Arc<dyn Backing>>,
+}
 
 /// Nesting deeper than this is refused: real checkpoints nest a handful of levels, and the
 /// conversion recurses.
 pub(crate) const MAX_DEPTH: usize = 200;
 
+/// What one tensor costs besides its shape and any data copied for it.
+const TENSOR_COST: usize = 128;
+
 /// Converts `pickle`, whose storages hold `storages` (little-endian, lengths already checked
-/// against each storage's element count). `input_len` bounds the work: a pickle may refer to one
-/// object many times, but the values and tensor bytes built may not exceed a small multiple of
-/// the file.
+/// against each storage's element count). What is built is charged to `budget`: a pickle may
+/// refer to one object many times, but the values and the tensor bytes copied out of their
+/// storages may not outgrow the file.
 pub(crate) fn to_value(
     pickle: &Pickle,
-    storages: &[Cow<'_, [u8]>],
-    input_len: usize,
-    backing: Option<&Arc<dyn Backing>>,
+    storages: &[Storage<'_>],
+    budget: Budget,
 ) -> Result<Value<'static>, PtError> {
     let mut cx = Convert {
         pickle,
         storages,
-        backing,
         by_object: HashMap::new(),
         by_view: HashMap::new(),
-        nodes_left: input_len.saturating_mul(2).saturating_add(1024),
-        bytes_left: input_len.saturating_mul(2).saturating_add(1 << 20),
+        budget,
     };
     cx.value(pickle.root, 0)
 }
 
+/// What one value costs besides its heap data.
+const VALUE_COST: usize = size_of::<Value<'static>>();
+/// What one map entry costs besides its key's string: the key, its hash and index.
+const ENTRY_COST: usize = size_of::<Key>() + 16;
+
 struct Convert<'p, 's> {
     pickle: &'p Pickle,
-    storages: &'p [Cow<'s, [u8]>],
-    /// The bytes the storages were borrowed from, when they can be shared: then contiguous
-    /// views read them in place instead of being copied.
-    backing: Option<&'p Arc<dyn Backing>>,
+    storages: &'p [Storage<'s>],
     by_object: HashMap<Ix, Tensor>,
     by_view: HashMap<(usize, i64, Vec<i64>, Vec<i64>), Tensor>,
-    nodes_left: usize,
-    bytes_left: usize,
+    budget: Budget,
 }
 
 impl Convert<'_, '_> {
@@ -58,9 +70,7 @@ impl Convert<'_, '_> {
                 "nesting deeper than {MAX_DEPTH} levels (or a container that holds itself)"
             )));
         }
-        self.nodes_left = self.nodes_left.checked_sub(1).ok_or_else(|| {
-            limit("the pickle refers to shared objects more often than its size allows".to_owned())
-        })?;
+        self.budget.charge(VALUE_COST, "the values built")?;
         Ok(match self.pickle.obj(ix) {
             Obj::None => Value::None,
             Obj::Bool(b) => Value::Bool(*b),
@@ -96,6 +106,7 @@ impl Convert<'_, '_> {
             Obj::Dict(pairs) => {
                 let mut map = IndexMap::with_capacity(pairs.len());
                 for &(k, v) in pairs {
+                    self.budget.charge(ENTRY_COST, "the values built")?;
                     let key = match self.pickle.obj(k) {
                         Obj::Str(s) => Key::Str(self.copy_str(s)?),
                         Obj::Int(i) => Key::Int(*i),
@@ -117,11 +128,7 @@ impl Convert<'_, '_> {
     /// A string copied out of the pickle, paid for from the same budget as tensor data: a long
     /// string fetched from the memo many times must not multiply the file's size.
     fn copy_str(&mut self, s: &str) -> Result<String, PtError> {
-        self.bytes_left = self.bytes_left.checked_sub(s.len()).ok_or_else(|| {
-            limit(
-                "the strings and tensors built add up to more than twice the file size".to_owned(),
-            )
-        })?;
+        self.budget.charge(s.len(), "the strings built")?;
         Ok(s.to_owned())
     }
 
@@ -145,18 +152,21 @@ impl Convert<'_, '_> {
                 "a tensor whose storage was never loaded".to_owned(),
             ));
         };
-        let (shape, data) = cut_view(storage, bytes, spec).map_err(|message| {
+        let (shape, data) = cut_view(storage, &bytes.bytes, spec).map_err(|message| {
             PtError::from(PtErrorKind::Tensor {
                 key: storage.key.clone(),
                 message,
             })
         })?;
-        self.bytes_left = self.bytes_left.checked_sub(data.len()).ok_or_else(|| {
-            limit(
-                "the strings and tensors built add up to more than twice the file size".to_owned(),
-            )
-        })?;
-        let in_place = match (self.backing, &data) {
+        let copied = match &data {
+            Cow::Owned(bytes) => bytes.len(),
+            Cow::Borrowed(_) => 0,
+        };
+        self.budget.charge(
+            TENSOR_COST + shape.len() * size_of::<usize>() + copied,
+            "the tensors built",
+        )?;
+        let in_place = match (&bytes.backing, &data) {
             (Some(backing), Cow::Borrowed(slice)) => range_in(backing.bytes(), slice)
                 .map(|range| Tensor::mapped(Arc::clone(backing), range, storage.dtype, &shape)),
             _ => None,
@@ -183,14 +193,13 @@ fn range_in(whole: &[u8], part: &[u8]) -> Option<std::ops::Range<usize>> {
     (end <= whole.len()).then_some(start..end)
 }
 
-/// The view's elements in C order, after checking that every one lies inside the storage.
-fn cut_view<'b>(
+/// The shape, strides and offset of a view, after checking that its size fits in memory and
+/// that every element it reads lies inside the storage.
+fn check_view(
     storage: &StorageRef,
-    bytes: &'b [u8],
     spec: &TensorSpec,
-) -> Result<(Vec<usize>, Cow<'b, [u8]>), String> {
+) -> Result<(Vec<usize>, Vec<usize>, usize, usize), String> {
     let dtype: DType = storage.dtype;
-    let item = dtype.size_in_bytes();
     if spec.shape.len() != spec.stride.len() {
         return Err(format!(
             "size {:?} and stride {:?} have different lengths",
@@ -212,12 +221,10 @@ fn cut_view<'b>(
         .collect::<Result<_, _>>()?;
     let offset = nonneg(spec.offset, "storage offset")?;
     let overflow = || format!("size {shape:?} with stride {stride:?} overflows");
-    let numel = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(overflow)?;
+    check_size(dtype, &shape).map_err(|e| e.to_string())?;
+    let numel: usize = shape.iter().product();
     if numel == 0 {
-        return Ok((shape, Cow::Borrowed(&[])));
+        return Ok((shape, stride, offset, 0));
     }
     // The last element the view reads; every other one lies between it and `offset`.
     let last = shape
@@ -234,7 +241,22 @@ fn cut_view<'b>(
              {last}, past the end of its storage of {storage_numel} elements"
         ));
     }
-    let nbytes = numel.checked_mul(item).ok_or_else(overflow)?;
+    Ok((shape, stride, offset, numel))
+}
+
+/// The view's elements in C order, after checking that every one lies inside the storage.
+fn cut_view<'b>(
+    storage: &StorageRef,
+    bytes: &'b [u8],
+    spec: &TensorSpec,
+) -> Result<(Vec<usize>, Cow<'b, [u8]>), String> {
+    let (shape, stride, offset, numel) = check_view(storage, spec)?;
+    if numel == 0 {
+        return Ok((shape, Cow::Borrowed(&[])));
+    }
+    let item = storage.dtype.size_in_bytes();
+    // `check_view` checked the size in bytes.
+    let nbytes = numel * item;
     if nbytes > bytes.len() {
         return Err(format!(
             "a view of {nbytes} bytes is larger than its storage of {} bytes \
@@ -349,4 +371,106 @@ pub(crate) fn little_endian(bytes: &[u8], item: usize, big_endian: bool) -> Cow<
         element.reverse();
     }
     Cow::Owned(out)
+}
+
+/// What a pickle holds, from its structure: every tensor, and every plain value with its key.
+pub(crate) type Described = (Vec<TensorInfo>, Vec<(String, Value<'static>)>);
+
+/// The tensors and plain values of `pickle` without reading any storage: what a header shows.
+/// Tensors come once each, under their first key, with their shapes checked as a load would.
+pub(crate) fn describe(pickle: &Pickle, budget: &mut Budget) -> Result<Described, PtError> {
+    let mut cx = Describe {
+        pickle,
+        seen: std::collections::HashSet::new(),
+        tensors: Vec::new(),
+        values: Vec::new(),
+        budget,
+    };
+    cx.walk(pickle.root, &mut KeyPath::new(), 0)?;
+    Ok((cx.tensors, cx.values))
+}
+
+struct Describe<'p, 'b> {
+    pickle: &'p Pickle,
+    seen: std::collections::HashSet<Ix>,
+    tensors: Vec<TensorInfo>,
+    values: Vec<(String, Value<'static>)>,
+    budget: &'b mut Budget,
+}
+
+/// What visiting one object costs: its place in the walk, and in the set of tensors seen.
+const VISIT_COST: usize = 16;
+
+impl Describe<'_, '_> {
+    /// Records a plain value under the current key.
+    fn value(&mut self, path: &KeyPath, value: Value<'static>, heap: usize) -> Result<(), PtError> {
+        let cost = size_of::<(String, Value<'static>)>() + path.as_str().len() + heap;
+        self.budget.charge(cost, "the header's values")?;
+        self.values.push((path.as_str().to_owned(), value));
+        Ok(())
+    }
+
+    fn walk(&mut self, ix: Ix, path: &mut KeyPath, depth: usize) -> Result<(), PtError> {
+        if depth > MAX_DEPTH {
+            return Err(limit(format!(
+                "nesting deeper than {MAX_DEPTH} levels (or a container that holds itself)"
+            )));
+        }
+        self.budget
+            .charge(VISIT_COST, "walking the pickle's objects")?;
+        match self.pickle.obj(ix) {
+            Obj::List(items) | Obj::Tuple(items) => {
+                for (i, &item) in items.iter().enumerate() {
+                    path.push(i);
+                    self.walk(item, path, depth + 1)?;
+                    path.pop();
+                }
+            }
+            Obj::Dict(pairs) => {
+                for &(k, v) in pairs {
+                    match self.pickle.obj(k) {
+                        Obj::Str(s) => path.push(s),
+                        Obj::Int(i) => path.push(i),
+                        other => {
+                            return Err(unsupported(format!("a dict key that is {}", kind(other))));
+                        }
+                    }
+                    self.walk(v, path, depth + 1)?;
+                    path.pop();
+                }
+            }
+            Obj::Tensor(spec) => {
+                if self.seen.insert(ix) {
+                    let storage = self.pickle.storages.get(spec.storage).ok_or_else(|| {
+                        unsupported("a tensor whose storage was never loaded".to_owned())
+                    })?;
+                    let (shape, ..) = check_view(storage, spec).map_err(|message| {
+                        PtError::from(PtErrorKind::Tensor {
+                            key: storage.key.clone(),
+                            message,
+                        })
+                        .under_key(&path.as_str())
+                    })?;
+                    let cost = size_of::<TensorInfo>() + path.as_str().len() + 8 * shape.len();
+                    self.budget.charge(cost, "the header's tensors")?;
+                    let info =
+                        TensorInfo::new(path.as_str(), storage.dtype, shape).map_err(|e| {
+                            PtError::from(PtErrorKind::Tensor {
+                                key: storage.key.clone(),
+                                message: e.to_string(),
+                            })
+                            .under_key(&path.as_str())
+                        })?;
+                    self.tensors.push(info);
+                }
+            }
+            Obj::None => self.value(path, Value::None, 0)?,
+            Obj::Bool(b) => self.value(path, Value::Bool(*b), 0)?,
+            Obj::Int(i) => self.value(path, Value::Int(*i), 0)?,
+            Obj::Float(x) => self.value(path, Value::Float(*x), 0)?,
+            Obj::Str(s) => self.value(path, Value::String(s.to_string()), s.len())?,
+            other => return Err(unsupported(format!("{} as a value", kind(other)))),
+        }
+        Ok(())
+    }
 }

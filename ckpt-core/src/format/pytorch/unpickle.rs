@@ -3,14 +3,16 @@
 //! It builds plain data (numbers, strings, lists, dicts, tensor descriptions) and never calls
 //! anything: an allowed global such as `collections.OrderedDict` is a tag that `REDUCE` turns into
 //! the data it stands for, and every other global is refused by name. Every length is checked
-//! against the bytes that remain and every container is built from items already read, so memory
-//! grows at most linearly with the input, and the loop runs once per opcode byte.
+//! against the bytes that remain, every container is built from items already read, and every
+//! object, stack slot and memo entry is charged to the file's [`Budget`]; `None`, `True` and
+//! `False` are one shared object each. The loop runs once per opcode byte.
 
 use std::collections::HashMap;
 
+use super::budget::Budget;
 use super::error::{PtError, PtErrorKind, truncated};
 use super::opcode as op;
-use crate::DType;
+use crate::dtype::DType;
 
 /// The most dimensions a tensor may have; PyTorch's own limit is lower in practice.
 const MAX_DIMS: usize = 64;
@@ -74,8 +76,14 @@ pub(crate) enum Obj {
     Dict(Vec<(Ix, Ix)>),
     Global(Global),
     Storage(usize),
-    Tensor(TensorSpec),
+    /// Boxed: a tensor is rare next to the ints and strings around it, and `Obj` stays small.
+    Tensor(Box<TensorSpec>),
 }
+
+/// The objects every pickle starts with, shared by every `NONE`, `NEWTRUE` and `NEWFALSE`.
+const NONE: Ix = 0;
+const TRUE: Ix = 1;
+const FALSE: Ix = 2;
 
 /// An unpickled object graph, its root, and the storages it refers to.
 #[derive(Debug)]
@@ -99,18 +107,22 @@ impl Pickle {
     }
 }
 
-/// Reads one pickle from the start of `data`, stopping at its `STOP`.
-pub(crate) fn unpickle(data: &[u8]) -> Result<Pickle, PtError> {
+/// Reads one pickle from the start of `data`, stopping at its `STOP`, charging what it builds
+/// to `budget`.
+pub(crate) fn unpickle(data: &[u8], budget: &mut Budget) -> Result<Pickle, PtError> {
     let mut m = Machine {
         data,
         pos: 0,
         op_pos: 0,
-        objs: Vec::new(),
+        objs: vec![Obj::None, Obj::Bool(true), Obj::Bool(false)],
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
         storages: Vec::new(),
         storage_index: HashMap::new(),
+        budget,
+        stack_peak: 0,
+        marks_peak: 0,
     };
     let root = m.run()?;
     Ok(Pickle {
@@ -133,7 +145,16 @@ struct Machine<'a> {
     memo: HashMap<u32, Ix>,
     storages: Vec<StorageRef>,
     storage_index: HashMap<String, usize>,
+    budget: &'a mut Budget,
+    /// The deepest the stack and the marks have been: what their memory has grown to.
+    stack_peak: usize,
+    marks_peak: usize,
 }
+
+/// What one object costs besides its heap data: the object and a few slots where it is kept.
+const OBJ_COST: usize = size_of::<Obj>() + 8;
+/// What one memo entry costs in the hash map.
+const MEMO_COST: usize = 32;
 
 impl<'a> Machine<'a> {
     fn run(&mut self) -> Result<Ix, PtError> {
@@ -152,7 +173,13 @@ impl<'a> Machine<'a> {
                     self.take(8, "a frame length")?;
                 }
                 op::STOP => return self.pop(),
-                op::MARK => self.marks.push(self.stack.len()),
+                op::MARK => {
+                    self.marks.push(self.stack.len());
+                    if self.marks.len() > self.marks_peak {
+                        self.marks_peak = self.marks.len();
+                        self.budget.charge(16, "the pickle's marks")?;
+                    }
+                }
                 op::POP => {
                     self.pop()?;
                 }
@@ -161,36 +188,36 @@ impl<'a> Machine<'a> {
                 }
                 op::DUP => {
                     let top = self.top()?;
-                    self.stack.push(top);
+                    self.push_ix(top)?;
                 }
-                op::NONE => self.push(Obj::None),
-                op::NEWTRUE => self.push(Obj::Bool(true)),
-                op::NEWFALSE => self.push(Obj::Bool(false)),
+                op::NONE => self.push_ix(NONE)?,
+                op::NEWTRUE => self.push_ix(TRUE)?,
+                op::NEWFALSE => self.push_ix(FALSE)?,
                 op::BININT => {
                     let b = self.array::<4>("a BININT")?;
-                    self.push(Obj::Int(i64::from(i32::from_le_bytes(b))));
+                    self.push(Obj::Int(i64::from(i32::from_le_bytes(b))))?;
                 }
                 op::BININT1 => {
                     let b = self.byte("a BININT1")?;
-                    self.push(Obj::Int(i64::from(b)));
+                    self.push(Obj::Int(i64::from(b)))?;
                 }
                 op::BININT2 => {
                     let b = self.array::<2>("a BININT2")?;
-                    self.push(Obj::Int(i64::from(u16::from_le_bytes(b))));
+                    self.push(Obj::Int(i64::from(u16::from_le_bytes(b))))?;
                 }
                 op::LONG1 => {
                     let n = usize::from(self.byte("a LONG1 length")?);
                     let bytes = self.take(n, "a LONG1")?;
-                    self.push(long(bytes));
+                    self.push(long(bytes))?;
                 }
                 op::LONG4 => {
                     let n = self.length4("a LONG4 length")?;
                     let bytes = self.take(n, "a LONG4")?;
-                    self.push(long(bytes));
+                    self.push(long(bytes))?;
                 }
                 op::BINFLOAT => {
                     let b = self.array::<8>("a BINFLOAT")?;
-                    self.push(Obj::Float(f64::from_be_bytes(b)));
+                    self.push(Obj::Float(f64::from_be_bytes(b)))?;
                 }
                 op::SHORT_BINUNICODE => {
                     let n = usize::from(self.byte("a string length")?);
@@ -207,48 +234,48 @@ impl<'a> Machine<'a> {
                 op::SHORT_BINSTRING => {
                     let n = usize::from(self.byte("a string length")?);
                     let bytes = self.take(n, "a string")?;
-                    self.push(string_or_bytes(bytes));
+                    self.push(string_or_bytes(bytes))?;
                 }
                 op::BINSTRING => {
                     let n = self.length4("a string length")?;
                     let bytes = self.take(n, "a string")?;
-                    self.push(string_or_bytes(bytes));
+                    self.push(string_or_bytes(bytes))?;
                 }
                 op::SHORT_BINBYTES => {
                     let n = usize::from(self.byte("a bytes length")?);
                     let bytes = self.take(n, "bytes")?;
-                    self.push(Obj::Bytes(bytes.to_vec()));
+                    self.push(Obj::Bytes(bytes.to_vec()))?;
                 }
                 op::BINBYTES => {
                     let n = self.length4("a bytes length")?;
                     let bytes = self.take(n, "bytes")?;
-                    self.push(Obj::Bytes(bytes.to_vec()));
+                    self.push(Obj::Bytes(bytes.to_vec()))?;
                 }
                 op::BINBYTES8 => {
                     let n = self.length8("a bytes length")?;
                     let bytes = self.take(n, "bytes")?;
-                    self.push(Obj::Bytes(bytes.to_vec()));
+                    self.push(Obj::Bytes(bytes.to_vec()))?;
                 }
-                op::EMPTY_DICT => self.push(Obj::Dict(Vec::new())),
-                op::EMPTY_LIST => self.push(Obj::List(Vec::new())),
-                op::EMPTY_TUPLE => self.push(Obj::Tuple(Vec::new())),
+                op::EMPTY_DICT => self.push(Obj::Dict(Vec::new()))?,
+                op::EMPTY_LIST => self.push(Obj::List(Vec::new()))?,
+                op::EMPTY_TUPLE => self.push(Obj::Tuple(Vec::new()))?,
                 op::TUPLE => {
                     let items = self.pop_mark()?;
-                    self.push(Obj::Tuple(items));
+                    self.push(Obj::Tuple(items))?;
                 }
                 op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
                     let n = usize::from(code - op::TUPLE1 + 1);
                     let items = self.pop_n(n)?;
-                    self.push(Obj::Tuple(items));
+                    self.push(Obj::Tuple(items))?;
                 }
                 op::LIST => {
                     let items = self.pop_mark()?;
-                    self.push(Obj::List(items));
+                    self.push(Obj::List(items))?;
                 }
                 op::DICT => {
                     let items = self.pop_mark()?;
                     let pairs = self.pairs(&items)?;
-                    self.push(Obj::Dict(pairs));
+                    self.push(Obj::Dict(pairs))?;
                 }
                 op::APPEND => {
                     let item = self.pop()?;
@@ -293,7 +320,7 @@ impl<'a> Machine<'a> {
                     let module = self.line("a GLOBAL module name")?;
                     let name = self.line("a GLOBAL name")?;
                     let global = self.resolve(module, name)?;
-                    self.push(Obj::Global(global));
+                    self.push(Obj::Global(global))?;
                 }
                 op::STACK_GLOBAL => {
                     let name = self.pop()?;
@@ -304,13 +331,13 @@ impl<'a> Machine<'a> {
                         return Err(self.error("STACK_GLOBAL needs two strings".to_owned()));
                     };
                     let global = self.resolve(module, name)?;
-                    self.push(Obj::Global(global));
+                    self.push(Obj::Global(global))?;
                 }
                 op::REDUCE => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let result = self.reduce(callable, args)?;
-                    self.stack.push(result);
+                    self.push_ix(result)?;
                 }
                 op::BUILD => {
                     let state = self.pop()?;
@@ -320,7 +347,7 @@ impl<'a> Machine<'a> {
                 op::BINPERSID => {
                     let pid = self.pop()?;
                     let storage = self.persistent_load(pid)?;
-                    self.push(Obj::Storage(storage));
+                    self.push(Obj::Storage(storage))?;
                 }
                 other => {
                     return Err(PtErrorKind::UnsupportedOpcode {
@@ -398,13 +425,39 @@ impl<'a> Machine<'a> {
         let bytes = self.take(n, "a string")?;
         let s = std::str::from_utf8(bytes)
             .map_err(|e| self.error(format!("string is not valid UTF-8: {e}")))?;
-        self.push(Obj::Str(s.to_owned()));
+        self.push(Obj::Str(s.to_owned()))?;
         Ok(())
     }
 
-    fn push(&mut self, obj: Obj) {
-        self.stack.push(self.objs.len());
+    /// A new object, charged with its heap data, pushed on the stack.
+    fn push(&mut self, obj: Obj) -> Result<(), PtError> {
+        let heap = match &obj {
+            Obj::Str(s) => s.len(),
+            Obj::Bytes(b) | Obj::BigInt(b) => b.len(),
+            Obj::List(items) | Obj::Tuple(items) => items.len() * size_of::<Ix>(),
+            Obj::Dict(pairs) => pairs.len() * size_of::<(Ix, Ix)>(),
+            Obj::Tensor(spec) => {
+                size_of::<TensorSpec>() + (spec.shape.len() + spec.stride.len()) * size_of::<i64>()
+            }
+            Obj::None | Obj::Bool(_) | Obj::Int(_) | Obj::Float(_) => 0,
+            Obj::Global(_) | Obj::Storage(_) => 0,
+        };
+        self.budget
+            .charge(OBJ_COST + heap, "the pickle's objects")?;
         self.objs.push(obj);
+        self.push_ix(self.objs.len() - 1)
+    }
+
+    /// Pushes an existing object on the stack, charging the stack's growth.
+    fn push_ix(&mut self, ix: Ix) -> Result<(), PtError> {
+        self.stack.push(ix);
+        if self.stack.len() > self.stack_peak {
+            self.stack_peak = self.stack.len();
+            // A vector grows by doubling: count its slack too.
+            self.budget
+                .charge(2 * size_of::<Ix>(), "the pickle's stack")?;
+        }
+        Ok(())
     }
 
     fn floor(&self) -> usize {
@@ -457,6 +510,8 @@ impl<'a> Machine<'a> {
     }
 
     fn extend_list(&mut self, items: Vec<Ix>) -> Result<(), PtError> {
+        self.budget
+            .charge(2 * items.len() * size_of::<Ix>(), "the pickle's lists")?;
         let target = self.top()?;
         match self.objs.get_mut(target) {
             Some(Obj::List(list)) => {
@@ -468,6 +523,10 @@ impl<'a> Machine<'a> {
     }
 
     fn extend_dict(&mut self, pairs: Vec<(Ix, Ix)>) -> Result<(), PtError> {
+        self.budget.charge(
+            2 * pairs.len() * size_of::<(Ix, Ix)>(),
+            "the pickle's dicts",
+        )?;
         let target = self.top()?;
         match self.objs.get_mut(target) {
             Some(Obj::Dict(dict)) => {
@@ -480,7 +539,9 @@ impl<'a> Machine<'a> {
 
     fn put(&mut self, index: u32) -> Result<(), PtError> {
         let top = self.top()?;
-        self.memo.insert(index, top);
+        if self.memo.insert(index, top).is_none() {
+            self.budget.charge(MEMO_COST, "the pickle's memo")?;
+        }
         Ok(())
     }
 
@@ -489,8 +550,7 @@ impl<'a> Machine<'a> {
             .memo
             .get(&index)
             .ok_or_else(|| self.error(format!("memo key {index} was never stored")))?;
-        self.stack.push(ix);
-        Ok(())
+        self.push_ix(ix)
     }
 
     /// The allow-list of `torch._weights_only_unpickler`, reduced to what ckpt can represent.
@@ -548,12 +608,12 @@ impl<'a> Machine<'a> {
                 };
                 let shape = self.ints(args.get(2).copied(), "size")?;
                 let stride = self.ints(args.get(3).copied(), "stride")?;
-                Obj::Tensor(TensorSpec {
+                Obj::Tensor(Box::new(TensorSpec {
                     storage: *storage,
                     offset: *offset,
                     shape,
                     stride,
-                })
+                }))
             }
             Global::RebuildParameter if args.len() == 3 => {
                 if let (Some(Obj::Tensor(_)), Some(&data)) = (arg(0), args.first()) {
@@ -587,6 +647,7 @@ impl<'a> Machine<'a> {
                 )));
             }
         };
+        self.budget.charge(OBJ_COST, "the pickle's objects")?;
         self.objs.push(obj);
         Ok(self.objs.len() - 1)
     }
@@ -676,6 +737,10 @@ impl<'a> Machine<'a> {
             return Ok(i);
         }
         let key = key.into_owned();
+        self.budget.charge(
+            size_of::<StorageRef>() + 2 * key.len() + MEMO_COST,
+            "the pickle's storages",
+        )?;
         self.storage_index.insert(key.clone(), self.storages.len());
         self.storages.push(StorageRef { key, dtype, numel });
         Ok(self.storages.len() - 1)

@@ -2,14 +2,16 @@
 //! `PyTorchStreamWriter` lays it out: every record stored uncompressed and its data aligned to 64
 //! bytes, so that readers can map storages straight from the file.
 
-use std::io::{Seek, Write};
+use std::cell::Cell;
+use std::io::{self, Seek, SeekFrom, Write};
 
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use super::error::{PtError, PtErrorKind};
 use super::pickle::pickle;
-use crate::Value;
+use crate::storage::Sink;
+use crate::value::Value;
 
 /// The directory every record sits in; readers accept any name.
 const PREFIX: &str = "archive";
@@ -18,9 +20,28 @@ const ALIGNMENT: u16 = 64;
 /// The zip format version `torch.save` writes; PyTorch 2.x reads 1 through 10.
 const VERSION: &[u8] = b"3\n";
 
-pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: W) -> Result<(), PtError> {
+pub(crate) fn write(value: &Value<'_>, out: &mut dyn Sink) -> Result<(), PtError> {
     let pickled = pickle(value)?;
-    let mut zip = ZipWriter::new(out);
+    // After a failure, the zip writer finishes the archive when it is dropped and reports on
+    // stderr if that fails too; the fused sink makes every write after a failure (its own, or
+    // any other, marked below) a silent no-op, so that nothing is printed and the first error
+    // is the one returned.
+    let failed = Cell::new(false);
+    let mut zip = ZipWriter::new(Fused::new(out, &failed));
+    let result = write_records(&mut zip, value, &pickled);
+    if result.is_err() {
+        failed.set(true);
+    }
+    result?;
+    zip.finish().map_err(zip_error)?;
+    Ok(())
+}
+
+fn write_records(
+    zip: &mut ZipWriter<Fused<'_>>,
+    value: &Value<'_>,
+    pickled: &super::pickle::Pickled<'_>,
+) -> Result<(), PtError> {
     let mut record = |name: &str, data: &[u8]| -> Result<(), PtError> {
         let options = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Stored)
@@ -39,7 +60,7 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: W) -> Result<(), Pt
     record(".storage_alignment", b"64")?;
     record("byteorder", b"little")?;
     for (i, view) in pickled.storages.iter().enumerate() {
-        let bytes = view.try_le_bytes().map_err(|e| {
+        let bytes = view.to_le_bytes().map_err(|e| {
             let err = PtError::from(PtErrorKind::Device(e)).in_entry(&format!("{PREFIX}/data/{i}"));
             match value.key_of(view) {
                 Some(key) => err.under_key(&key),
@@ -48,14 +69,73 @@ pub(crate) fn write<W: Write + Seek>(value: &Value<'_>, out: W) -> Result<(), Pt
         })?;
         record(&format!("data/{i}"), &bytes)?;
     }
-    record("version", VERSION)?;
-    zip.finish().map_err(zip_error)?;
-    Ok(())
+    record("version", VERSION)
 }
 
 fn zip_error(e: zip::result::ZipError) -> PtError {
     match e {
         zip::result::ZipError::Io(io) => PtErrorKind::Io(io).into(),
         other => PtErrorKind::Io(std::io::Error::other(other.to_string())).into(),
+    }
+}
+
+/// A sink that fails once: after its first error, writes and seeks succeed without doing
+/// anything but keep track of the position and the end, so that the zip writer's arithmetic
+/// stays consistent. The bytes are discarded anyway, as the save that failed commits nothing.
+struct Fused<'s> {
+    inner: &'s mut dyn Sink,
+    failed: &'s Cell<bool>,
+    pos: u64,
+    end: u64,
+}
+
+impl<'s> Fused<'s> {
+    fn new(inner: &'s mut dyn Sink, failed: &'s Cell<bool>) -> Self {
+        Fused {
+            inner,
+            failed,
+            pos: 0,
+            end: 0,
+        }
+    }
+
+    /// Runs `op` on the inner sink unless a failure came first; a failure of `op` is one.
+    fn run<T>(&mut self, op: impl FnOnce(&mut dyn Sink) -> io::Result<T>) -> Option<io::Result<T>> {
+        if self.failed.get() {
+            return None;
+        }
+        let result = op(self.inner);
+        self.failed.set(result.is_err());
+        Some(result)
+    }
+}
+
+impl Write for Fused<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.run(|s| s.write(buf)).unwrap_or(Ok(buf.len()))?;
+        self.pos += n as u64;
+        self.end = self.end.max(self.pos);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.run(|s| s.flush()).unwrap_or(Ok(()))
+    }
+}
+
+impl Seek for Fused<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        if let Some(result) = self.run(|s| s.seek(pos)) {
+            self.pos = result?;
+            self.end = self.end.max(self.pos);
+            return Ok(self.pos);
+        }
+        let target = match pos {
+            SeekFrom::Start(at) => Some(at),
+            SeekFrom::End(by) => self.end.checked_add_signed(by),
+            SeekFrom::Current(by) => self.pos.checked_add_signed(by),
+        };
+        self.pos = target.ok_or_else(|| io::Error::other("seek before the start"))?;
+        Ok(self.pos)
     }
 }

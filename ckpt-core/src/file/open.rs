@@ -1,0 +1,150 @@
+//! Opening a location for reading: its bytes through the storage seam, its format detected in
+//! the registry, its structure checked by the format.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Error, LoadOptions};
+use crate::device::Device;
+use crate::format::safetensors::sharded;
+use crate::format::{Corruption, DETECT_LEN, Format, Header, Opened, Registry, SafeTensors};
+use crate::storage::{self, Location, Source};
+use crate::value::Value;
+
+/// A location opened for reading, its data not yet read.
+pub(crate) struct File {
+    pub(crate) location: Location,
+    pub(crate) format: Arc<dyn Format>,
+    pub(crate) contents: Contents,
+}
+
+pub(crate) enum Contents {
+    /// One file, its structure checked.
+    One {
+        source: Arc<dyn Source>,
+        opened: Box<dyn Opened>,
+    },
+    /// A sharded checkpoint, read whole (its index says nothing of dtypes or shapes).
+    Sharded {
+        value: Value<'static>,
+        sources: Vec<Arc<dyn Source>>,
+    },
+}
+
+/// Opens `location` as `options` say: the format given, or detected.
+pub(crate) fn open(location: &Location, options: &LoadOptions) -> Result<File, Error> {
+    if options.format.is_none() && sharded::is_index(location) {
+        let (value, sources) = sharded::read(location, options.mmap)?;
+        return Ok(File {
+            location: location.clone(),
+            format: Arc::new(SafeTensors),
+            contents: Contents::Sharded { value, sources },
+        });
+    }
+    let source = storage::open(location, options.mmap).map_err(|e| Error::io(location, e))?;
+    open_source(source, options)
+}
+
+/// Opens bytes already at hand.
+pub(crate) fn open_source(source: Arc<dyn Source>, options: &LoadOptions) -> Result<File, Error> {
+    let location = source.location().clone();
+    let format = match &options.format {
+        Some(format) => Arc::clone(format),
+        None => detect(&*source, &options.formats)?,
+    };
+    let opened = format.open(Arc::clone(&source))?;
+    Ok(File {
+        location,
+        format,
+        contents: Contents::One { source, opened },
+    })
+}
+
+/// The format of `source`, from its first bytes.
+fn detect(source: &dyn Source, formats: &Registry) -> Result<Arc<dyn Format>, Error> {
+    let location = source.location();
+    let len = source.len();
+    let mut head = vec![0; len.min(DETECT_LEN as u64) as usize];
+    source
+        .read_at(0, &mut head)
+        .map_err(|e| Error::io(location, e))?;
+    if let Some(format) = formats.detect(&head, len) {
+        return Ok(Arc::clone(format));
+    }
+    // Every format's signature fits in 8 bytes: a shorter file is one cut off.
+    let problem = if len < 8 {
+        Corruption::Truncated {
+            len,
+            needed: 8,
+            what: "a format's signature",
+        }
+    } else {
+        Corruption::BadMagic {
+            found: head.iter().take(8).copied().collect(),
+            formats: formats.names(),
+        }
+    };
+    Err(Error::corrupt(location, None, problem))
+}
+
+impl File {
+    /// What the file holds, from its structure alone.
+    pub(crate) fn header(&self) -> Header {
+        match &self.contents {
+            Contents::One { opened, .. } => opened.header(),
+            Contents::Sharded { value, .. } => {
+                let tensors = value
+                    .tensors()
+                    .into_iter()
+                    .map(|(key, t)| crate::format::TensorInfo {
+                        key,
+                        dtype: t.dtype(),
+                        shape: t.shape().to_vec(),
+                        device: Device::Cpu,
+                        nbytes: t.nbytes() as u64,
+                    })
+                    .collect();
+                Header {
+                    format: self.format.name(),
+                    tensors,
+                    values: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Checks every checksum; with `release`, lets the pages go once checked.
+    pub(crate) fn verify(&self, release: bool) -> Result<(), Error> {
+        match &self.contents {
+            Contents::One { opened, .. } => Ok(opened.verify(release)?),
+            Contents::Sharded { .. } => Ok(()),
+        }
+    }
+
+    /// The saved value, its tensors on the CPU, reading the file in place where they can.
+    pub(crate) fn value(&self) -> Result<Value<'static>, Error> {
+        match &self.contents {
+            Contents::One { opened, .. } => Ok(opened.value()?),
+            Contents::Sharded { value, .. } => Ok(value.clone()),
+        }
+    }
+
+    /// The sources the value's tensors read, for page hints.
+    pub(crate) fn sources(&self) -> Vec<Arc<dyn Source>> {
+        match &self.contents {
+            Contents::One { source, .. } => vec![Arc::clone(source)],
+            Contents::Sharded { sources, .. } => sources.clone(),
+        }
+    }
+
+    /// The device each tensor was saved on, by its first key; tensors not listed were saved
+    /// on the CPU.
+    pub(crate) fn saved_devices(&self) -> HashMap<String, Device> {
+        self.header()
+            .tensors
+            .into_iter()
+            .filter(|t| t.device != Device::Cpu)
+            .map(|t| (t.key, t.device))
+            .collect()
+    }
+}

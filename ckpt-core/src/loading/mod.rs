@@ -1,0 +1,256 @@
+//! PyTorch's `load_state_dict`, made transactional: every check runs before the first write,
+//! so a load that fails leaves the model bit for bit as it was.
+//!
+//! The options ([`StateDictOptions`]), the report of a load that succeeded ([`LoadReport`]),
+//! the error of one that did not ([`LoadError`], every [`LoadProblem`] at once), and how a
+//! model's layout differs from a saved one ([`Difference`]).
+
+mod error;
+mod layout;
+mod options;
+mod prefix;
+mod report;
+mod suggest;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use indexmap::IndexMap;
+
+pub use self::error::{LoadError, LoadProblem};
+pub use self::layout::Difference;
+pub(crate) use self::layout::{Lines, compare};
+pub use self::options::{DTypePolicy, StateDictOptions};
+use self::prefix::{auto_prefix, prefix_hints};
+pub use self::report::LoadReport;
+use self::suggest::suggest;
+use crate::dtype::{DType, DTypeKind};
+use crate::keymap::{KeyMapError, MappedSource};
+use crate::state::{Leaf, Role, TensorSource, Visitor, VisitorMut};
+use crate::tensor::{TensorError, TensorView};
+
+/// What a load needs of a model: its tensors, read-only and as leaves, in one order, and its
+/// name for messages. Every [`StateDict`](crate::StateDict) is one.
+pub(crate) trait Target {
+    /// The name error messages use, as PyTorch uses the class name.
+    fn name(&self) -> &str;
+    /// Every tensor with its key and role, in order.
+    fn walk<'a>(&'a self, visitor: &mut dyn Visitor<'a>);
+    /// Every tensor as a mutable leaf, in the order of [`walk`](Target::walk).
+    fn walk_mut(&mut self, visitor: &mut dyn VisitorMut);
+}
+
+/// A model tensor's key, dtype and shape, collected before anything is written.
+struct Slot {
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+/// Checks everything, then copies: the model changes only if the whole load succeeds.
+pub(crate) fn load_into(
+    model: &mut dyn Target,
+    source: &dyn TensorSource,
+    options: &StateDictOptions,
+) -> Result<LoadReport, LoadError> {
+    load_into_with(model, source, options, &mut |leaf, tensor| {
+        leaf.copy_from(tensor)
+    })
+}
+
+/// [`load_into`], copying each checked tensor with `copy`.
+pub(crate) fn load_into_with(
+    model: &mut dyn Target,
+    source: &dyn TensorSource,
+    options: &StateDictOptions,
+    copy: &mut dyn FnMut(&mut dyn Leaf, &TensorView<'_>) -> Result<(), TensorError>,
+) -> Result<LoadReport, LoadError> {
+    let mut problems = Vec::new();
+    if let Some(defect) = source.defect() {
+        problems.push(LoadProblem::Source { defect });
+    }
+    let mut slots: IndexMap<String, Slot> = IndexMap::new();
+    model.walk(&mut |key: &str, tensor: TensorView<'_>, role: Role| {
+        if !role.is_persistent() {
+            return;
+        }
+        let slot = Slot {
+            dtype: tensor.dtype(),
+            shape: tensor.shape().to_vec(),
+        };
+        if slots.insert(key.to_owned(), slot).is_some() {
+            problems.push(LoadProblem::DuplicateKey {
+                key: key.to_owned(),
+            });
+        }
+    });
+
+    let mut report = LoadReport::default();
+    let mapped;
+    let source: &dyn TensorSource = if options.key_map.is_empty() && !options.auto_prefix {
+        source
+    } else {
+        let keys: Vec<Cow<'_, str>> = source.tensor_keys().collect();
+        let plan = options.key_map.plan(&keys);
+        report.unmatched_rules = plan.unmatched_rules().to_vec();
+        for collision in plan.collisions() {
+            if let KeyMapError::Collision { key, first, second } = collision {
+                problems.push(LoadProblem::KeyCollision {
+                    key: key.clone(),
+                    first: first.clone(),
+                    second: second.clone(),
+                });
+            }
+        }
+        let mut pairs = plan.pairs().to_vec();
+        if options.auto_prefix {
+            report.auto_prefix = auto_prefix(&mut pairs, &slots);
+        }
+        mapped = MappedSource::new(source, pairs);
+        &mapped
+    };
+    for (key, slot) in &slots {
+        let Some(tensor) = source.get_tensor(key) else {
+            report.missing_keys.push(key.clone());
+            continue;
+        };
+        if tensor.shape() != slot.shape.as_slice() {
+            if options.skip_shape_mismatches {
+                report.skipped_shape_mismatches.push(key.clone());
+                continue;
+            }
+            problems.push(LoadProblem::SizeMismatch {
+                key: key.clone(),
+                checkpoint: tensor.shape().to_vec(),
+                model: slot.shape.clone(),
+            });
+            continue;
+        }
+        let from = tensor.dtype();
+        if from != slot.dtype {
+            let same_kind = from.kind() == slot.dtype.kind() && from.kind() != DTypeKind::Bool;
+            if !same_kind || options.dtype_policy == DTypePolicy::Exact {
+                problems.push(LoadProblem::DTypeMismatch {
+                    key: key.clone(),
+                    checkpoint: from,
+                    model: slot.dtype,
+                    refused_by_policy: same_kind,
+                });
+                continue;
+            }
+            if let Err(error) = tensor.check_cast(slot.dtype) {
+                problems.push(LoadProblem::OutOfRange {
+                    key: key.clone(),
+                    error,
+                });
+                continue;
+            }
+            report.cast_keys.push(key.clone());
+        }
+        report.loaded_keys.push(key.clone());
+    }
+    report.unexpected_keys = source
+        .tensor_keys()
+        .filter(|key| !slots.contains_key(key.as_ref()))
+        .map(Cow::into_owned)
+        .collect();
+
+    let incomplete = !report.is_complete();
+    if !problems.is_empty() || (options.strict && incomplete) {
+        let suggestions = suggest(&report.missing_keys, &report.unexpected_keys);
+        let mut all: Vec<LoadProblem> = report
+            .missing_keys
+            .iter()
+            .zip(suggestions)
+            .map(|(key, suggestion)| LoadProblem::Missing {
+                key: key.clone(),
+                suggestion,
+            })
+            .filter(|_| options.strict)
+            .collect();
+        all.extend(problems);
+        if options.strict {
+            all.extend(
+                report
+                    .unexpected_keys
+                    .iter()
+                    .map(|key| LoadProblem::Unexpected { key: key.clone() }),
+            );
+        }
+        let mut hints = prefix_hints(&slots, &report, source);
+        hints.extend(
+            report
+                .unmatched_rules
+                .iter()
+                .map(|rule| format!("the key rule {rule} matched no key of the checkpoint.")),
+        );
+        if !slots.is_empty() && source.defect().is_none() && source.tensor_keys().next().is_none() {
+            hints.push("the state dict holds no tensors at all.".to_owned());
+        }
+        return Err(LoadError::new(model.name(), all, hints));
+    }
+
+    let loaded: HashSet<&str> = report.loaded_keys.iter().map(String::as_str).collect();
+    let mut failure = None;
+    model.walk_mut(&mut |key: &str, leaf: &mut dyn Leaf, role: Role| {
+        if !role.is_persistent() || failure.is_some() || !loaded.contains(key) {
+            return;
+        }
+        if let Some(tensor) = source.get_tensor(key) {
+            if let Err(error) = copy(leaf, &tensor) {
+                failure = Some(LoadProblem::Copy {
+                    key: key.to_owned(),
+                    error,
+                });
+            }
+        }
+    });
+    if let Some(problem) = failure {
+        return Err(LoadError::new(model.name(), vec![problem], Vec::new()));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+    use crate::tensor::Tensor;
+
+    /// A model of one tensor under "w", for loads without the derive.
+    struct One(Tensor);
+
+    impl Target for One {
+        fn name(&self) -> &str {
+            "One"
+        }
+        fn walk<'a>(&'a self, visitor: &mut dyn Visitor<'a>) {
+            visitor.tensor("w", self.0.view(), Role::Parameter);
+        }
+        fn walk_mut(&mut self, visitor: &mut dyn VisitorMut) {
+            visitor.tensor("w", &mut self.0, Role::Parameter);
+        }
+    }
+
+    #[test]
+    fn a_defective_source_fails_even_a_non_strict_load() {
+        struct Broken;
+        impl TensorSource for Broken {
+            fn get_tensor(&self, _: &str) -> Option<TensorView<'_>> {
+                None
+            }
+            fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+                Box::new(std::iter::empty())
+            }
+            fn defect(&self) -> Option<String> {
+                Some("it is broken".to_owned())
+            }
+        }
+        let mut model = One(Tensor::zeros(DType::F32, &[2]).unwrap());
+        let err =
+            load_into(&mut model, &Broken, &StateDictOptions::new().strict(false)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Error(s) in loading state_dict for One:\n\tit is broken."
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! [`TensorMap`]: an ordered map from key paths to borrowed tensors.
+
+use std::fmt;
+use std::ops::Index;
+
+use indexmap::IndexMap;
+
+use crate::tensor::{Tensor, TensorView};
+
+/// An ordered map from dotted keys to borrowed tensors: what
+/// [`state_dict`](crate::StateDict::state_dict) returns, as PyTorch returns an `OrderedDict`.
+///
+/// It borrows the model, so taking one copies no tensor data; [`TensorMap::to_owned_tensors`]
+/// makes an owned copy when the model must change while the map is kept.
+///
+/// A model in which two tensors have one key (a `#[state(flatten)]` collision, or a
+/// hand-written `StateDict`) gives a map that keeps the first under that key and lists the key
+/// in [`duplicate_keys`](TensorMap::duplicate_keys); loading from such a map, or saving it, is
+/// an error naming the key, as loading into such a model is.
+#[derive(Clone, Default)]
+pub struct TensorMap<'a> {
+    entries: IndexMap<String, TensorView<'a>>,
+    duplicates: Vec<String>,
+}
+
+impl<'a> TensorMap<'a> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts a tensor, returning the one it replaced. A new key goes last; a replaced key keeps
+    /// its place.
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        tensor: impl Into<TensorView<'a>>,
+    ) -> Option<TensorView<'a>> {
+        self.entries.insert(key.into(), tensor.into())
+    }
+
+    /// Inserts a tensor under a key not seen before; a key seen before keeps its first tensor
+    /// and is recorded as a duplicate.
+    pub(crate) fn insert_unique(&mut self, key: String, tensor: TensorView<'a>) {
+        if self.entries.contains_key(&key) {
+            if !self.duplicates.contains(&key) {
+                self.duplicates.push(key);
+            }
+        } else {
+            self.entries.insert(key, tensor);
+        }
+    }
+
+    /// The keys that more than one tensor of the model had; empty for every sound model.
+    pub fn duplicate_keys(&self) -> &[String] {
+        &self.duplicates
+    }
+
+    /// The tensor under `key`.
+    pub fn get(&self, key: &str) -> Option<&TensorView<'a>> {
+        self.entries.get(key)
+    }
+
+    /// Removes `key`, keeping the order of the rest.
+    pub fn remove(&mut self, key: &str) -> Option<TensorView<'a>> {
+        self.entries.shift_remove(key)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// The entries, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &TensorView<'a>)> + '_ {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The number of tensors.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The total size of the tensor data in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.entries.values().map(TensorView::nbytes).sum()
+    }
+
+    /// Owned copies of every tensor, in order, on their devices (GPU tensors share their data
+    /// until either side is written).
+    pub fn to_owned_tensors(&self) -> IndexMap<String, Tensor> {
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_owned_tensor()))
+            .collect()
+    }
+}
+
+impl<'a> Index<&str> for TensorMap<'a> {
+    type Output = TensorView<'a>;
+
+    /// # Panics
+    ///
+    /// If `key` is absent; the message names it.
+    fn index(&self, key: &str) -> &TensorView<'a> {
+        match self.entries.get(key) {
+            Some(tensor) => tensor,
+            None => panic!("no tensor under key {key:?}"),
+        }
+    }
+}
+
+impl<'a, K: Into<String>, V: Into<TensorView<'a>>> FromIterator<(K, V)> for TensorMap<'a> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        TensorMap {
+            entries: iter
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            duplicates: Vec::new(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for TensorMap<'a> {
+    type Item = (String, TensorView<'a>);
+    type IntoIter = indexmap::map::IntoIter<String, TensorView<'a>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+impl fmt::Debug for TensorMap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.entries.iter()).finish()
+    }
+}
+
+impl PartialEq for TensorMap<'_> {
+    /// The same keys in the same order, with equal tensors.
+    fn eq(&self, other: &Self) -> bool {
+        self.duplicates == other.duplicates
+            && self.len() == other.len()
+            && self
+                .iter()
+                .zip(other.iter())
+                .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+    }
+}

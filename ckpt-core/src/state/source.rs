@@ -1,0 +1,104 @@
+//! [`TensorSource`]: anything a model can load tensors from.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+
+use indexmap::IndexMap;
+
+use super::TensorMap;
+use crate::tensor::{Tensor, TensorView};
+
+/// Tensors looked up by key: what [`load_state_dict`](crate::StateDict::load_state_dict) reads.
+///
+/// Implemented by [`TensorMap`] (another model's `state_dict()`), by maps from `String` to
+/// [`Tensor`], by checkpoint values and loaded checkpoints; a
+/// [`KeyMap`](crate::keymap::KeyMap) renames a source's keys.
+pub trait TensorSource {
+    /// The tensor under `key`, if there is one.
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>>;
+
+    /// Every key that holds a tensor, in the source's order.
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_>;
+
+    /// Why nothing may be loaded from this source, in a user's words, if that is so: an entry
+    /// a checkpoint does not have, a state dict in which two tensors had one key. A load from
+    /// such a source fails whatever its strictness. `None` by default.
+    fn defect(&self) -> Option<String> {
+        None
+    }
+}
+
+impl TensorSource for TensorMap<'_> {
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>> {
+        self.get(key).map(TensorView::view)
+    }
+
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys().map(Cow::Borrowed))
+    }
+
+    fn defect(&self) -> Option<String> {
+        duplicates_defect(self.duplicate_keys())
+    }
+}
+
+/// The defect of a state dict in which several tensors had the keys `duplicates`.
+pub(crate) fn duplicates_defect(duplicates: &[String]) -> Option<String> {
+    let (first, rest) = duplicates.split_first()?;
+    let mut keys = format!("{first:?}");
+    for key in rest {
+        keys.push_str(&format!(", {key:?}"));
+    }
+    Some(format!(
+        "two tensors of the state dict have the key(s) {keys}, so one of each pair would be \
+         lost (a `#[state(flatten)]` collision, or a hand-written `StateDict`)"
+    ))
+}
+
+impl<S> TensorSource for IndexMap<String, Tensor, S>
+where
+    S: BuildHasher,
+{
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>> {
+        self.get(key).map(Tensor::view)
+    }
+
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys().map(|k| Cow::Borrowed(k.as_str())))
+    }
+}
+
+impl TensorSource for BTreeMap<String, Tensor> {
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>> {
+        self.get(key).map(Tensor::view)
+    }
+
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys().map(|k| Cow::Borrowed(k.as_str())))
+    }
+}
+
+impl<S: BuildHasher> TensorSource for HashMap<String, Tensor, S> {
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>> {
+        self.get(key).map(Tensor::view)
+    }
+
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys().map(|k| Cow::Borrowed(k.as_str())))
+    }
+}
+
+impl<T: TensorSource + ?Sized> TensorSource for &T {
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>> {
+        (**self).get_tensor(key)
+    }
+
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        (**self).tensor_keys()
+    }
+
+    fn defect(&self) -> Option<String> {
+        (**self).defect()
+    }
+}

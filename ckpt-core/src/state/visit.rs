@@ -1,0 +1,58 @@
+//! What a walk over a model's tensors hands out: the [`Role`] of each tensor, and the
+//! [`Visitor`] and [`VisitorMut`] that receive them.
+
+use super::Leaf;
+use crate::tensor::TensorView;
+
+/// What a tensor is to its module.
+///
+/// Ordered by strength: a field can make its tensors buffers or non-persistent, never the other
+/// way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// A learnable parameter: saved, loaded and updated by optimizers.
+    Parameter,
+    /// A buffer (running statistics, counters): saved and loaded, never updated by optimizers.
+    Buffer,
+    /// A buffer that follows device moves and modes but is never saved or loaded.
+    NonPersistent,
+}
+
+impl Role {
+    /// Whether tensors of this role are saved and loaded.
+    pub fn is_persistent(self) -> bool {
+        self != Role::NonPersistent
+    }
+
+    /// The stronger of the two roles.
+    #[must_use]
+    pub fn at_least(self, other: Role) -> Role {
+        self.max(other)
+    }
+}
+
+/// Receives tensors from [`StateDict::visit`](crate::StateDict::visit). Closures `FnMut(&str, TensorView<'a>, Role)`
+/// are visitors.
+pub trait Visitor<'a> {
+    /// One tensor and its key path.
+    fn tensor(&mut self, key: &str, tensor: TensorView<'a>, role: Role);
+}
+
+impl<'a, F: FnMut(&str, TensorView<'a>, Role)> Visitor<'a> for F {
+    fn tensor(&mut self, key: &str, tensor: TensorView<'a>, role: Role) {
+        self(key, tensor, role);
+    }
+}
+
+/// Receives tensors from [`StateDict::visit_mut`](crate::StateDict::visit_mut). Closures `FnMut(&str, &mut dyn Leaf, Role)`
+/// are visitors.
+pub trait VisitorMut {
+    /// One tensor, as a mutable leaf, and its key path.
+    fn tensor(&mut self, key: &str, leaf: &mut dyn Leaf, role: Role);
+}
+
+impl<F: FnMut(&str, &mut dyn Leaf, Role)> VisitorMut for F {
+    fn tensor(&mut self, key: &str, leaf: &mut dyn Leaf, role: Role) {
+        self(key, leaf, role);
+    }
+}

@@ -1,0 +1,238 @@
+//! The [`StateDict`] trait: a model whose tensors have PyTorch's dotted keys, and what is built
+//! on walking them (`state_dict`, `load_state_dict`, `to`, `train`, `eval`). The vocabulary of
+//! the walk is in [`state`](crate::state); its implementations for tensors and the standard
+//! containers are in `containers.rs`.
+
+mod containers;
+mod to_device;
+
+use crate::device::{Device, DeviceError};
+use crate::loading::{self, LoadError, LoadReport, StateDictOptions, Target};
+use crate::state::{KeyPath, Leaf, Role, TensorMap, TensorSource, Visitor, VisitorMut};
+use crate::tensor::{TensorError, TensorView};
+
+/// A model, a layer, or a container of them, whose tensors have dotted key paths
+/// (`encoder.layers.0.weight`) as in PyTorch's `state_dict()`.
+///
+/// Derive it with `#[derive(StateDict)]`; implement it by hand only for unusual containers. The
+/// two required methods walk the tensors in declaration order, read-only and mutably; everything
+/// else (`state_dict`, `load_state_dict`, `train`, `eval`) is built on them.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is neither a tensor nor a module that implements `StateDict`",
+    label = "not a tensor leaf or a `StateDict` module",
+    note = "fields must be `ckpt::Tensor`, owned ndarray arrays, types deriving `StateDict`, or `Vec`, arrays, `Option`, `Box` and `BTreeMap`/`IndexMap<String, _>` of them",
+    note = "mark fields that hold no tensors (sizes, rates, caches) with `#[state(skip)]`"
+)]
+pub trait StateDict {
+    /// Calls `visitor` with every tensor below `path`, in declaration order.
+    ///
+    /// `role` is what the enclosing fields make of these tensors; a field may only strengthen it
+    /// (a parameter inside a buffer field is a buffer), see [`Role::at_least`].
+    fn visit<'a>(&'a self, path: &mut KeyPath, role: Role, visitor: &mut dyn Visitor<'a>);
+
+    /// Calls `visitor` with every tensor below `path` as a mutable [`Leaf`], in the same order as
+    /// [`visit`](StateDict::visit).
+    fn visit_mut(&mut self, path: &mut KeyPath, role: Role, visitor: &mut dyn VisitorMut);
+
+    /// Sets training (`true`) or evaluation (`false`) mode here and in every nested module.
+    fn set_training(&mut self, training: bool) {
+        let _ = training;
+    }
+
+    /// This module's mode: its own flag if it has one (`#[state(training)]`), else whether any
+    /// nested module is training; `None` if nothing below keeps a mode.
+    fn training_mode(&self) -> Option<bool> {
+        None
+    }
+
+    /// The name used in error messages, as PyTorch uses the class name (`Net`).
+    fn module_name(&self) -> &'static str {
+        short_type_name(std::any::type_name::<Self>())
+    }
+
+    /// The persistent tensors (parameters and persistent buffers) by key, in declaration order,
+    /// borrowed from `self`: no tensor data is copied.
+    ///
+    /// Two tensors with one key, which only a `#[state(flatten)]` field or a hand-written
+    /// implementation can cause, are kept once and named in
+    /// [`TensorMap::duplicate_keys`]; saving the map, or loading from it, is then an error
+    /// naming the key, as loading into this model is.
+    fn state_dict(&self) -> TensorMap<'_> {
+        collect(self, Role::is_persistent)
+    }
+
+    /// The parameters (tensors that are not buffers) by key, for optimizers.
+    fn named_parameters(&self) -> TensorMap<'_> {
+        collect(self, |role| role == Role::Parameter)
+    }
+
+    /// The buffers, persistent or not, by key.
+    fn named_buffers(&self) -> TensorMap<'_> {
+        collect(self, |role| role != Role::Parameter)
+    }
+
+    /// Copies tensors from `state` into this model, as PyTorch's `load_state_dict`.
+    ///
+    /// With `strict`, every key of the model must be in `state` and nothing else; without it,
+    /// missing and unexpected keys are reported in the returned [`LoadReport`]. Shape and dtype
+    /// mismatches are errors either way. Everything is checked before anything is written, so
+    /// after an error the model is exactly as it was.
+    fn load_state_dict(
+        &mut self,
+        state: &dyn TensorSource,
+        strict: bool,
+    ) -> Result<LoadReport, LoadError> {
+        self.load_state_dict_with(state, &StateDictOptions::new().strict(strict))
+    }
+
+    /// [`load_state_dict`](StateDict::load_state_dict) with every option: strictness, a key
+    /// map, the dtype policy, shape mismatches to skip.
+    fn load_state_dict_with(
+        &mut self,
+        state: &dyn TensorSource,
+        options: &StateDictOptions,
+    ) -> Result<LoadReport, LoadError> {
+        loading::load_into(&mut Model(self), state, options)
+    }
+
+    /// Moves every tensor, non-persistent buffers included, to `device`, as `model.to(device)`
+    /// in PyTorch.
+    ///
+    /// Checked before anything moves, in this order: fields that can only hold host memory
+    /// (ndarray arrays; use [`Tensor`](crate::Tensor) for fields that should go to a GPU) make
+    /// a move to a GPU an error naming every one of them, on any machine; then the device must
+    /// exist (CUDA available, the ordinal present). Moving to [`Device::Cpu`] always works.
+    ///
+    /// Every tensor is copied to `device` before the model changes, so a move that fails part
+    /// way, such as one running out of GPU memory, leaves the model whole where it was (unlike
+    /// PyTorch's, which leaves it split) and frees the copies already made; the error names
+    /// the tensor that could not move. Tensors already on `device` are not copied; tied
+    /// tensors (clones sharing their data) are copied once and stay tied.
+    ///
+    /// ```
+    /// # use ckpt_core as ckpt;
+    /// use ckpt::{Device, StateDict, Tensor};
+    /// use ckpt::device::DeviceError;
+    /// # struct Net { w: Tensor, b: ndarray::Array1<f32> }
+    /// # impl StateDict for Net {
+    /// #     fn visit<'a>(&'a self, p: &mut ckpt::state::KeyPath, r: ckpt::state::Role, v: &mut dyn ckpt::state::Visitor<'a>) {
+    /// #         p.push("w"); self.w.visit(p, r, v); p.pop(); p.push("b"); self.b.visit(p, r, v); p.pop();
+    /// #     }
+    /// #     fn visit_mut(&mut self, p: &mut ckpt::state::KeyPath, r: ckpt::state::Role, v: &mut dyn ckpt::state::VisitorMut) {
+    /// #         p.push("w"); self.w.visit_mut(p, r, v); p.pop(); p.push("b"); self.b.visit_mut(p, r, v); p.pop();
+    /// #     }
+    /// # }
+    /// let mut net = Net { w: Tensor::scalar(1.0f32), b: ndarray::Array1::zeros(2) };
+    /// net.to(Device::Cpu)?;
+    /// let err = net.to(Device::Cuda(0)).unwrap_err();
+    /// assert_eq!(err, DeviceError::HostOnly { keys: vec!["b".into()], device: Device::Cuda(0) });
+    /// # Ok::<(), DeviceError>(())
+    /// ```
+    fn to(&mut self, device: Device) -> Result<(), DeviceError> {
+        to_device::move_to(self, device)
+    }
+
+    /// Training mode: dropout drops, batch norm uses and updates batch statistics.
+    fn train(&mut self) {
+        self.set_training(true);
+    }
+
+    /// Evaluation mode: dropout is the identity, batch norm uses its running statistics.
+    fn eval(&mut self) {
+        self.set_training(false);
+    }
+
+    /// Whether the module is in training mode; modules that keep no mode report `true`, the
+    /// mode every PyTorch module starts in.
+    fn is_training(&self) -> bool {
+        self.training_mode().unwrap_or(true)
+    }
+}
+
+fn collect<M: StateDict + ?Sized>(module: &M, keep: impl Fn(Role) -> bool) -> TensorMap<'_> {
+    let mut map = TensorMap::new();
+    module.visit(
+        &mut KeyPath::new(),
+        Role::Parameter,
+        &mut |key: &str, tensor, role| {
+            if keep(role) {
+                map.insert_unique(key.to_owned(), tensor);
+            }
+        },
+    );
+    map
+}
+
+/// [`load_state_dict_with`](StateDict::load_state_dict_with), copying each checked tensor with
+/// `copy`: for loads that copy from a file in their own way.
+pub(crate) fn load_into_with<M: StateDict + ?Sized>(
+    model: &mut M,
+    source: &dyn TensorSource,
+    options: &StateDictOptions,
+    copy: &mut dyn FnMut(&mut dyn Leaf, &TensorView<'_>) -> Result<(), TensorError>,
+) -> Result<LoadReport, LoadError> {
+    loading::load_into_with(&mut Model(model), source, options, copy)
+}
+
+/// A model as a load sees it.
+struct Model<'m, M: ?Sized>(&'m mut M);
+
+impl<M: StateDict + ?Sized> Target for Model<'_, M> {
+    fn name(&self) -> &str {
+        self.0.module_name()
+    }
+
+    fn walk<'a>(&'a self, visitor: &mut dyn Visitor<'a>) {
+        self.0.visit(&mut KeyPath::new(), Role::Parameter, visitor);
+    }
+
+    fn walk_mut(&mut self, visitor: &mut dyn VisitorMut) {
+        self.0
+            .visit_mut(&mut KeyPath::new(), Role::Parameter, visitor);
+    }
+}
+
+/// `a::b::Net<c::T>` -> `Net`.
+fn short_type_name(full: &'static str) -> &'static str {
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+/// Combines the modes of two parts of a module: training if either part is. What derived
+/// implementations of [`StateDict::training_mode`] fold their fields' modes with.
+pub fn merge_modes(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a || b),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_type_name("a::b::Net<c::T, u8>"), "Net");
+        assert_eq!(short_type_name("Net"), "Net");
+        assert_eq!(short_type_name("alloc::vec::Vec<x::Y>"), "Vec");
+    }
+
+    #[test]
+    fn modes_merge() {
+        assert_eq!(merge_modes(None, None), None);
+        assert_eq!(merge_modes(None, Some(false)), Some(false));
+        assert_eq!(merge_modes(Some(false), Some(true)), Some(true));
+        assert_eq!(merge_modes(Some(false), Some(false)), Some(false));
+    }
+
+    #[test]
+    fn roles_only_strengthen() {
+        assert_eq!(Role::Buffer.at_least(Role::Parameter), Role::Buffer);
+        assert_eq!(
+            Role::Parameter.at_least(Role::NonPersistent),
+            Role::NonPersistent
+        );
+        assert!(!Role::NonPersistent.is_persistent());
+    }
+}

@@ -1,0 +1,171 @@
+//! Atomic commits: a new file is written next to its target under a temporary name, then
+//! renamed over it, so a failed or interrupted save never damages the previous file.
+//!
+//! Temporaries are named `.NAME.ckpt-PID-RANDOM.tmp`: a save that was killed leaves one behind,
+//! and the next save of the same target removes those whose process is gone.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+use super::{Location, Sink};
+
+/// Why an atomic write failed: the writer's own error, or the file system's.
+#[derive(Debug)]
+pub(crate) enum CommitError<E> {
+    /// The writer failed; nothing was committed.
+    Write(E),
+    /// Creating, syncing or renaming the file failed; nothing was committed.
+    Io(io::Error),
+}
+
+/// Buffering of the temporary file: large enough that formats can write small pieces.
+const BUFFER: usize = 1 << 20;
+
+/// Writes a new object at `location` through `write`, then commits it: for a file, a temporary
+/// file in the same directory renamed over the target.
+///
+/// With `fsync`, the data is on disk before the rename and the rename before this returns. An
+/// error or a crash at any point leaves either the old file or the new one, never a mix, and no
+/// temporary file after an error.
+pub(crate) fn write_atomically<E>(
+    location: &Location,
+    fsync: bool,
+    write: impl FnOnce(&mut dyn Sink) -> Result<(), E>,
+) -> Result<(), CommitError<E>> {
+    let Location::Path(path) = location else {
+        return Err(CommitError::Io(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "bytes in memory cannot be saved to; save to a file",
+        )));
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| CommitError::Io(io::Error::other("the path names no file")))?;
+    remove_stale(dir, name);
+    let mut builder = tempfile::Builder::new();
+    let prefix = temporary_prefix(name, Some(std::process::id()));
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // As a plain `File::create` would: 0o666 less the umask, not tempfile's private 0o600.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder.tempfile_in(dir).map_err(CommitError::Io)?;
+    let mut sink = BufWriter::with_capacity(BUFFER, tmp);
+    write(&mut sink).map_err(CommitError::Write)?;
+    // Dropping the temporary file on any error below removes it.
+    let tmp = sink
+        .into_inner()
+        .map_err(|e| CommitError::Io(e.into_error()))?;
+    if fsync {
+        tmp.as_file().sync_all().map_err(CommitError::Io)?;
+    }
+    // Replacing a file frees the old one's blocks inside the rename, which for a large
+    // checkpoint takes as long as writing a good part of it; holding the old file open moves
+    // that work to the last close, done on a background thread.
+    let previous = File::open(path).ok();
+    tmp.persist(path).map_err(|e| CommitError::Io(e.error))?;
+    if let Some(previous) = previous {
+        let _ = std::thread::Builder::new()
+            .name("ckpt-release-old".to_owned())
+            .spawn(move || drop(previous));
+    }
+    if fsync {
+        sync_dir(dir).map_err(CommitError::Io)?;
+    }
+    Ok(())
+}
+
+/// `.NAME.ckpt-PID-`, or `.NAME.ckpt-` for the temporaries of any process.
+fn temporary_prefix(name: &std::ffi::OsStr, pid: Option<u32>) -> OsString {
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".ckpt-");
+    if let Some(pid) = pid {
+        prefix.push(format!("{pid}-"));
+    }
+    prefix
+}
+
+/// The temporary files in `dir` that saves of the file `name` left behind and whose process
+/// has ended: saves that were killed. Only on Linux, where a process's liveness can be asked
+/// of `/proc`; elsewhere none are reported.
+fn stale_in(dir: &Path, name: &std::ffi::OsStr) -> Vec<PathBuf> {
+    if !cfg!(target_os = "linux") {
+        return Vec::new();
+    }
+    let prefix = temporary_prefix(name, None);
+    let Some(prefix) = prefix.to_str() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let own = std::process::id();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let file_name = entry.file_name();
+            let rest = file_name.to_str()?.strip_prefix(prefix)?;
+            rest.strip_suffix(".tmp")?;
+            let pid: u32 = rest.split('-').next()?.parse().ok()?;
+            let gone = pid != own && !Path::new(&format!("/proc/{pid}")).exists();
+            gone.then(|| entry.path())
+        })
+        .collect()
+}
+
+/// Removes what [`stale_temporaries`] finds; a file that cannot be removed is left alone.
+fn remove_stale(dir: &Path, name: &std::ffi::OsStr) {
+    for stale in stale_in(dir, name) {
+        let _ = std::fs::remove_file(stale);
+    }
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_: &Path) -> io::Result<()> {
+    // Directories cannot be opened for syncing here; the rename is durable once the OS flushes.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed_by_the_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("model.ckpt");
+        // A pid beyond the kernel's limit (4194304) never runs.
+        let stale = dir.path().join(".model.ckpt.ckpt-4294967-abc.tmp");
+        let alive = dir
+            .path()
+            .join(format!(".model.ckpt.ckpt-{}-xyz.tmp", std::process::id()));
+        let other = dir.path().join(".other.ckpt.ckpt-4294967-abc.tmp");
+        for f in [&stale, &alive, &other] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        if cfg!(target_os = "linux") {
+            assert_eq!(stale_in(dir.path(), "model.ckpt".as_ref()), std::slice::from_ref(&stale));
+        }
+        write_atomically::<io::Error>(&Location::Path(target.clone()), false, |sink| {
+            std::io::Write::write_all(sink, b"new")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(stale.exists(), !cfg!(target_os = "linux"));
+        assert!(alive.exists() && other.exists());
+    }
+}

@@ -1,0 +1,161 @@
+//! The storage seam under the formats: where a checkpoint's bytes come from and where they go.
+//!
+//! Formats read through a [`Source`], a fixed-length object read by byte ranges, and write
+//! into a [`Sink`]; they never name a file system. What stands behind a source is this
+//! module's business: a memory-mapped or read local file (`local.rs`), bytes already in memory
+//! (`memory.rs`). Writes to a [`Location`] are atomic: the bytes go to a temporary object that
+//! is committed whole, or not at all (`atomic.rs`).
+//!
+//! A new backend (a remote object store) is a new `Source`, a new way to commit, and a new
+//! kind of `Location` here; no format changes.
+
+pub(crate) mod atomic;
+pub(crate) mod local;
+pub(crate) mod memory;
+
+use std::fmt;
+use std::io::{self, Seek, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::tensor::Backing;
+
+/// Where a checkpoint is: a file, or bytes in memory. Errors name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Location {
+    /// A file on a local file system.
+    Path(PathBuf),
+    /// Bytes in memory, under a name for messages (`<memory>`).
+    Memory(String),
+}
+
+impl Location {
+    /// The file's path, for a local file.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Location::Path(path) => Some(path),
+            Location::Memory(_) => None,
+        }
+    }
+
+    /// The object named `name` next to this one: the shards beside a sharded checkpoint's
+    /// index. `None` for bytes in memory, which have no neighbours.
+    pub(crate) fn sibling(&self, name: &str) -> Option<Location> {
+        match self {
+            Location::Path(path) => {
+                let dir = path.parent().unwrap_or(Path::new(""));
+                Some(Location::Path(dir.join(name)))
+            }
+            Location::Memory(_) => None,
+        }
+    }
+
+    /// The last component of the name: `model.safetensors.index.json`.
+    pub(crate) fn file_name(&self) -> Option<&str> {
+        match self {
+            Location::Path(path) => path.file_name()?.to_str(),
+            Location::Memory(name) => Some(name),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Path(path) => write!(f, "{}", path.display()),
+            Location::Memory(name) => f.write_str(name),
+        }
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(path: &Path) -> Self {
+        Location::Path(path.to_owned())
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(path: PathBuf) -> Self {
+        Location::Path(path)
+    }
+}
+
+/// An object of fixed length that formats read by byte ranges.
+///
+/// Formats ask for tensor data through the crate's `shared`: a source that holds the whole object in memory
+/// (a memory map, a buffer) lends it without a copy; any other reads the range.
+pub trait Source: Send + Sync {
+    /// Where the bytes are, for messages.
+    fn location(&self) -> &Location;
+
+    /// The length in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether the object is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` with the bytes at `offset..offset + buf.len()`; an error of kind
+    /// `UnexpectedEof` if that runs past the end.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// The whole object as bytes tensors may borrow for as long as they live, when the source
+    /// holds it so (a memory map, a buffer); `None` when ranges must be read.
+    fn backing(&self) -> Option<Arc<dyn Backing>> {
+        None
+    }
+}
+
+/// The bytes at `range` of `source` as a backing and the range of it they occupy: lent in place
+/// when the source holds the object in memory, read otherwise.
+pub(crate) fn shared(
+    source: &dyn Source,
+    range: Range<u64>,
+) -> io::Result<(Arc<dyn Backing>, Range<usize>)> {
+    let len = source.len();
+    if range.start > range.end || range.end > len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "bytes {}..{} lie beyond the end ({len} bytes)",
+                range.start, range.end
+            ),
+        ));
+    }
+    if let Some(backing) = source.backing() {
+        // In range of an in-memory object, so the bounds fit in `usize`.
+        return Ok((backing, range.start as usize..range.end as usize));
+    }
+    let size = usize::try_from(range.end - range.start)
+        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "range larger than memory"))?;
+    let mut bytes = vec![0; size];
+    source.read_at(range.start, &mut bytes)?;
+    Ok((Arc::new(bytes), 0..size))
+}
+
+/// The bytes at `range` of `source`, copied out: for headers and other small records.
+pub(crate) fn read_range(source: &dyn Source, range: Range<u64>) -> io::Result<Vec<u8>> {
+    let (backing, range) = shared(source, range)?;
+    Ok(backing.bytes()[range].to_vec())
+}
+
+/// Where formats write: anything that can be written and sought, such as a temporary file on
+/// its way to being committed, or a `Cursor<Vec<u8>>`.
+pub trait Sink: Write + Seek {}
+
+impl<T: Write + Seek + ?Sized> Sink for T {}
+
+/// Opens the object at `location` for reading: a local file memory-mapped (or, without `mmap`,
+/// read whole), once; bytes in memory cannot be opened by name.
+pub(crate) fn open(location: &Location, mmap: bool) -> io::Result<Arc<dyn Source>> {
+    match location {
+        Location::Path(path) => Ok(Arc::new(local::open(path, mmap)?)),
+        Location::Memory(name) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name} is bytes in memory, which have no neighbours to open"),
+        )),
+    }
+}

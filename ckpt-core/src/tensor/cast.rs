@@ -1,0 +1,51 @@
+//! Element-wise casts between dtypes, as PyTorch's `copy_` does them.
+
+use ndarray::{ArrayViewD, ArrayViewMutD, Zip};
+
+use super::{TensorError, TensorView};
+use crate::dtype::{DType, DTypeKind, Element, HostView};
+
+pub(super) fn int_range(dtype: DType) -> (i128, i128) {
+    match dtype {
+        DType::I64 => (i64::MIN.into(), i64::MAX.into()),
+        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::I16 => (i16::MIN.into(), i16::MAX.into()),
+        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+        DType::U8 => (u8::MIN.into(), u8::MAX.into()),
+        DType::Bool => (0, 1),
+        DType::F64 | DType::F32 | DType::F16 | DType::BF16 => (i128::MIN, i128::MAX),
+    }
+}
+
+/// Copies `src` into `dst` (same shape), converting each element to `T`.
+pub(crate) fn cast_into<T: Element>(
+    src: &TensorView<'_>,
+    dst: &mut ArrayViewMutD<'_, T>,
+) -> Result<(), TensorError> {
+    if let Ok(same) = src.array::<T>() {
+        dst.assign(&same);
+        return Ok(());
+    }
+    src.check_cast(T::DTYPE)?;
+    fn convert<S: Element, T: Element>(src: &ArrayViewD<'_, S>, dst: &mut ArrayViewMutD<'_, T>) {
+        match (S::DTYPE.kind(), T::DTYPE.kind()) {
+            (DTypeKind::Int | DTypeKind::Bool, DTypeKind::Int | DTypeKind::Bool) => {
+                // Checked by `check_cast`: every value fits.
+                Zip::from(dst).and(src).for_each(|d, s| {
+                    *d = T::try_from_i128(s.to_i128()).unwrap_or_default();
+                });
+            }
+            (DTypeKind::Float, DTypeKind::Bool) => {
+                Zip::from(dst)
+                    .and(src)
+                    .for_each(|d, s| *d = T::from_f64(f64::from(u8::from(s.to_f64() != 0.0))));
+            }
+            _ => Zip::from(dst)
+                .and(src)
+                .for_each(|d, s| *d = T::from_f64(s.to_f64())),
+        }
+    }
+    let src = src.host_view()?;
+    dispatch!(&src, HostView, s => convert(s, dst));
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! [`TensorView`]: a borrowed tensor.
+
+use std::borrow::Cow;
+use std::fmt;
+#[cfg(feature = "cuda")]
+use std::sync::Arc;
+
+use bytemuck::NoUninit;
+use ndarray::{Array, ArrayView, ArrayViewD, Dimension};
+
+use super::cast::int_range;
+use super::{Tensor, TensorError};
+use crate::device::{Device, DeviceError};
+use crate::dtype::{DType, DTypeKind, Element, HostView};
+
+/// A borrowed tensor: a dtype, a shape and a strided view of someone else's data.
+///
+/// Model fields, loaded files and [`Tensor`]s all lend out `TensorView`s, which is how a
+/// [`state_dict`](crate::StateDict::state_dict) avoids copying tensor data.
+///
+/// A view of a GPU tensor knows its dtype, shape and device without touching the GPU; methods
+/// that read values (`array`, `to_le_bytes`, `to_tensor`) copy the data to host memory and
+/// return an error if the GPU fails the copy (a lost device). `==` is `false` then, and
+/// `Debug` never copies a GPU tensor: it shows the dtype, shape and device only.
+#[derive(Clone)]
+pub struct TensorView<'a> {
+    pub(super) src: Src<'a>,
+}
+
+#[derive(Clone)]
+pub(super) enum Src<'a> {
+    Host(HostView<'a>),
+    #[cfg(feature = "cuda")]
+    Cuda(&'a Arc<super::cuda::CudaStorage>),
+}
+
+impl<'a> TensorView<'a> {
+    pub(super) fn host(host: HostView<'a>) -> Self {
+        TensorView {
+            src: Src::Host(host),
+        }
+    }
+
+    /// The data in host memory: borrowed, or for a GPU tensor its host copy, made on first
+    /// use; an error if the GPU fails the copy.
+    pub(super) fn host_view(&self) -> Result<HostView<'a>, DeviceError> {
+        match &self.src {
+            Src::Host(host) => Ok(host.clone()),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Ok(storage.host()?.view()),
+        }
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        fn dtype_of<T: Element>(_: &ArrayViewD<'_, T>) -> DType {
+            T::DTYPE
+        }
+        match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => dtype_of(v)),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.dtype(),
+        }
+    }
+
+    /// The size of each dimension.
+    pub fn shape(&self) -> &[usize] {
+        match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => v.shape()),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.shape(),
+        }
+    }
+
+    /// The number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.shape().len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    /// The size of the data in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.numel() * self.dtype().size_in_bytes()
+    }
+
+    /// The device the data lives on.
+    pub fn device(&self) -> Device {
+        match &self.src {
+            Src::Host(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Device::Cuda(storage.ordinal()),
+        }
+    }
+
+    /// A view of the same data borrowed for a shorter time.
+    pub fn view(&self) -> TensorView<'_> {
+        match &self.src {
+            Src::Host(host) => {
+                TensorView::host(dispatch!(host, HostView, v => crate::dtype::wrap_view(v.view())))
+            }
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => TensorView {
+                src: Src::Cuda(storage),
+            },
+        }
+    }
+
+    /// Whether the elements are laid out in C order without gaps (GPU data always is).
+    pub fn is_contiguous(&self) -> bool {
+        match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => v.is_standard_layout()),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(_) => true,
+        }
+    }
+
+    /// The data as a typed ndarray view, or an error if `T` is not the element type, or if
+    /// the GPU holding the data fails to copy it to the host.
+    pub fn array<T: Element>(&self) -> Result<ArrayViewD<'a, T>, TensorError> {
+        let wrong_dtype = || TensorError::DType {
+            expected: T::DTYPE,
+            actual: self.dtype(),
+        };
+        if self.dtype() != T::DTYPE {
+            return Err(wrong_dtype()); // before a GPU tensor is copied for nothing
+        }
+        T::unwrap_view(&self.host_view()?).ok_or_else(wrong_dtype)
+    }
+
+    /// A copy of the data as an owned ndarray of element type `T` and dimensionality `D`.
+    pub fn to_array<T: Element, D: Dimension>(&self) -> Result<Array<T, D>, TensorError> {
+        let view = self.array::<T>()?;
+        let shape = view.shape().to_vec();
+        let view = view
+            .into_dimensionality::<D>()
+            .map_err(|_| TensorError::Shape {
+                expected: match D::NDIM {
+                    Some(n) => format!("{n} dimensions"),
+                    None => "any dimensions".to_owned(),
+                },
+                actual: shape,
+            })?;
+        Ok(view.to_owned())
+    }
+
+    /// An owned copy in host memory, laid out in C order; an error if the GPU holding the
+    /// data fails the copy.
+    pub fn to_tensor(&self) -> Result<Tensor, DeviceError> {
+        match &self.src {
+            Src::Host(host) => Ok(host_copy(host)),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.to_host(),
+        }
+    }
+
+    /// An owned tensor on the same device: a host copy, or for GPU data a tensor sharing it
+    /// (GPU tensors copy on write too, so neither side sees the other's writes). What
+    /// snapshots, such as a background save's, need: the file records the GPU.
+    pub(crate) fn to_owned_tensor(&self) -> Tensor {
+        match &self.src {
+            Src::Host(host) => host_copy(host),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Tensor {
+                repr: super::Repr::Cuda(Arc::clone(storage)),
+            },
+        }
+    }
+
+    /// Calls `sink` with the little-endian bytes in order: at once for host data, one staging
+    /// buffer at a time for GPU data (the GPU copies the next while `sink` runs).
+    pub(crate) fn stream_le_bytes(&self, sink: &mut dyn FnMut(&[u8])) -> Result<(), DeviceError> {
+        match &self.src {
+            Src::Host(_) => {
+                sink(&self.to_le_bytes()?);
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => storage.stream_le_bytes(sink),
+        }
+    }
+
+    /// The data as C-contiguous little-endian bytes: borrowed when the view already is, else
+    /// copied in logical (C) order whatever the strides. GPU data is copied through pinned
+    /// staging buffers, and not kept; an error if the GPU fails the copy.
+    pub fn to_le_bytes(&self) -> Result<Cow<'a, [u8]>, DeviceError> {
+        match &self.src {
+            Src::Host(host) => Ok(dispatch!(host, HostView, v => le_bytes(v.clone()))),
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => Ok(Cow::Owned(storage.to_le_bytes()?)),
+        }
+    }
+
+    /// Whether both views read the same memory: the same address, dtype, shape and strides.
+    pub fn shares_storage(&self, other: &TensorView<'_>) -> bool {
+        self.storage_id()
+            .is_some_and(|id| Some(id) == other.storage_id())
+    }
+
+    /// What identifies the memory this view reads, for storing tied tensors once; `None` for
+    /// empty tensors, which have no memory to share.
+    pub(crate) fn storage_id(&self) -> Option<StorageId> {
+        fn id<T>(v: &ArrayViewD<'_, T>) -> (usize, Vec<usize>, Vec<isize>) {
+            (
+                v.as_ptr() as usize,
+                v.shape().to_vec(),
+                v.strides().to_vec(),
+            )
+        }
+        let (ptr, shape, strides) = match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => id(v)),
+            // Clones of a GPU tensor share one storage.
+            #[cfg(feature = "cuda")]
+            Src::Cuda(storage) => (
+                Arc::as_ptr(storage) as usize,
+                storage.shape().to_vec(),
+                Vec::new(),
+            ),
+        };
+        (self.numel() > 0).then_some(StorageId {
+            ptr,
+            dtype: self.dtype(),
+            shape,
+            strides,
+        })
+    }
+
+    /// Every value as `f64` in C order (integers and bools converted exactly where `f64` can).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>, DeviceError> {
+        Ok(self.f64_values()?.collect())
+    }
+
+    /// Every value as `f64`, in C order, without collecting them.
+    pub fn f64_values(&self) -> Result<Box<dyn Iterator<Item = f64> + 'a>, DeviceError> {
+        Ok(dispatch!(self.host_view()?, HostView, v => Box::new(v.into_iter().map(|x| x.to_f64()))))
+    }
+
+    /// The largest absolute difference between corresponding elements, compared as `f64`:
+    /// NaN if one side has a NaN where the other has not; empty tensors differ by 0. An error
+    /// if the shapes differ.
+    ///
+    /// ```
+    /// # use ckpt_core as ckpt;
+    /// use ckpt::Tensor;
+    ///
+    /// let a = Tensor::from(ndarray::array![1.0f32, 2.0]);
+    /// let b = Tensor::from(ndarray::array![1.5f64, 2.0]);
+    /// assert_eq!(a.view().max_abs_diff(&b.view())?, 0.5);
+    /// assert!(a.view().max_abs_diff(&Tensor::scalar(1.0f32).view()).is_err());
+    /// # Ok::<(), ckpt::tensor::TensorError>(())
+    /// ```
+    pub fn max_abs_diff(&self, other: &TensorView<'_>) -> Result<f64, TensorError> {
+        if self.shape() != other.shape() {
+            return Err(TensorError::Shape {
+                expected: format!("shape {:?}", self.shape()),
+                actual: other.shape().to_vec(),
+            });
+        }
+        let mut max = 0.0f64;
+        for (a, b) in self.f64_values()?.zip(other.f64_values()?) {
+            let d = match (a.is_nan(), b.is_nan()) {
+                (true, true) => 0.0,
+                (false, false) if a == b => 0.0,
+                _ => (a - b).abs(),
+            };
+            if d.is_nan() {
+                return Ok(f64::NAN);
+            }
+            max = max.max(d);
+        }
+        Ok(max)
+    }
+
+    /// Checks that every value fits `dtype` when cast as [`Tensor::copy_from`] would cast it.
+    pub fn check_cast(&self, dtype: DType) -> Result<(), TensorError> {
+        fn check<S: Element>(src: &ArrayViewD<'_, S>, to: DType) -> Result<(), TensorError> {
+            // Only integer targets can be out of range: float targets saturate to ±inf and bool
+            // targets test for non-zero, as PyTorch does.
+            if to.kind() != DTypeKind::Int || S::DTYPE.kind() == DTypeKind::Float {
+                return Ok(());
+            }
+            let (min, max) = int_range(to);
+            match src
+                .iter()
+                .map(|x| x.to_i128())
+                .enumerate()
+                .find(|(_, v)| *v < min || *v > max)
+            {
+                Some((index, value)) => Err(TensorError::OutOfRange {
+                    from: S::DTYPE,
+                    to,
+                    value,
+                    index,
+                }),
+                None => Ok(()),
+            }
+        }
+        dispatch!(&self.host_view()?, HostView, v => check(v, dtype))
+    }
+}
+
+/// An owned, C-ordered copy of host data.
+fn host_copy(host: &HostView<'_>) -> Tensor {
+    dispatch!(host, HostView, v => Tensor::from(v.as_standard_layout().into_owned()))
+}
+
+/// The memory a view reads: equal ids read the same elements in the same order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct StorageId {
+    ptr: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    strides: Vec<isize>,
+}
+
+fn le_bytes<T: NoUninit>(view: ArrayViewD<'_, T>) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        if let Some(slice) = view.to_slice() {
+            return Cow::Borrowed(bytemuck::cast_slice(slice));
+        }
+    }
+    let mut out = Vec::with_capacity(view.len() * size_of::<T>());
+    for x in view.iter() {
+        let bytes = bytemuck::bytes_of(x);
+        if cfg!(target_endian = "little") {
+            out.extend_from_slice(bytes);
+        } else {
+            out.extend(bytes.iter().rev());
+        }
+    }
+    Cow::Owned(out)
+}
+
+impl<'a, T: Element, D: Dimension> From<ArrayView<'a, T, D>> for TensorView<'a> {
+    fn from(view: ArrayView<'a, T, D>) -> Self {
+        TensorView::host(T::wrap_view(view.into_dyn()))
+    }
+}
+
+impl<'a> From<&'a Tensor> for TensorView<'a> {
+    fn from(tensor: &'a Tensor) -> Self {
+        tensor.view()
+    }
+}
+
+impl PartialEq for TensorView<'_> {
+    /// Equal dtype, shape and values; `false` if a GPU holding either side fails to copy it.
+    fn eq(&self, other: &Self) -> bool {
+        fn eq<T: Element>(a: &ArrayViewD<'_, T>, b: &TensorView<'_>) -> bool {
+            b.array::<T>().is_ok_and(|b| a == b)
+        }
+        if self.dtype() != other.dtype() || self.shape() != other.shape() {
+            return false; // before a GPU tensor is copied for nothing
+        }
+        match self.host_view() {
+            Ok(host) => dispatch!(&host, HostView, a => eq(a, other)),
+            Err(_) => false,
+        }
+    }
+}
+
+impl fmt::Debug for TensorView<'_> {
+    /// `F32[2, 3] [[...]]`: the dtype, the shape and the values; for a GPU tensor the device
+    /// instead of the values, which would mean copying the whole tensor to the host.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{:?}", self.dtype(), self.shape())?;
+        match &self.src {
+            Src::Host(host) => {
+                f.write_str(" ")?;
+                dispatch!(host, HostView, v => fmt::Display::fmt(v, f))
+            }
+            #[cfg(feature = "cuda")]
+            Src::Cuda(_) => write!(f, " on {}", self.device()),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Files: save and load, atomic commits, damaged files, safetensors and whole models.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod atomic;
+mod damaged;
+mod file;
+mod safetensors;
+mod whole_model;

@@ -1,0 +1,7 @@
+//! `ckpt::nn` layers and `ckpt::optim` optimizers against PyTorch's numbers.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod layers;
+mod optim;
