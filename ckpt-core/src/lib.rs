@@ -38,8 +38,8 @@ pub use crate::device::Device;
 pub use crate::device::cuda;
 pub use crate::dtype::DType;
 pub use crate::file::{
-    Checkpoint, Error, LoadFrom, LoadOptions, SaveHandle, SaveOptions, inspect, load, load_with,
-    save, save_async, save_async_with, save_with,
+    Checkpoint, Error, LoadFrom, LoadOptions, SaveHandle, SaveOptions, inspect, inspect_with, load,
+    load_with, save, save_async, save_async_with, save_with,
 };
 pub use crate::loading::{DTypePolicy, LoadError, LoadReport, StateDictOptions};
 pub use crate::state_dict::StateDict;

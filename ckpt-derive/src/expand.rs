@@ -124,9 +124,10 @@ fn impl_state_dict(input: &Input<'_>) -> TokenStream {
     }
 }
 
-/// `<FieldType as ::ckpt::StateDict>`, spanned on the field's type so that a type which is
-/// neither a leaf nor a module is reported on that field.
+/// `<FieldType as ::ckpt::__private::Field>`, spanned on the field's type so that a type which
+/// is neither a leaf nor a module is reported on that field, once, in the words of `Field`'s
+/// diagnostic (not with a list of every type that implements `StateDict`).
 fn trait_path(field: &Field<'_>) -> TokenStream {
     let ty = field.ty;
-    quote_spanned!(ty.span()=> <#ty as ::ckpt::StateDict>)
+    quote_spanned!(ty.span()=> <#ty as ::ckpt::__private::Field>)
 }

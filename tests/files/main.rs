@@ -7,4 +7,5 @@ mod atomic;
 mod damaged;
 mod file;
 mod safetensors;
+mod toy_format;
 mod whole_model;

@@ -122,6 +122,13 @@ pub(crate) fn wrap_view<T: Element>(view: ArrayViewD<'_, T>) -> HostView<'_> {
     T::wrap_view(view)
 }
 
+impl HostArray {
+    /// A view of the whole array.
+    pub(crate) fn view(&self) -> HostView<'_> {
+        dispatch!(self, HostArray, a => wrap_view(a.view()))
+    }
+}
+
 macro_rules! float_element {
     ($($ty:ty => $dtype:ident, $to:expr, $from:expr;)*) => {$(
         impl Element for $ty {

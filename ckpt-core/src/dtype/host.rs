@@ -53,9 +53,3 @@ macro_rules! storage_enums {
     };
 }
 for_each_dtype!(storage_enums);
-
-impl HostArray {
-    pub(crate) fn view(&self) -> HostView<'_> {
-        dispatch!(self, HostArray, a => super::element::wrap_view(a.view()))
-    }
-}

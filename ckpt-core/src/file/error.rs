@@ -13,6 +13,20 @@ use crate::value::ValueError;
 
 /// An error of a file operation. Every message starts with the file and, where one is known,
 /// names the tensor's key.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::Error;
+///
+/// # let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("damaged.ckpt");
+/// std::fs::write(&path, b"\x89CKPT\r\n\x1a but cut off")?;
+/// let err = ckpt::load(&path).unwrap_err();
+/// assert!(matches!(err, Error::Corrupt { .. }));
+/// assert_eq!(err.location().path(), Some(path.as_path()));
+/// assert!(err.to_string().contains("truncated or incomplete file"), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -229,12 +243,17 @@ impl From<FormatError> for Error {
                 key: key.unwrap_or_default(),
                 source,
             },
-            FormatErrorKind::PyTorch(source) => Error::PyTorch { location, source },
-            FormatErrorKind::Other(source) => Error::Format {
-                location,
-                format,
-                key,
-                source,
+            FormatErrorKind::Other(source) => match source.downcast::<PtError>() {
+                Ok(source) => Error::PyTorch {
+                    location,
+                    source: *source,
+                },
+                Err(source) => Error::Format {
+                    location,
+                    format,
+                    key,
+                    source,
+                },
             },
         }
     }

@@ -142,6 +142,19 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Header, Error> {
 }
 
 /// [`inspect`] with options: the format, the formats to detect among.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::format::PyTorch;
+/// use ckpt::{LoadOptions, SaveOptions, Tensor, dict};
+///
+/// # let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("weights"); // no extension
+/// ckpt::save_with(dict! { "w" => Tensor::scalar(1i64) }, &path, &SaveOptions::new().format(PyTorch))?;
+/// let header = ckpt::inspect_with(&path, &LoadOptions::new().format(PyTorch))?;
+/// assert_eq!((header.format, header.tensors.len()), ("pytorch", 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn inspect_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Header, Error> {
     Ok(open(&Location::from(path.as_ref()), options)?.header())
 }

@@ -115,6 +115,19 @@ pub fn save_async<'a>(value: impl Into<Value<'a>>, path: impl AsRef<Path>) -> Sa
 }
 
 /// [`save_async`] with options.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::{SaveOptions, Tensor, dict};
+///
+/// # let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("w.safetensors");
+/// let handle = ckpt::save_async_with(dict! { "w" => Tensor::scalar(1.0f32) }, &path, &SaveOptions::new().fsync(false));
+/// assert_eq!(handle.path(), path);
+/// handle.wait()?;
+/// assert_eq!(ckpt::load(&path)?.format().name(), "safetensors");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn save_async_with<'a>(
     value: impl Into<Value<'a>>,
     path: impl AsRef<Path>,
@@ -131,6 +144,16 @@ pub fn save_async_with<'a>(
 }
 
 /// A save running in the background; [`wait`](SaveHandle::wait) for its result.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::{Tensor, dict};
+///
+/// # let dir = tempfile::tempdir()?;
+/// let handle = ckpt::save_async(dict! { "w" => Tensor::scalar(1.0f32) }, dir.path().join("w.ckpt"));
+/// handle.wait()?; // the save's error, if it failed
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "a background save's errors are only seen through wait()"]
 pub struct SaveHandle {
     path: PathBuf,

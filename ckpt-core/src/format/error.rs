@@ -5,7 +5,6 @@ use std::fmt;
 use std::io;
 
 use super::Corruption;
-use super::pytorch::PtError;
 use crate::device::DeviceError;
 use crate::storage::Location;
 
@@ -56,10 +55,8 @@ pub enum FormatErrorKind {
     /// A GPU failed while a tensor was copied from it for writing.
     #[error("{0}")]
     Device(#[from] DeviceError),
-    /// A `.pt` file could not be read or written.
-    #[error("{0}")]
-    PyTorch(#[from] PtError),
-    /// The cause a format outside ckpt gives.
+    /// A cause of the format's own, such as a `.pt` file's
+    /// [`PtError`](super::pytorch::PtError).
     #[error("{0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -21,6 +21,19 @@ pub struct Header {
 }
 
 impl Header {
+    /// A header of `format` listing `tensors` and `values`.
+    pub fn new(
+        format: &'static str,
+        tensors: Vec<TensorInfo>,
+        values: Vec<(String, Value<'static>)>,
+    ) -> Self {
+        Header {
+            format,
+            tensors,
+            values,
+        }
+    }
+
     /// The total size of the tensor data in bytes.
     pub fn nbytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.nbytes).sum()

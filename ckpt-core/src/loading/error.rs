@@ -161,6 +161,22 @@ impl fmt::Display for LoadProblem {
 ///     size mismatch for fc.weight: copying a param with shape [10, 4] from checkpoint, the shape in current model is [10, 8].
 ///     Did you mean "fc.biass" for missing "fc.bias"?
 /// ```
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::{StateDict, Tensor};
+/// use ckpt::loading::LoadProblem;
+///
+/// let mut model = Tensor::zeros(ckpt::DType::F32, &[2])?; // one tensor, keyed ""
+/// let mut state = indexmap::IndexMap::new();
+/// state.insert("bias".to_owned(), Tensor::zeros(ckpt::DType::F32, &[2])?);
+/// let err = model.load_state_dict(&state, true).unwrap_err();
+/// assert_eq!(err.missing_keys(), [""]);
+/// assert_eq!(err.unexpected_keys(), ["bias"]);
+/// assert!(matches!(err.problems()[0], LoadProblem::Missing { .. }));
+/// assert!(err.to_string().starts_with("Error(s) in loading state_dict for Tensor:"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadError {
     module: String,

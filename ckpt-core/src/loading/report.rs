@@ -5,6 +5,22 @@ use std::fmt;
 use super::error::Quoted;
 
 /// What a successful load did, as PyTorch's `_IncompatibleKeys` plus what loaded.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::{StateDict, Tensor};
+///
+/// let mut model = Tensor::zeros(ckpt::DType::F64, &[2])?; // one tensor, keyed ""
+/// let mut state = indexmap::IndexMap::new();
+/// state.insert(String::new(), Tensor::from(ndarray::array![1.0f32, 2.0]));
+/// state.insert("extra".to_owned(), Tensor::scalar(0i64));
+/// let report = model.load_state_dict(&state, false)?;
+/// assert_eq!(report.loaded_keys, [""]);
+/// assert_eq!(report.cast_keys, [""]); // F32 into F64
+/// assert_eq!(report.unexpected_keys, ["extra"]);
+/// assert_eq!(report.to_string(), r#"1 loaded; missing keys: []; unexpected keys: ["extra"]"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 #[must_use = "a non-strict load reports its missing and unexpected keys here"]

@@ -17,6 +17,39 @@ use crate::tensor::{TensorError, TensorView};
 /// Derive it with `#[derive(StateDict)]`; implement it by hand only for unusual containers. The
 /// two required methods walk the tensors in declaration order, read-only and mutably; everything
 /// else (`state_dict`, `load_state_dict`, `train`, `eval`) is built on them.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::state::{KeyPath, Role, Visitor, VisitorMut};
+/// use ckpt::{StateDict, Tensor};
+///
+/// /// A hand-written module: two tensors under `w` and `b`.
+/// struct Affine { w: Tensor, b: Tensor }
+///
+/// impl StateDict for Affine {
+///     fn visit<'a>(&'a self, path: &mut KeyPath, role: Role, visitor: &mut dyn Visitor<'a>) {
+///         for (name, t) in [("w", &self.w), ("b", &self.b)] {
+///             path.push(name);
+///             t.visit(path, role, visitor);
+///             path.pop();
+///         }
+///     }
+///     fn visit_mut(&mut self, path: &mut KeyPath, role: Role, visitor: &mut dyn VisitorMut) {
+///         for (name, t) in [("w", &mut self.w), ("b", &mut self.b)] {
+///             path.push(name);
+///             t.visit_mut(path, role, visitor);
+///             path.pop();
+///         }
+///     }
+/// }
+///
+/// let trained = Affine { w: Tensor::scalar(2.0f32), b: Tensor::scalar(1.0f32) };
+/// let mut fresh = Affine { w: Tensor::scalar(0.0f32), b: Tensor::scalar(0.0f32) };
+/// let report = fresh.load_state_dict(&trained.state_dict(), true)?;
+/// assert_eq!(report.loaded_keys, ["w", "b"]);
+/// assert_eq!(fresh.w, trained.w);
+/// # Ok::<(), ckpt::LoadError>(())
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is neither a tensor nor a module that implements `StateDict`",
     label = "not a tensor leaf or a `StateDict` module",

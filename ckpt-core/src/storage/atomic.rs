@@ -158,7 +158,10 @@ mod tests {
             std::fs::write(f, b"partial").unwrap();
         }
         if cfg!(target_os = "linux") {
-            assert_eq!(stale_in(dir.path(), "model.ckpt".as_ref()), std::slice::from_ref(&stale));
+            assert_eq!(
+                stale_in(dir.path(), "model.ckpt".as_ref()),
+                std::slice::from_ref(&stale)
+            );
         }
         write_atomically::<io::Error>(&Location::Path(target.clone()), false, |sink| {
             std::io::Write::write_all(sink, b"new")

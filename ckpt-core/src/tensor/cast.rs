@@ -5,7 +5,7 @@ use ndarray::{ArrayViewD, ArrayViewMutD, Zip};
 use super::{TensorError, TensorView};
 use crate::dtype::{DType, DTypeKind, Element, HostView};
 
-pub(super) fn int_range(dtype: DType) -> (i128, i128) {
+fn int_range(dtype: DType) -> (i128, i128) {
     match dtype {
         DType::I64 => (i64::MIN.into(), i64::MAX.into()),
         DType::I32 => (i32::MIN.into(), i32::MAX.into()),
@@ -48,4 +48,33 @@ pub(crate) fn cast_into<T: Element>(
     let src = src.host_view()?;
     dispatch!(&src, HostView, s => convert(s, dst));
     Ok(())
+}
+
+impl TensorView<'_> {
+    /// Checks that every value fits `dtype` when cast as [`Tensor::copy_from`] would cast it.
+    pub fn check_cast(&self, dtype: DType) -> Result<(), TensorError> {
+        fn check<S: Element>(src: &ArrayViewD<'_, S>, to: DType) -> Result<(), TensorError> {
+            // Only integer targets can be out of range: float targets saturate to ±inf and bool
+            // targets test for non-zero, as PyTorch does.
+            if to.kind() != DTypeKind::Int || S::DTYPE.kind() == DTypeKind::Float {
+                return Ok(());
+            }
+            let (min, max) = int_range(to);
+            match src
+                .iter()
+                .map(|x| x.to_i128())
+                .enumerate()
+                .find(|(_, v)| *v < min || *v > max)
+            {
+                Some((index, value)) => Err(TensorError::OutOfRange {
+                    from: S::DTYPE,
+                    to,
+                    value,
+                    index,
+                }),
+                None => Ok(()),
+            }
+        }
+        dispatch!(&self.host_view()?, HostView, v => check(v, dtype))
+    }
 }

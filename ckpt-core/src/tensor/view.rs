@@ -8,10 +8,9 @@ use std::sync::Arc;
 use bytemuck::NoUninit;
 use ndarray::{Array, ArrayView, ArrayViewD, Dimension};
 
-use super::cast::int_range;
 use super::{Tensor, TensorError};
 use crate::device::{Device, DeviceError};
-use crate::dtype::{DType, DTypeKind, Element, HostView};
+use crate::dtype::{DType, Element, HostView};
 
 /// A borrowed tensor: a dtype, a shape and a strided view of someone else's data.
 ///
@@ -272,33 +271,6 @@ impl<'a> TensorView<'a> {
             max = max.max(d);
         }
         Ok(max)
-    }
-
-    /// Checks that every value fits `dtype` when cast as [`Tensor::copy_from`] would cast it.
-    pub fn check_cast(&self, dtype: DType) -> Result<(), TensorError> {
-        fn check<S: Element>(src: &ArrayViewD<'_, S>, to: DType) -> Result<(), TensorError> {
-            // Only integer targets can be out of range: float targets saturate to ±inf and bool
-            // targets test for non-zero, as PyTorch does.
-            if to.kind() != DTypeKind::Int || S::DTYPE.kind() == DTypeKind::Float {
-                return Ok(());
-            }
-            let (min, max) = int_range(to);
-            match src
-                .iter()
-                .map(|x| x.to_i128())
-                .enumerate()
-                .find(|(_, v)| *v < min || *v > max)
-            {
-                Some((index, value)) => Err(TensorError::OutOfRange {
-                    from: S::DTYPE,
-                    to,
-                    value,
-                    index,
-                }),
-                None => Ok(()),
-            }
-        }
-        dispatch!(&self.host_view()?, HostView, v => check(v, dtype))
     }
 }
 

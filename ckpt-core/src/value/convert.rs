@@ -120,6 +120,19 @@ impl<'a, K: Into<Key>, V: Into<Value<'a>>> FromIterator<(K, V)> for Value<'a> {
 /// Builds a [`Value::Map`], as a Python dict literal: `dict! { "epoch" => 7, "loss" => 0.1 }`.
 /// Values are anything that converts into a [`Value`]: numbers, strings, tensors, a model's
 /// `state_dict()`, other `dict!`s.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::{Tensor, Value, dict};
+///
+/// let checkpoint = dict! {
+///     "epoch" => 3,
+///     "config" => dict! { "lr" => 0.01, "name" => "adam" },
+///     "w" => Tensor::scalar(1.0f32),
+/// };
+/// assert_eq!(checkpoint["config"]["lr"].as_f64(), Some(0.01));
+/// assert_eq!(dict! {}, Value::map());
+/// ```
 #[macro_export]
 macro_rules! dict {
     () => { $crate::Value::map() };

@@ -229,6 +229,20 @@ impl From<std::io::Error> for PtError {
     }
 }
 
+impl PtError {
+    /// This error as a [`FormatError`](crate::format::FormatError) about the file at
+    /// `location`.
+    pub(crate) fn in_file(self, location: &crate::storage::Location) -> crate::format::FormatError {
+        crate::format::FormatError::new(location, super::NAME, self)
+    }
+}
+
+impl From<PtError> for crate::format::FormatErrorKind {
+    fn from(e: PtError) -> Self {
+        crate::format::FormatErrorKind::Other(Box::new(e))
+    }
+}
+
 pub(crate) fn truncated(what: impl Into<String>) -> PtError {
     PtErrorKind::Truncated { what: what.into() }.into()
 }

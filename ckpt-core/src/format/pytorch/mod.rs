@@ -47,7 +47,7 @@ use self::error::truncated;
 pub use self::error::{PtError, PtErrorKind};
 use self::rebuild::Storage;
 use self::unpickle::{Pickle, StorageRef, unpickle};
-use super::{Format, FormatError, Header, Opened};
+use super::{Format, FormatError, FormatErrorKind, Header, Opened};
 use crate::storage::{self, Sink, Source};
 use crate::value::Value;
 
@@ -81,9 +81,7 @@ impl Format for PyTorch {
 
     fn open(&self, source: Arc<dyn Source>) -> Result<Box<dyn Opened>, FormatError> {
         let location = source.location().clone();
-        Ok(Box::new(
-            open(source).map_err(|e| FormatError::new(&location, NAME, e))?,
-        ))
+        Ok(Box::new(open(source).map_err(|e| e.in_file(&location))?))
     }
 
     /// Writes `value` in PyTorch's zip format, which `torch.load` reads with
@@ -95,7 +93,7 @@ impl Format for PyTorch {
     /// are written once and load as one tensor. The output is deterministic: the same value
     /// gives the same bytes.
     fn write(&self, value: &Value<'_>, sink: &mut dyn Sink) -> Result<(), FormatError> {
-        write::write(value, sink).map_err(|e| FormatError::writing(NAME, e))
+        write::write(value, sink).map_err(|e| FormatError::writing(NAME, FormatErrorKind::from(e)))
     }
 }
 
@@ -275,7 +273,7 @@ fn finish(
 
 impl PtOpened {
     fn error(&self, e: PtError) -> FormatError {
-        FormatError::new(self.source.location(), NAME, e)
+        e.in_file(self.source.location())
     }
 }
 
