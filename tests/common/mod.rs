@@ -2,8 +2,11 @@
 //! files. Each test binary includes this module and uses a part of it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod entries;
 pub mod fixtures;
+pub mod hostile;
 pub mod models;
+pub mod probe;
 pub mod pytorch;
 pub mod surgery;
 

@@ -66,7 +66,12 @@ impl Archive {
             source: Arc::clone(source),
             pos: 0,
         };
-        let mut zip = ZipArchive::new(reader).map_err(zip_error)?;
+        // The archive starts at the file's start, as torch.save writes it: saying so spares the
+        // zip crate its search for where the archive begins.
+        let config = zip::read::Config {
+            archive_offset: zip::read::ArchiveOffset::Known(0),
+        };
+        let mut zip = ZipArchive::with_config(config, reader).map_err(zip_error)?;
         let mut records = std::collections::HashMap::with_capacity(zip.len());
         let mut prefix = None;
         for index in 0..zip.len() {
