@@ -15,7 +15,7 @@
 //! (endless and non-regular files). Each case says what a correct reader does (`Expect`) and
 //! `memory_bound` gives the target bound on peak memory.
 //!
-//! Include it from a test with `#[path = "common/hostile.rs"] mod hostile;`.
+//! Used by `tests/hostile`, `benches/hostile` and the fuzz targets (`fuzz/src/lib.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -628,7 +628,22 @@ fn duplicate_zip_cases() -> Vec<Case> {
         1,
         expect,
     );
-    vec![a, b]
+    // A safetensors header naming `weight` twice, laid end to end: a map would keep one.
+    let mut twice = t.clone();
+    twice.push(TensorSpec {
+        key: "weight".to_owned(),
+        ..other[0].clone()
+    });
+    let c = case(
+        "duplicate-names",
+        "safetensors",
+        "weight named twice",
+        "t.safetensors",
+        safetensors(&twice, true),
+        1,
+        Expect::Error(Some("appears twice")),
+    );
+    vec![a, b, c]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,7 +1093,7 @@ fn json_string(s: &str) -> String {
 pub const INDEX_NAME: &str = "model.safetensors.index.json";
 
 /// A sharded checkpoint of one shard: the index, and the shard as a sibling.
-fn sharded(tensors: &[TensorSpec]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+pub fn sharded(tensors: &[TensorSpec]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     let shard = "model-00001-of-00001.safetensors";
     let total: usize = tensors.iter().map(|t| t.data.len()).sum();
     let map: Vec<String> = tensors
@@ -1349,7 +1364,7 @@ fn state_dict_pickle(tensors: &[TensorSpec], first_storage: usize) -> (Vec<u8>, 
 }
 
 /// A zip-format `.pt` holding `pickle` as `archive/data.pkl` and `storages` (key, bytes).
-fn pt_zip_pickle(pickle: &[u8], storages: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub fn pt_zip_pickle(pickle: &[u8], storages: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut records: Vec<(String, Vec<u8>)> = vec![
         ("archive/data.pkl".to_owned(), pickle.to_vec()),
         ("archive/byteorder".to_owned(), b"little".to_vec()),

@@ -5,6 +5,7 @@
 
 mod read;
 pub(crate) mod sharded;
+mod table;
 mod write;
 
 use std::sync::Arc;
