@@ -1,6 +1,7 @@
 //! The growth of time and memory with the size of a hostile input (issue 12): each growing
 //! class of `tests/common/hostile.rs`, in every format, through every entry point, at scales
-//! 2, 4, 8 and 16 (large enough to leave the caches), each run in a child process that reports its time and peak memory.
+//! 2, 4, 8 and 16 (large enough to leave the caches), each run in a child process that
+//! reports its time and peak memory.
 //!
 //! ```text
 //! cargo bench --bench hostile                       # scales 2, 4, 8, 16
@@ -14,8 +15,7 @@
 //! doubling of the input, how much the time grew (linear work doubles; quadratic work grows
 //! 4×); per class, the exponent of time in input size fitted over all scales. It ends with the
 //! rows that broke the memory bound and the classes whose exponent is above 1.5, and fails if
-//! any did.
-//! Anchors: the time to read the same number of bytes from the page cache.
+//! any did. Anchor: the time to read the same number of bytes from the page cache.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
