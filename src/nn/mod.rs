@@ -61,6 +61,6 @@ pub use self::layernorm::{LayerNorm, LayerNormConfig};
 pub use self::linear::{Linear, LinearConfig};
 pub use self::lstm::{LSTM, LstmState};
 pub use self::pool::{AdaptiveAvgPool2d, MaxPool2d};
-pub use self::rng::Rng;
+pub use self::rng::{RNG_STATE_LEN, Rng};
 pub use self::rnn::RnnConfig;
 pub use self::sequential::{Layer, Sequential};

@@ -5,3 +5,4 @@ mod common;
 
 mod layers;
 mod optim;
+mod rng_state;
