@@ -3,6 +3,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod conv1d;
+mod embedding;
+mod groupnorm;
 mod layers;
 mod optim;
+mod reference;
 mod rng_state;
