@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attention;
 mod conv1d;
 mod embedding;
 mod groupnorm;
