@@ -302,6 +302,11 @@ impl MultiheadAttention {
         })
     }
 
+    /// Seeds the attention dropout's generator with `seed` (see [`Dropout::reseed`]).
+    pub fn reseed(&mut self, seed: u64) {
+        self.dropout.reseed(seed);
+    }
+
     /// The model width `E`.
     pub fn embed_dim(&self) -> usize {
         self.out_proj.out_features()

@@ -59,6 +59,12 @@ impl Dropout {
         })
     }
 
+    /// Draws from now on from a generator seeded with `seed`, as a clone of a layer must, so
+    /// that clones do not drop the same elements.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = Rng::seed(seed);
+    }
+
     /// The probability of zeroing an element.
     pub fn p(&self) -> f32 {
         self.p

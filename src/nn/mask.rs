@@ -46,6 +46,14 @@ impl<'a> Mask<'a> {
         Mask::Float(mask.view().into_dyn().into())
     }
 
+    /// The same mask, borrowed: a view however this one holds its values.
+    pub fn view(&self) -> Mask<'_> {
+        match self {
+            Mask::Bool(m) => Mask::Bool(m.view().into()),
+            Mask::Float(m) => Mask::Float(m.view().into()),
+        }
+    }
+
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         match self {

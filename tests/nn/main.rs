@@ -11,3 +11,4 @@ mod layers;
 mod optim;
 mod reference;
 mod rng_state;
+mod transformer;
