@@ -33,6 +33,7 @@
 mod activation;
 mod attention;
 mod batchnorm;
+mod containers;
 mod conv;
 mod conv1d;
 mod data_parallel;
@@ -58,6 +59,7 @@ mod transformer_encoder;
 pub use self::activation::{Activation, GELU, ReLU};
 pub use self::attention::{AttentionOptions, MultiheadAttention, MultiheadAttentionConfig};
 pub use self::batchnorm::{BatchNorm1d, BatchNorm2d, BatchNormConfig};
+pub use self::containers::{Module, ModuleDict, ModuleList};
 pub use self::conv::{Conv2d, Conv2dConfig};
 pub use self::conv1d::{Conv1d, Conv1dConfig};
 pub use self::data_parallel::DataParallel;

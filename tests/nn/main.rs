@@ -4,6 +4,7 @@
 mod common;
 
 mod attention;
+mod containers;
 mod conv1d;
 mod embedding;
 mod groupnorm;
