@@ -423,7 +423,8 @@ impl MultiheadAttention {
                             *score += mask[index];
                         }
                         if let Some(mask) = &options.key_padding_mask {
-                            *score += mask.additive(&[b, j]);
+                            // Within the shape checked above.
+                            *score += mask.additive(&[b, j]).unwrap_or(0.0);
                         }
                     }
                 }
@@ -524,11 +525,13 @@ impl MultiheadAttention {
             }
         };
         Ok(Array3::from_shape_fn((planes, l, s), |(p, i, j)| {
-            if shape.len() == 2 {
+            let value = if shape.len() == 2 {
                 mask.additive(&[i, j])
             } else {
                 mask.additive(&[p, i, j])
-            }
+            };
+            // Within the shape just matched.
+            value.unwrap_or(0.0)
         }))
     }
 

@@ -14,9 +14,9 @@ const TOL: f32 = 1e-5;
 /// The fixture's tensor `key` as a mask, boolean or additive as PyTorch was given it.
 pub(crate) fn mask(f: &Fixture, key: &str) -> Mask<'static> {
     if f.tensor(key).dtype() == DType::Bool {
-        Mask::Bool(f.mask(key).into())
+        Mask::from(f.mask(key))
     } else {
-        Mask::Float(f.array::<IxDyn>(key).into())
+        Mask::from(f.array::<IxDyn>(key))
     }
 }
 
