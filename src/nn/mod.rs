@@ -28,7 +28,10 @@
 //!
 //! Parameters are `f32` ndarray arrays in public fields. Forward passes take ndarray arrays and
 //! return [`NnError`] for inputs of the wrong shape. Layers with a mode (dropout, batch norm)
-//! follow [`train`](crate::StateDict::train) and [`eval`](crate::StateDict::eval).
+//! follow [`train`](crate::StateDict::train) and [`eval`](crate::StateDict::eval). Every
+//! dropout draws from a generator ([`Rng`]) of its own, whose state is in
+//! [`rng_state`](crate::StateDict::rng_state) rather than in the state dict, so that a
+//! checkpoint can hold it and a resumed run draws the same masks.
 
 mod activation;
 mod attention;
