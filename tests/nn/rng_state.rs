@@ -1,9 +1,14 @@
 //! Dropout's generators are part of a checkpoint: training with dropout, saved to a file and
-//! resumed in a fresh model built from another seed, draws bit for bit the masks, outputs and
-//! weights of the run that never stopped; without the generators it does not.
+//! resumed in another process, in a model built from another seed, draws bit for bit the
+//! masks, outputs and weights of the run that never stopped; without the generators it does
+//! not.
 
-use ckpt::StateDict;
+use std::path::Path;
+use std::process::Command;
+
 use ckpt::nn::{Dropout, Linear, RNG_STATE_LEN, Rng};
+use ckpt::state::TensorSource;
+use ckpt::{StateDict, Tensor, Value};
 use ndarray::{Array2, Axis};
 
 /// `fc2(dropout(relu(fc1(x))))`, with a second dropout on the input.
@@ -84,64 +89,101 @@ fn generators_are_their_own_map_beside_pytorchs_keys() {
     assert!(net.named_buffers().contains_key("dropout.rng"));
 }
 
+/// Set in the child process that resumes from the checkpoint this names.
+const CHILD: &str = "CKPT_NN_RESUME_FROM";
+const FIRST: usize = 5;
+const TOTAL: usize = 12;
+
+/// The child's part: a fresh model from another seed, the checkpoint's state dict and
+/// generators, the remaining steps; their outputs and the final state go to `resumed.ckpt`
+/// beside the checkpoint.
+fn resume_in_this_process(path: &Path) {
+    let checkpoint = ckpt::load(path).unwrap();
+    let start: usize = checkpoint.get("step").unwrap();
+    let mut net = Net::new(42);
+    let _ = net
+        .load_state_dict(&checkpoint["model_state_dict"], true)
+        .unwrap();
+    let report = net.load_rng_state(&checkpoint["rng_state"]).unwrap();
+    assert_eq!(report.loaded_keys, ["input_dropout.rng", "dropout.rng"]);
+    let outputs: Vec<(String, Tensor)> = (start..TOTAL)
+        .map(|i| (i.to_string(), Tensor::from(step(&mut net, i))))
+        .collect();
+    let outputs: Value<'_> = outputs.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    ckpt::save(
+        ckpt::dict! {
+            "outputs" => outputs,
+            "model_state_dict" => net.state_dict(),
+            "rng_state" => net.rng_state(),
+        },
+        path.with_file_name("resumed.ckpt"),
+    )
+    .unwrap();
+}
+
+/// Five steps, a checkpoint, and the other seven steps in another process: every output of
+/// those, the weights and the generators at the end are the uninterrupted run's, bit for bit.
 #[test]
-fn a_resumed_run_draws_the_masks_of_an_uninterrupted_one() {
-    const FIRST: usize = 5;
-    const TOTAL: usize = 12;
+fn a_run_resumed_in_another_process_draws_the_masks_of_an_uninterrupted_one() {
+    if let Some(path) = std::env::var_os(CHILD) {
+        resume_in_this_process(Path::new(&path));
+        return;
+    }
     let mut reference = Net::new(0);
     let expected: Vec<Array2<f32>> = (0..TOTAL).map(|i| step(&mut reference, i)).collect();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("checkpoint.ckpt");
-    {
-        let mut net = Net::new(0);
-        for (i, expected) in expected.iter().enumerate().take(FIRST) {
-            assert_eq!(bits(&step(&mut net, i)), bits(expected));
-        }
-        ckpt::save(
-            ckpt::dict! {
-                "model_state_dict" => net.state_dict(),
-                "rng_state" => net.rng_state(),
-                "step" => FIRST,
-            },
-            &path,
-        )
+    let mut net = Net::new(0);
+    for (i, expected) in expected.iter().enumerate().take(FIRST) {
+        assert_eq!(bits(&step(&mut net, i)), bits(expected));
+    }
+    ckpt::save(
+        ckpt::dict! {
+            "model_state_dict" => net.state_dict(),
+            "rng_state" => net.rng_state(),
+            "step" => FIRST,
+        },
+        &path,
+    )
+    .unwrap();
+
+    let test = crate::common::test_name(
+        module_path!(),
+        "a_run_resumed_in_another_process_draws_the_masks_of_an_uninterrupted_one",
+    );
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([&test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, &path)
+        .output()
         .unwrap();
-    } // gone, as if the process had ended
-
-    let checkpoint = ckpt::load(&path).unwrap();
-    let start: usize = checkpoint.get("step").unwrap();
-    let resume = |with_generators: bool| {
-        let mut net = Net::new(42);
-        let _ = net
-            .load_state_dict(&checkpoint["model_state_dict"], true)
-            .unwrap();
-        if with_generators {
-            let report = net.load_rng_state(&checkpoint["rng_state"]).unwrap();
-            assert_eq!(report.loaded_keys, ["input_dropout.rng", "dropout.rng"]);
-        }
-        let outputs: Vec<Array2<f32>> = (start..TOTAL).map(|i| step(&mut net, i)).collect();
-        (net, outputs)
-    };
-
-    let (resumed, outputs) = resume(true);
-    for (i, (actual, expected)) in outputs.iter().zip(&expected[start..]).enumerate() {
-        assert_eq!(bits(actual), bits(expected), "step {}", start + i);
+    assert!(
+        output.status.success(),
+        "the resuming process failed:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let resumed = ckpt::load(dir.path().join("resumed.ckpt")).unwrap();
+    for (i, expected) in expected.iter().enumerate().skip(FIRST) {
+        let actual = resumed["outputs"].get_tensor(&i.to_string()).unwrap();
+        let actual: Array2<f32> = actual.to_array().unwrap();
+        assert_eq!(bits(&actual), bits(expected), "step {i}");
     }
     for (key, tensor) in reference.state_dict().iter() {
-        assert_eq!(
-            resumed.state_dict()[key],
-            *tensor,
-            "{key} after {TOTAL} steps"
-        );
+        let actual = resumed["model_state_dict"].get_tensor(key).unwrap();
+        assert_eq!(actual, *tensor, "{key} after {TOTAL} steps");
     }
     for (key, tensor) in reference.rng_state().iter() {
-        assert_eq!(resumed.rng_state()[key], *tensor, "generator {key}");
+        let actual = resumed["rng_state"].get_tensor(key).unwrap();
+        assert_eq!(actual, *tensor, "generator {key}");
     }
 
     // The control: the same resume without the generators draws other masks.
-    let (_, outputs) = resume(false);
-    assert_ne!(bits(&outputs[0]), bits(&expected[start]));
+    let checkpoint = ckpt::load(&path).unwrap();
+    let mut without = Net::new(42);
+    let _ = without
+        .load_state_dict(&checkpoint["model_state_dict"], true)
+        .unwrap();
+    assert_ne!(bits(&step(&mut without, FIRST)), bits(&expected[FIRST]));
 }
 
 #[test]
