@@ -18,7 +18,6 @@
 //! any did. Anchor: the time to read the same number of bytes from the page cache.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::Path;
