@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::fetch;
 use super::open::{File, open, open_source};
 use super::place::{Placement, any_to_gpu, place};
 use super::{Checkpoint, Error, LoadOptions};
@@ -80,6 +81,7 @@ impl Checkpoint {
 
 /// Verifies (as `options` say), reads and places an opened file.
 fn read(file: File, options: &LoadOptions) -> Result<Checkpoint, Error> {
+    file.fetch_whole()?;
     let saved = file.saved_devices();
     let mut value = file.value()?;
     let to_gpu = any_to_gpu(&value, &saved, &options.map_location);
@@ -222,6 +224,12 @@ fn load_into<M: StateDict + ?Sized>(
     load: &LoadOptions,
     state: &StateDictOptions,
 ) -> Result<LoadReport, Error> {
+    if fetch::is_remote(file) {
+        if let Some(report) = fetch::load_into(model, file, load, state)? {
+            return Ok(report);
+        }
+        file.fetch_whole()?;
+    }
     if load.verify_checksums {
         file.verify(true)?;
     }

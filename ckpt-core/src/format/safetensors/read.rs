@@ -9,7 +9,7 @@ use safetensors::tensor::Metadata;
 
 use super::{MAX_HEADER, METADATA, NAME, dtype_from};
 use crate::dtype::DType;
-use crate::format::{Corruption, FormatError, FormatErrorKind, Header, TensorInfo};
+use crate::format::{Corruption, FormatError, FormatErrorKind, Header, TensorData, TensorInfo};
 use crate::storage::{self, Source};
 use crate::tensor::{Tensor, check_size};
 use crate::value::{Key, TensorCow, Value};
@@ -119,6 +119,19 @@ impl crate::format::Opened for Opened {
             tensors,
             values,
         }
+    }
+
+    /// Every tensor in file order; safetensors keeps no checksums.
+    fn tensor_data(&self) -> Option<Vec<TensorData>> {
+        Some(
+            self.tensors
+                .iter()
+                .map(|(name, dtype, shape, (start, stop))| {
+                    let range = self.data_start + start..self.data_start + stop;
+                    TensorData::new(name.clone(), *dtype, shape.clone(), range)
+                })
+                .collect(),
+        )
     }
 
     /// A flat map of tensors in file order, reading the source in place, plus `__metadata__`
