@@ -8,6 +8,7 @@ mod common;
 
 mod backend;
 mod failures;
+mod http;
 mod memory;
 mod moto;
 mod proxy;

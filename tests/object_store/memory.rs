@@ -94,3 +94,28 @@ fn a_1_gib_save_stays_within_the_memory_bound() {
     );
     assert_eq!(status, 204);
 }
+
+#[test]
+fn a_save_sends_several_parts_at_once() {
+    let Some(backend) = Backend::s3("parts_at_once") else {
+        return;
+    };
+    let proxy = crate::proxy::Proxy::start(backend.endpoint.as_deref().unwrap());
+    let options =
+        crate::backend::s3_options(&proxy.endpoint, "testing", "testing").upload_concurrency(6);
+    let big = Tensor::from_vec(crate::suite::noise(8 << 20, 6), &[8 << 20]).unwrap();
+    let url = backend.url("parts.ckpt");
+    ckpt::save_with(
+        dict! { "big" => &big },
+        &url,
+        &SaveOptions::new().object_store(options.clone()),
+    )
+    .unwrap();
+    // Six parts of 5 MiB in memory: the first, the one filling, four uploading.
+    let open = proxy.most_open();
+    println!("32 MiB saved over up to {open} connections at once");
+    assert!(open >= 3, "{open}");
+    assert!(proxy.received() >= 32 << 20);
+    let loaded = ckpt::load_with(&url, &LoadOptions::new().object_store(options)).unwrap();
+    assert_eq!(loaded["big"].as_tensor().unwrap(), big.view());
+}

@@ -197,4 +197,39 @@ mod tests {
         let (bytes, _) = save("empty", &|_| Ok(()));
         assert_eq!(bytes.unwrap(), b"");
     }
+
+    #[test]
+    fn an_object_replaced_while_it_is_read_is_an_error() {
+        let write = |seed: u8| {
+            move |sink: &mut dyn Sink| -> io::Result<()> { sink.write_all(&pattern(PART, seed)) }
+        };
+        let (first, _) = save("replaced", &write(1));
+        first.unwrap();
+        let options = ObjectStoreOptions::new();
+        let source = open(&url("replaced"), &options).unwrap();
+        let mut buf = [0; 16];
+        source.read_at(100_000, &mut buf).unwrap();
+        let (second, _) = save("replaced", &write(2));
+        second.unwrap();
+        let err = source.read_at(200_000, &mut buf).unwrap_err();
+        assert!(
+            err.to_string().contains("changed while it was being read"),
+            "{err}"
+        );
+        assert!(source.fetch_whole().is_err());
+    }
+
+    #[test]
+    fn messages_lose_queries_and_secrets() {
+        let url = url("secret?sig=abcdefgh");
+        let options = ObjectStoreOptions::new().with("secret_access_key", "hunter2hunter2");
+        let secrets = error::Secrets::of(&url, &options);
+        let scrubbed = secrets.scrub(
+            "Error performing GET https://host/c/m.pt?sv=1&sig=xyz in 1s: hunter2hunter2 sig=abcdefgh",
+        );
+        assert_eq!(
+            scrubbed,
+            "Error performing GET https://host/c/m.pt?… in 1s: <redacted> <redacted>"
+        );
+    }
 }
