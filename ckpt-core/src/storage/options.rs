@@ -47,8 +47,8 @@ pub struct ObjectStoreOptions {
     pub upload_concurrency: usize,
     /// How many ranged GETs a load keeps in flight (default 8).
     pub download_concurrency: usize,
-    /// The most bytes one ranged GET of a load fetches (default 8 MiB): larger tensors are
-    /// fetched as several ranges at once.
+    /// The least bytes one ranged GET of a load fetches (default 8 MiB): what a load needs is
+    /// fetched in `download_concurrency` GETs at once, each at least this large.
     pub download_chunk: usize,
     /// How many times a request that failed for a transient reason (a dropped connection, a
     /// 5xx, a 429) is retried, with exponential backoff (default 10).

@@ -3,13 +3,15 @@
 //! process's memory (`memory://`).
 //!
 //! - `store.rs` builds the store behind a URL from the environment and the options;
-//! - `source.rs` reads an object by ranged GETs, at the version it was opened at;
+//! - `source.rs` reads an object by ranged GETs, at the version it was opened at, and
+//!   `fetch.rs` many ranges of it at once, streamed into place;
 //! - `upload.rs` streams a format's writes into a multipart upload, in bounded memory, and
 //!   commits it whole;
 //! - `runtime.rs` runs it all on a private tokio runtime, so ckpt's API stays blocking;
 //! - `error.rs` turns the stores' errors into `io::Error`s without secrets.
 
 mod error;
+mod fetch;
 mod runtime;
 mod source;
 mod store;

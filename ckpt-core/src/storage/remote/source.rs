@@ -19,10 +19,10 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use futures_util::{StreamExt, stream};
 use object_store::{GetOptions, GetRange, ObjectMeta};
 
 use super::error::io_error;
+use super::fetch::{self, Version};
 use super::runtime::wait;
 use super::store::{self, Object};
 use crate::storage::{Lent, Location, ObjectStoreOptions, ObjectUrl, Source};
@@ -149,7 +149,7 @@ impl RemoteSource {
         Ok(bytes)
     }
 
-    fn conditions(&self) -> (Option<String>, Option<String>) {
+    fn conditions(&self) -> Version {
         (self.e_tag.clone(), self.version.clone())
     }
 
@@ -167,8 +167,7 @@ impl RemoteSource {
         })
     }
 
-    /// Fetches every range in pieces of at most `download_chunk` bytes, `download_concurrency`
-    /// GETs in flight, each range into one buffer.
+    /// Fetches `ranges`, several GETs in flight (see `fetch.rs`), each into a buffer.
     fn fetch_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
         for range in ranges {
             if range.start > range.end || range.end > self.len {
@@ -180,40 +179,20 @@ impl RemoteSource {
                     ),
                 ));
             }
-        }
-        let sizes = ranges
-            .iter()
-            .map(|r| usize::try_from(r.end - r.start))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "range larger than memory"))?;
-        // (which range, where in it, the piece's bytes in the object)
-        let chunk = self.chunk;
-        let pieces: Vec<(usize, usize, Range<u64>)> = ranges
-            .iter()
-            .enumerate()
-            .flat_map(|(i, r)| {
-                (r.start..r.end)
-                    .step_by(chunk as usize)
-                    .map(move |at| (i, (at - r.start) as usize, at..(at + chunk).min(r.end)))
-            })
-            .collect();
-        let object = Arc::clone(&self.object);
-        let conditions = self.conditions();
-        let concurrency = self.concurrency;
-        wait(async move {
-            let mut buffers: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0; n]).collect();
-            let mut fetched = stream::iter(pieces)
-                .map(|(i, at, range)| {
-                    let fetch = Self::fetch(Arc::clone(&object), conditions.clone(), range);
-                    async move { (i, at, fetch.await) }
-                })
-                .buffer_unordered(concurrency);
-            while let Some((i, at, bytes)) = fetched.next().await {
-                let bytes = bytes?;
-                buffers[i][at..at + bytes.len()].copy_from_slice(&bytes);
+            if usize::try_from(range.end - range.start).is_err() {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "range larger than memory",
+                ));
             }
-            Ok(buffers)
-        })
+        }
+        wait(fetch::ranges(
+            Arc::clone(&self.object),
+            self.conditions(),
+            ranges.to_vec(),
+            self.concurrency,
+            self.chunk,
+        ))
     }
 
     fn keep(&self, offset: u64, bytes: Bytes) {
