@@ -18,6 +18,8 @@ use crate::value::Value;
 /// of epoch, loss and state dicts, a `&Value` or a loaded [`Checkpoint`](crate::Checkpoint).
 /// The file is replaced atomically: a save that fails (or a process killed mid-save) leaves
 /// the previous file as it was. Tensors that share memory (tied weights) are stored once.
+/// With the `object-store` feature, `path` may be a URL (`s3://bucket/key`): the file is
+/// streamed into a multipart upload in bounded memory, and appears whole when it completes.
 ///
 /// [`dict!`]: crate::dict
 ///

@@ -151,7 +151,7 @@ pub trait Source: Send + Sync {
         None
     }
 
-    /// The bytes of each of `ranges`, in order, as [`shared`] gives them. A remote source
+    /// The bytes of each of `ranges`, in order, lent or read. A remote source
     /// fetches them several at a time; the default reads them one by one.
     fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Lent>> {
         ranges.iter().map(|r| shared(self, r.clone())).collect()
