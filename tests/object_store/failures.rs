@@ -124,7 +124,12 @@ fn a_server_stopped_during_a_load_is_a_clear_error() {
         let result = into.load_from_with(url, &load, &StateDictOptions::new());
         (result.map(|_| ()), started.elapsed())
     });
+    let start = Instant::now();
     while proxy.sent() < 4 << 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the load fetches"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     moto.kill();
