@@ -5,8 +5,13 @@
 //!
 //! `cargo bench --features object-store --bench object_store`; the server is found as the
 //! tests find it (`CKPT_MOTO_SERVER`, else `target/moto-venv`). `CKPT_BENCH_MB` scales W
-//! down, `CKPT_BENCH_REPEAT` sets the repetitions (median reported). Each figure is one line
+//! down, `CKPT_BENCH_REPEAT` sets the repetitions (median reported), `CKPT_BENCH_STORE`
+//! (`s3` or `memory`) runs one store only. Each figure is one line
 //! `bench STORE NAME SECONDS GIB_PER_S`; peak memory is measured in a separate process.
+//!
+//! moto reads the whole object for every ranged GET and holds it while it answers, so against
+//! it each of a load's GETs costs the object's size in time and in the server's memory: scale
+//! W down there (`CKPT_BENCH_MB=256`) on a machine of less than 32 GiB.
 
 use std::io::Cursor;
 use std::process::Command;
@@ -247,7 +252,11 @@ fn main() {
         .unwrap();
     let defaults = ObjectStoreOptions::new();
 
+    let only = std::env::var("CKPT_BENCH_STORE").ok();
     for (store_name, endpoint) in [("s3", Some(endpoint)), ("memory", None)] {
+        if only.as_deref().is_some_and(|only| only != store_name) {
+            continue;
+        }
         let store = plain_store(endpoint);
         let url = match endpoint {
             Some(_) => format!("s3://{BUCKET}/ckpt.ckpt"),

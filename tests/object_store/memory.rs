@@ -25,11 +25,14 @@ fn status(field: &str) -> u64 {
     kib << 10
 }
 
-/// The defaults: 16 MiB parts, 8 in memory.
+/// The defaults: 16 MiB parts, 8 in memory. moto assembles a completed upload in memory
+/// before it answers, which for 1 GiB on a busy machine takes longer than a minute without a
+/// byte (S3 sends whitespace meanwhile), so the test waits longer.
 fn options(endpoint: &str) -> ObjectStoreOptions {
     crate::backend::s3_options(endpoint, "testing", "testing")
         .part_size(ObjectStoreOptions::new().part_size)
         .upload_concurrency(ObjectStoreOptions::new().upload_concurrency)
+        .with("read_timeout", "300s")
 }
 
 #[test]

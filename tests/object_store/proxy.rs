@@ -88,10 +88,11 @@ impl Drop for Proxy {
 fn pipe(mut from: TcpStream, mut to: TcpStream, count: &AtomicU64) {
     let mut buf = vec![0; 64 << 10];
     while let Ok(n) = from.read(&mut buf) {
+        // Counted before it is passed on: whoever receives it sees it counted.
+        count.fetch_add(n as u64, Ordering::Relaxed);
         if n == 0 || to.write_all(&buf[..n]).is_err() {
             break;
         }
-        count.fetch_add(n as u64, Ordering::Relaxed);
     }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);

@@ -14,6 +14,9 @@ use std::time::Duration;
 /// `GoogleCloudStorageBuilder::from_env`, `MicrosoftAzureBuilder::from_env`), overridden by
 /// settings given here under `object_store`'s configuration keys (`"endpoint"`, `"region"`,
 /// `"access_key_id"`, `"allow_http"`, `"timeout"`, …). An unknown key is an error naming it.
+/// Two settings are given by default, since checkpoints make long requests: `"timeout"` (5
+/// minutes for one request, where `object_store` allows 30 s) and `"read_timeout"` (a
+/// minute without a byte received).
 /// Setting values never appear in `Debug` output or in errors, except a few that are never
 /// secret (endpoint, region, bucket, `allow_http`).
 ///
@@ -64,7 +67,7 @@ pub(crate) const MIN_PART_SIZE: usize = 5 << 20;
 const OVERHEAD: usize = 64 << 20;
 
 /// Settings whose values are never secret, so `Debug` shows them.
-const SHOWN: [&str; 10] = [
+const SHOWN: [&str; 12] = [
     "endpoint",
     "endpoint_url",
     "aws_endpoint",
@@ -75,6 +78,8 @@ const SHOWN: [&str; 10] = [
     "allow_http",
     "aws_allow_http",
     "timeout",
+    "read_timeout",
+    "connect_timeout",
 ];
 
 /// Whether the value of the setting `key` is never secret, so messages may show it.
@@ -86,7 +91,14 @@ pub(crate) fn is_shown(key: &str) -> bool {
 impl Default for ObjectStoreOptions {
     fn default() -> Self {
         ObjectStoreOptions {
-            settings: Vec::new(),
+            // `object_store` gives up on any request after 30 s, which a 16 MiB part on a slow
+            // link, a long GET of a large checkpoint or the completion of a large upload can
+            // take; instead, a request may take 5 minutes, and one that receives nothing for
+            // a minute (as boto3 waits) is dropped, and retried.
+            settings: vec![
+                ("timeout".to_owned(), "300s".to_owned()),
+                ("read_timeout".to_owned(), "60s".to_owned()),
+            ],
             from_env: true,
             part_size: 16 << 20,
             upload_concurrency: 8,
@@ -99,7 +111,8 @@ impl Default for ObjectStoreOptions {
 }
 
 impl ObjectStoreOptions {
-    /// The environment's settings, 16 MiB parts, 8 parts and 8 GETs in flight, 10 retries.
+    /// The environment's settings, 16 MiB parts, 8 parts and 8 GETs in flight, 10 retries,
+    /// requests of up to 5 minutes.
     pub fn new() -> Self {
         Self::default()
     }

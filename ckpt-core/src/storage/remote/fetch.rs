@@ -1,6 +1,7 @@
 //! Fetching many ranges of one object at once, as a load does. Ranges less than 4 KiB apart are
 //! fetched together (a span: the tensors of a sub-tree lie side by side), each span is split
-//! into up to `download_concurrency` GETs of at least `download_chunk` bytes, and every GET
+//! into up to `download_concurrency` GETs of at least `download_chunk` bytes (and at most
+//! 256 MiB), and every GET
 //! streams straight into the buffers of the ranges it covers: a load holds what it fetches
 //! and nothing more.
 //!
@@ -21,6 +22,8 @@ use super::store::Object;
 
 /// Ranges at most this far apart are fetched by one GET: less than a request costs.
 const GAP: u64 = 4 << 10;
+/// The most one GET fetches, so that each stays well within a request's time limit.
+const MAX_PIECE: u64 = 256 << 20;
 
 /// The version every GET must find: the object's `ETag` and version when it was opened.
 pub(super) type Version = (Option<String>, Option<String>);
@@ -89,7 +92,11 @@ fn plan<'b>(
     let mut pieces = Vec::new();
     for (span, members) in spans {
         let len = span.end - span.start;
-        let size = min_piece.max(len.div_ceil(concurrency as u64)).max(1);
+        let size = len
+            .div_ceil(concurrency as u64)
+            .min(MAX_PIECE)
+            .max(min_piece)
+            .max(1);
         let first = pieces.len();
         let mut at = span.start;
         while at < span.end {
