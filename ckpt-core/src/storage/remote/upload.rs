@@ -147,20 +147,21 @@ impl Upload {
         if matches!(self.mode, Mode::Record) {
             return;
         }
+        // The parts still in memory take the bytes that fall in them.
         let current_start = self.start_of(self.index);
-        let mut sent = false;
-        for (i, &byte) in data.iter().enumerate() {
-            let at = at + i as u64;
-            if at < self.first.len() as u64 {
-                self.first[at as usize] = byte;
-            } else if at >= current_start && at < current_start + self.current.len() as u64 {
-                self.current[(at - current_start) as usize] = byte;
-            } else {
-                sent = true;
+        let end = at + data.len() as u64;
+        let mut held = 0;
+        for (start, part) in [(0, &mut self.first), (current_start, &mut self.current)] {
+            let (from, to) = (at.max(start), end.min(start + part.len() as u64));
+            if from < to {
+                part[(from - start) as usize..(to - start) as usize]
+                    .copy_from_slice(&data[(from - at) as usize..(to - at) as usize]);
+                held += to - from;
             }
         }
-        if sent && matches!(self.mode, Mode::Stream) {
-            // The second pass will apply it; stop spending memory and bandwidth on this one.
+        if held < data.len() as u64 && matches!(self.mode, Mode::Stream) {
+            // Some fell in a part already sent: the second pass will apply it. Stop spending
+            // memory and bandwidth on this one.
             self.mode = Mode::Record;
             self.first = Vec::new();
             self.current = Vec::new();
