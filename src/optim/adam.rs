@@ -151,6 +151,16 @@ const ADAM_STATE: &[(&str, bool)] = &[
     ("max_exp_avg_sq", false),
 ];
 
+const ADAM_HYPER_PARAMETERS: &[&str] = &[
+    "lr",
+    "betas",
+    "eps",
+    "weight_decay",
+    "amsgrad",
+    "maximize",
+    "decoupled_weight_decay",
+];
+
 impl Algorithm for AdamConfig {
     fn state_entries(&self) -> &'static [(&'static str, bool)] {
         ADAM_STATE
@@ -235,6 +245,10 @@ impl Algorithm for AdamConfig {
         ]
     }
 
+    fn hyper_parameters(&self) -> &'static [&'static str] {
+        ADAM_HYPER_PARAMETERS
+    }
+
     fn load_param_group(&mut self, group: &Value<'_>) -> Result<(), OptimError> {
         read_number(group, "lr", &mut self.lr)?;
         match &group["betas"] {
@@ -272,6 +286,10 @@ impl Algorithm for AdamWConfig {
 
     fn param_group(&self) -> Vec<(&'static str, Value<'static>)> {
         self.as_adam().param_group()
+    }
+
+    fn hyper_parameters(&self) -> &'static [&'static str] {
+        ADAM_HYPER_PARAMETERS
     }
 
     fn load_param_group(&mut self, group: &Value<'_>) -> Result<(), OptimError> {

@@ -28,12 +28,15 @@
 mod adam;
 mod error;
 mod optimizer;
+mod param_group;
+mod passthrough;
 mod sgd;
 mod state_dict;
 
 pub use self::adam::{AdamConfig, AdamWConfig};
 pub use self::error::OptimError;
 pub use self::optimizer::{Algorithm, Optimizer, ParamState};
+pub use self::param_group::{ParamGroup, ParamGroups};
 pub use self::sgd::SgdConfig;
 
 /// Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay, as

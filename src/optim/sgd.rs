@@ -139,6 +139,17 @@ impl Algorithm for SgdConfig {
         ]
     }
 
+    fn hyper_parameters(&self) -> &'static [&'static str] {
+        &[
+            "lr",
+            "momentum",
+            "dampening",
+            "weight_decay",
+            "nesterov",
+            "maximize",
+        ]
+    }
+
     fn load_param_group(&mut self, group: &Value<'_>) -> Result<(), OptimError> {
         read_number(group, "lr", &mut self.lr)?;
         read_number(group, "momentum", &mut self.momentum)?;

@@ -1,7 +1,6 @@
-//! `ckpt::nn` layers and `ckpt::optim` optimizers against PyTorch's numbers.
+//! `ckpt::nn` layers against PyTorch's numbers.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod layers;
-mod optim;
