@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
-use super::state_dict::{read_flag, read_number, wrong};
+use super::state_dict::{read_flag, read_number, wrong, zero_as_int};
 use super::{Algorithm, OptimError, ParamState};
 use crate::Value;
 
@@ -234,7 +234,7 @@ impl Algorithm for AdamConfig {
             ("lr", self.lr.into()),
             ("betas", vec![self.betas.0, self.betas.1].into()),
             ("eps", self.eps.into()),
-            ("weight_decay", self.weight_decay.into()),
+            ("weight_decay", zero_as_int(self.weight_decay)),
             ("amsgrad", self.amsgrad.into()),
             ("maximize", self.maximize.into()),
             ("foreach", Value::None),

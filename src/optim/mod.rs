@@ -27,6 +27,7 @@
 
 mod adam;
 mod error;
+mod lr_scheduler;
 mod optimizer;
 mod param_group;
 mod passthrough;
@@ -35,6 +36,11 @@ mod state_dict;
 
 pub use self::adam::{AdamConfig, AdamWConfig};
 pub use self::error::OptimError;
+pub use self::lr_scheduler::{
+    Anneal, CosineAnnealingLr, ExponentialLr, LambdaLr, LinearLr, LrLambda, LrScheduler, Mode,
+    MultiStepLr, OneCycleLr, PerGroup, Plateau, Progress, ReduceLrOnPlateau, Schedule, Scheduler,
+    SchedulerError, SequentialLr, StateReader, StepLr, ThresholdMode,
+};
 pub use self::optimizer::{Algorithm, Optimizer, ParamState};
 pub use self::param_group::{ParamGroup, ParamGroups};
 pub use self::sgd::SgdConfig;

@@ -254,6 +254,17 @@ fn read_entries(
     Ok((known, other))
 }
 
+/// A hyper-parameter whose PyTorch default is the int `0` (`momentum=0`, `weight_decay=0`): a
+/// zero is written as that int, so that a group ckpt builds saves as PyTorch's constructor
+/// builds it; other values are floats.
+pub(super) fn zero_as_int(value: f64) -> Value<'static> {
+    if value == 0.0 && value.is_sign_positive() {
+        Value::Int(0)
+    } else {
+        Value::Float(value)
+    }
+}
+
 /// Reads a number from a `param_groups` entry into `target`, if the key is present.
 pub(super) fn read_number(
     group: &Value<'_>,

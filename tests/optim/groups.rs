@@ -1,12 +1,13 @@
 //! Parameter groups against PyTorch's `tests/fixtures/pytorch/optim_groups/`: a backbone and a
-//! head at their own learning rates and weight decays, SGD and Adam, six steps; the checkpoint
-//! PyTorch saved after three (whose groups carry `StepLR`'s `initial_lr`) loads, saves back
-//! unchanged, and resumes.
+//! head at their own learning rates and weight decays, SGD and Adam under `StepLR`, six steps;
+//! the checkpoint PyTorch saved after three (whose groups carry `StepLR`'s `initial_lr`) loads,
+//! saves back unchanged, and resumes, through the scheduler's state or through `last_epoch`.
 
 use crate::common::optim::{Tree, floats, json, pt, tensor, typed_mismatch};
 use ckpt::nn::{Linear, Rng};
 use ckpt::optim::{
-    AdamConfig, Algorithm, OptimError, Optimizer, ParamGroup, ParamGroups, SgdConfig,
+    AdamConfig, Algorithm, LrScheduler, OptimError, Optimizer, ParamGroup, Scheduler, SgdConfig,
+    StepLr,
 };
 use ckpt::{StateDict, Tensor, Value};
 use indexmap::IndexMap;
@@ -109,20 +110,32 @@ fn initial(fixture: &Json) -> Net {
     model
 }
 
-/// Six steps, each group at the learning rate PyTorch's `StepLR` gave it (the fixture's record),
-/// with its own weight decay.
+/// Every group's `lr`.
+fn lrs<A: Algorithm>(opt: &Optimizer<A>) -> Vec<f64> {
+    opt.groups()
+        .iter()
+        .map(|g| g.get("lr").and_then(|lr| lr.as_f64()).unwrap())
+        .collect()
+}
+
+/// Six steps under `StepLR(opt, step_size=2, gamma=0.5)`, each group at its own learning rate
+/// and weight decay: parameters within 1e-6 of PyTorch's, learning rates equal.
 fn six_steps<A: Algorithm>(name: &str, make: fn(&Net) -> Optimizer<A>) {
     let fixture = json(&format!("pytorch/optim_groups/{name}_two_groups.json"));
     let mut model = initial(&fixture);
     let mut opt = make(&model);
     assert_eq!(opt.param_names().collect::<Vec<_>>(), NAMES);
+    let mut scheduler = Scheduler::new(&mut opt, StepLr::new(2, 0.5)).unwrap();
+    assert_eq!(lrs(&opt), floats(&fixture["lr_after_step"][0]));
     for step in 1..=6 {
-        let lrs = floats(&fixture["lr_after_step"][step - 1]);
-        for (group, lr) in lrs.into_iter().enumerate() {
-            opt.set_option(group, "lr", lr.into()).unwrap();
-        }
         opt.step(&mut model, &grads(&fixture, step)).unwrap();
+        scheduler.step(&mut opt).unwrap();
         check_params(&fixture, &model, step, name);
+        assert_eq!(
+            lrs(&opt),
+            floats(&fixture["lr_after_step"][step]),
+            "{name} step {step}"
+        );
     }
 }
 
@@ -137,15 +150,17 @@ fn adam_groups_step_as_pytorch() {
 }
 
 /// PyTorch's checkpoint loads into the two groups and saves back as it was, every key and type
-/// (`initial_lr`, `foreach`, `dampening` as the int 0) in PyTorch's order; resumed, the next
-/// three steps are PyTorch's.
+/// (`initial_lr`, `foreach`, `dampening` as the int 0) in PyTorch's order; resumed with its
+/// `StepLR`, the next three steps are PyTorch's.
 fn loads_saves_back_and_resumes<A: Algorithm>(name: &str, make: fn(&Net) -> Optimizer<A>) {
     let fixture = json(&format!("pytorch/optim_groups/{name}_two_groups.json"));
     let file = pt(&format!("pytorch/optim_groups/{name}_two_groups.pt"));
     let mut model = net();
     let _ = model.load_state_dict(&file["model"], true).unwrap();
     let mut opt = make(&model);
+    let mut scheduler = Scheduler::new(&mut opt, StepLr::new(2, 0.5)).unwrap();
     opt.load_pytorch_state_dict(&file["optimizer"]).unwrap();
+    scheduler.load_state_dict(&file["scheduler"]).unwrap();
     assert_eq!(opt.groups()[0].get("initial_lr"), Some(Value::Float(0.01)));
     assert_eq!(opt.groups()[1].get("lr"), Some(Value::Float(0.05)));
     assert_eq!(
@@ -153,6 +168,7 @@ fn loads_saves_back_and_resumes<A: Algorithm>(name: &str, make: fn(&Net) -> Opti
         file["optimizer"],
         "{name}: saved back as PyTorch saved it"
     );
+    assert_eq!(scheduler.state_dict(), file["scheduler"]);
     let saved = Tree::at(
         &format!("pytorch/optim_groups/{name}_two_groups.json"),
         &["saved_param_groups"],
@@ -162,13 +178,49 @@ fn loads_saves_back_and_resumes<A: Algorithm>(name: &str, make: fn(&Net) -> Opti
         panic!("{name}: {why}");
     }
     for step in 4..=6 {
-        let lrs = floats(&fixture["lr_after_step"][step - 1]);
-        for (group, lr) in lrs.into_iter().enumerate() {
-            opt.set_option(group, "lr", lr.into()).unwrap();
-        }
         opt.step(&mut model, &grads(&fixture, step)).unwrap();
+        scheduler.step(&mut opt).unwrap();
         check_params(&fixture, &model, step, name);
+        assert_eq!(lrs(&opt), floats(&fixture["lr_after_step"][step]));
     }
+}
+
+/// `StepLR(opt, 2, last_epoch=1)` needs `initial_lr` in every group: refused on a fresh
+/// optimizer, and on one that loaded PyTorch's checkpoint it takes its base learning rates from
+/// there and steps to epoch 2 (or 3), as PyTorch's.
+fn step_lr_resumes_through_last_epoch<A: Algorithm>(name: &str, make: fn(&Net) -> Optimizer<A>) {
+    let fixture = json(&format!("pytorch/optim_groups/{name}_two_groups.json"));
+    let file = pt(&format!("pytorch/optim_groups/{name}_two_groups.pt"));
+    let facts = &fixture["steplr_last_epoch"];
+    let mut fresh = make(&net());
+    let err = Scheduler::with_last_epoch(&mut fresh, StepLr::new(2, 0.5), 1).unwrap_err();
+    let pytorch = facts["fresh_optimizer"]["message"].as_str().unwrap();
+    let first_line = pytorch.lines().next().unwrap().trim_end_matches('.');
+    assert!(err.to_string().starts_with(first_line), "{err} / {pytorch}");
+    for last_epoch in [1, 2] {
+        let fact = &facts[format!("after_load_state_dict_last_epoch_{last_epoch}")];
+        let mut opt = make(&net());
+        opt.load_pytorch_state_dict(&file["optimizer"]).unwrap();
+        assert_eq!(lrs(&opt), floats(&fact["lr_before"]));
+        let scheduler =
+            Scheduler::with_last_epoch(&mut opt, StepLr::new(2, 0.5), last_epoch).unwrap();
+        assert_eq!(scheduler.base_lrs(), floats(&fact["base_lrs"]));
+        assert_eq!(lrs(&opt), floats(&fact["lr_after_constructor"]));
+        assert_eq!(
+            Some(scheduler.last_epoch()),
+            fact["scheduler_last_epoch"].as_i64()
+        );
+    }
+}
+
+#[test]
+fn step_lr_resumes_sgd_groups_through_last_epoch() {
+    step_lr_resumes_through_last_epoch("sgd", sgd);
+}
+
+#[test]
+fn step_lr_resumes_adam_groups_through_last_epoch() {
+    step_lr_resumes_through_last_epoch("adam", adam);
 }
 
 #[test]

@@ -6,3 +6,4 @@ mod common;
 
 mod groups;
 mod optimizers;
+mod schedulers;
