@@ -6,4 +6,5 @@ mod common;
 
 mod groups;
 mod optimizers;
+mod resume;
 mod schedulers;

@@ -2,7 +2,9 @@
 //! of 60 steps equal bit for bit, state dicts with PyTorch's keys, types, order and values,
 //! resumes from PyTorch's step-30 checkpoints, closed forms, and resumes through `last_epoch`.
 
-use crate::common::optim::{Tree, floats, json, number, pt, typed_mismatch};
+use crate::common::optim::{
+    Tree, assert_floats, floats, json, number, pt, same_float, typed_mismatch,
+};
 use ckpt::optim::{
     Anneal, CosineAnnealingLr, ExponentialLr, LambdaLr, LinearLr, LrLambda, LrScheduler, Mode,
     MultiStepLr, OneCycleLr, ParamGroup, ParamGroups, PerGroup, Plateau, ReduceLrOnPlateau,
@@ -199,15 +201,10 @@ pub(crate) fn build(name: &str, opt: &mut Sgd) -> Sched {
     build_at(name, opt, -1).unwrap()
 }
 
-fn group_floats(opt: &Sgd, key: &str) -> Vec<f64> {
+pub(crate) fn group_floats(opt: &Sgd, key: &str) -> Vec<f64> {
     (0..opt.group_count())
         .map(|g| opt.option(g, key).and_then(|v| v.as_f64()).unwrap())
         .collect()
-}
-
-/// Bit-for-bit equality of two lists of floats.
-fn bits(values: &[f64]) -> Vec<u64> {
-    values.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Checks the scheduler and the optimizer against a fixture's record of one step.
@@ -218,28 +215,16 @@ pub(crate) fn check_step(what: &str, record: &Json, sched: &Sched, opt: &Sgd) {
         "{what}: last_epoch"
     );
     let lr = floats(&record["lr"]);
-    assert_eq!(
-        bits(&group_floats(opt, "lr")),
-        bits(&lr),
-        "{what}: lr {:?} != {lr:?}",
-        group_floats(opt, "lr")
-    );
+    assert_floats(&format!("{what}: lr"), &group_floats(opt, "lr"), &lr);
     let last_lr = floats(&record["last_lr"]);
-    assert_eq!(bits(sched.last_lr()), bits(&last_lr), "{what}: last_lr");
+    assert_floats(&format!("{what}: last_lr"), sched.last_lr(), &last_lr);
     if let Some(momentum) = record.get("momentum") {
         let momentum = floats(momentum);
-        assert_eq!(
-            bits(&group_floats(opt, "momentum")),
-            bits(&momentum),
-            "{what}: momentum"
-        );
+        let actual = group_floats(opt, "momentum");
+        assert_floats(&format!("{what}: momentum"), &actual, &momentum);
     }
     if let (Sched::Plateau(s), Some(best)) = (sched, record.get("best")) {
-        assert_eq!(
-            s.best().to_bits(),
-            number(best).unwrap().to_bits(),
-            "{what}: best"
-        );
+        assert!(same_float(s.best(), number(best).unwrap()), "{what}: best");
         assert_eq!(
             Some(s.num_bad_epochs()),
             record["num_bad_epochs"].as_i64(),
@@ -411,11 +396,7 @@ fn closed_forms_are_pytorchs() {
             assert_eq!(sched.last_epoch(), epoch);
             let expected = floats(&record["lr"][i]);
             let actual = group_floats(&opt, "lr");
-            assert_eq!(
-                bits(&actual),
-                bits(&expected),
-                "{name} step({epoch}): {actual:?} != {expected:?}"
-            );
+            assert_floats(&format!("{name} step({epoch})"), &actual, &expected);
         }
     }
 }

@@ -1,0 +1,215 @@
+"""Resumes in PyTorch the optimizers and LR schedulers that ckpt saved (tests/optim/resume.rs):
+
+- tests/fixtures/pytorch/resume/schedulers_step30.pt: for each of ten schedulers, the optimizer
+  and scheduler states ckpt reached after 30 steps. Each is loaded with
+  torch.load(weights_only=True) into a new torch.optim.SGD and the same torch.optim.lr_scheduler
+  constructor (those of tests/python/make_scheduler_fixtures.py), through load_state_dict; its
+  state must have the keys PyTorch's own scheduler has; steps 31..60 must give the learning
+  rates of schedulers_step30.json (ckpt's), equal or within 1e-12.
+- tests/fixtures/pytorch/resume/optim_groups_step4.pt: SGD and Adam with two parameter groups,
+  which ckpt loaded from PyTorch's checkpoint, stepped once and saved. Each resumes in
+  nn.Sequential(backbone=Linear(4, 3), head=Linear(3, 2)) with StepLR(step_size=2, gamma=0.5):
+  steps 5 and 6 with the saved gradients must give ckpt's parameters (within 1e-6) and learning
+  rates; and StepLR(opt, 2, last_epoch=3) must work on an optimizer that loaded the state (its
+  groups kept `initial_lr`).
+
+    python tests/python/resume_schedulers_in_pytorch.py
+
+Without torch it prints SKIP and exits 0, unless CI is set (to anything but the empty string):
+then it fails, as CI must install torch.
+"""
+
+import collections
+import json
+import math
+import os
+import pathlib
+import sys
+
+RESUME = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "pytorch" / "resume"
+
+
+class WarmupLambda:
+    """The fixtures' callable object: LambdaLR saves and loads its __dict__ ({'warmup': 5})."""
+
+    def __init__(self, warmup):
+        self.warmup = warmup
+
+    def __call__(self, epoch):
+        return min(1.0, (epoch + 1) / self.warmup)
+
+
+def decay(epoch):
+    return 0.95 ** epoch
+
+
+def schedulers(torch):
+    S = torch.optim.lr_scheduler
+    return {
+        "steplr": lambda o: S.StepLR(o, step_size=7, gamma=0.5),
+        "multisteplr": lambda o: S.MultiStepLR(o, milestones=[10, 25, 25, 40], gamma=0.3),
+        "exponentiallr": lambda o: S.ExponentialLR(o, gamma=0.93),
+        "cosineannealinglr": lambda o: S.CosineAnnealingLR(o, T_max=20, eta_min=0.001),
+        "linearlr": lambda o: S.LinearLR(o, start_factor=0.25, end_factor=1.0, total_iters=12),
+        "onecyclelr": lambda o: S.OneCycleLR(o, max_lr=[0.5, 0.05], total_steps=60),
+        "onecyclelr_linear_three_phase": lambda o: S.OneCycleLR(
+            o, max_lr=0.3, total_steps=60, pct_start=0.25, anneal_strategy="linear", three_phase=True,
+            base_momentum=0.8, max_momentum=0.9, div_factor=10.0, final_div_factor=100.0),
+        "reducelronplateau": lambda o: S.ReduceLROnPlateau(
+            o, mode="min", factor=0.5, patience=2, threshold=0.05, threshold_mode="rel", cooldown=3,
+            min_lr=[0.01, 0.001], eps=1e-8),
+        "sequentiallr": lambda o: S.SequentialLR(
+            o, [S.LinearLR(o, start_factor=0.1, end_factor=1.0, total_iters=5),
+                S.CosineAnnealingLR(o, T_max=25, eta_min=0.001), S.ExponentialLR(o, gamma=0.9)],
+            milestones=[5, 30]),
+        "lambdalr": lambda o: S.LambdaLR(o, lr_lambda=[decay, WarmupLambda(5)]),
+    }
+
+
+def sched_optimizer(torch):
+    p0 = torch.nn.Parameter(torch.zeros(2, 2))
+    p1 = torch.nn.Parameter(torch.zeros(2))
+    return torch.optim.SGD([{"params": [p0], "lr": 0.1}, {"params": [p1], "lr": 0.02}], lr=0.1, momentum=0.9)
+
+
+def close(actual, expected):
+    """Equal, or within 1e-12 of ckpt's (relative); returns (ok, bit-identical)."""
+    if len(actual) != len(expected):
+        return False, False
+    same = all(a == e for a, e in zip(actual, expected))
+    return same or all(math.isclose(a, e, rel_tol=1e-12, abs_tol=0.0) for a, e in zip(actual, expected)), same
+
+
+def resume_schedulers(torch):
+    back = torch.load(RESUME / "schedulers_step30.pt", weights_only=True)
+    manifest = json.loads((RESUME / "schedulers_step30.json").read_text())
+    metrics = manifest["metrics"]
+    failures = 0
+    makers = schedulers(torch)
+    for name, make in makers.items():
+        saved = back[name]
+        opt = sched_optimizer(torch)
+        sched = make(opt)
+        own_keys = list(sched.state_dict())
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        problems = []
+        if list(saved["scheduler"]) != own_keys:
+            problems.append(f"state keys {list(saved['scheduler'])} != PyTorch's {own_keys}")
+        if sched.last_epoch != saved["epoch"]:
+            problems.append(f"last_epoch {sched.last_epoch} after loading, not {saved['epoch']}")
+        exact = True
+        for i, expected in zip(range(31, 61), manifest["schedulers"][name]["steps"]):
+            opt.step()
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(metrics[i - 1])
+            else:
+                sched.step()
+            got = {"lr": [g["lr"] for g in opt.param_groups], "last_lr": list(sched.get_last_lr())}
+            if "momentum" in expected:
+                got["momentum"] = [g["momentum"] for g in opt.param_groups]
+            for key, values in got.items():
+                ok, same = close(values, expected[key])
+                exact = exact and same
+                if not ok:
+                    problems.append(f"step {i} {key}: {values} != ckpt's {expected[key]}")
+            if sched.last_epoch != expected["last_epoch"]:
+                problems.append(f"step {i}: last_epoch {sched.last_epoch} != {expected['last_epoch']}")
+            if problems:
+                break
+        if problems:
+            failures += 1
+            print(f"FAIL {name}: " + "; ".join(problems[:3]))
+        else:
+            how = "bit for bit" if exact else "within 1e-12"
+            print(f"ok   {name}: PyTorch resumed ckpt's step-30 state; steps 31..60 match {how}")
+    return failures
+
+
+GROUP_OPTIMIZERS = {
+    "sgd": lambda torch, g: torch.optim.SGD(g, lr=0.05, momentum=0.9),
+    "adam": lambda torch, g: torch.optim.Adam(g, lr=0.001, betas=(0.9, 0.99)),
+}
+
+
+def two_group_model(torch):
+    from torch import nn
+    return nn.Sequential(collections.OrderedDict([("backbone", nn.Linear(4, 3)), ("head", nn.Linear(3, 2))]))
+
+
+def two_groups(model):
+    return [{"params": list(model.backbone.parameters()), "lr": 0.01, "weight_decay": 1e-3},
+            {"params": list(model.head.parameters()), "lr": 0.1, "weight_decay": 0.0}]
+
+
+def resume_groups(torch):
+    back = torch.load(RESUME / "optim_groups_step4.pt", weights_only=True)
+    manifest = json.loads((RESUME / "optim_groups_step4.json").read_text())
+    StepLR = torch.optim.lr_scheduler.StepLR
+    failures = 0
+    for name, make in GROUP_OPTIMIZERS.items():
+        entry, facts = back[name], manifest[name]
+        checkpoint = entry["checkpoint"]
+        problems = []
+        model = two_group_model(torch)
+        model.load_state_dict(checkpoint["model"])
+        opt = make(torch, two_groups(model))
+        sched = StepLR(opt, step_size=2, gamma=0.5)
+        own_keys = [sorted(g) for g in opt.state_dict()["param_groups"]]
+        saved_keys = [sorted(g) for g in checkpoint["optimizer"]["param_groups"]]
+        if saved_keys != own_keys:
+            problems.append(f"group keys {saved_keys} != PyTorch's {own_keys}")
+        opt.load_state_dict(checkpoint["optimizer"])
+        sched.load_state_dict(checkpoint["scheduler"])
+        params = dict(model.named_parameters())
+        worst = 0.0
+        for grads, expected, lrs in zip(entry["next_grads"], entry["expected_after"], facts["lr_after"]):
+            for key, grad in grads.items():
+                params[key].grad = grad.clone()
+            opt.step()
+            sched.step()
+            for key, value in model.state_dict().items():
+                worst = max(worst, (value - expected[key]).abs().max().item())
+            ok, _ = close(sched.get_last_lr(), lrs)
+            if not ok:
+                problems.append(f"lr {sched.get_last_lr()} != ckpt's {lrs}")
+        if worst > 1e-6:
+            problems.append(f"parameters differ from ckpt's by {worst:.3g}")
+
+        # The scheduler's other resume: through last_epoch, which needs initial_lr in every group.
+        again = make(torch, two_groups(two_group_model(torch)))
+        again.load_state_dict(checkpoint["optimizer"])
+        try:
+            resumed = StepLR(again, 2, gamma=0.5, last_epoch=checkpoint["epoch"] - 1)
+            if resumed.base_lrs != facts["base_lrs"]:
+                problems.append(f"base_lrs {resumed.base_lrs} != {facts['base_lrs']}")
+        except KeyError as e:
+            problems.append(f"StepLR(last_epoch={checkpoint['epoch'] - 1}) raised KeyError {e}")
+        if problems:
+            failures += 1
+            print(f"FAIL {name}_groups: " + "; ".join(problems))
+        else:
+            print(f"ok   {name}_groups: PyTorch resumed ckpt's two-group {name} and StepLR (steps 5, 6: "
+                  f"max |torch - ckpt| = {worst:.3g}); StepLR(last_epoch={checkpoint['epoch'] - 1}) "
+                  f"finds initial_lr {resumed.base_lrs}")
+    return failures
+
+
+def main():
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("CI"):
+            print("FAIL: torch is not importable and CI is set: CI must install torch to run this check")
+            return 1
+        print("SKIP: torch is not importable; nothing checked")
+        return 0
+    import warnings
+    warnings.filterwarnings("ignore")
+    failures = resume_schedulers(torch) + resume_groups(torch)
+    print(f"{'FAIL' if failures else 'ok  '} torch {torch.__version__}: {failures} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
