@@ -321,3 +321,85 @@ fn comparing_a_sets_items_cannot_multiply_the_file() {
     );
     assert!(start.elapsed().as_secs() < 5);
 }
+
+/// `_rebuild_tensor_v2`'s 7th argument is real: `x.conj().imag` is saved as the raw imaginary
+/// parts with `{'neg': True}`, and its values are their negations ([-2, 4], not [2, -4]).
+#[test]
+fn a_neg_bit_tensor_reads_its_logical_values() {
+    let value = read(&fixture("globals/neg_bit.pt")).unwrap();
+    assert_eq!(
+        value["neg"].as_tensor().unwrap().to_f64_vec().unwrap(),
+        [-2.0, 4.0]
+    );
+    assert_matches_manifest(&value, "globals/neg_bit.pt.manifest.json");
+    // Written back, the values are plain: PyTorch reads the same numbers without the bit.
+    let mut out = Cursor::new(Vec::new());
+    write(&value, &mut out).unwrap();
+    assert_eq!(read(&out.into_inner()).unwrap(), value);
+}
+
+/// `{"w": rebuilt, "n": rebuilt with metadata}` over one storage of `data`.
+fn with_metadata(dtype_storage: &str, metadata: &[u8], data: &[u8], numel: u8) -> Vec<u8> {
+    let rebuild = |key: &str, metadata: &[u8]| {
+        let mut p = format!("X\x01\x00\x00\x00{key}").into_bytes();
+        p.extend_from_slice(
+            b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\n",
+        );
+        p.extend_from_slice(dtype_storage.as_bytes());
+        p.extend_from_slice(b"\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK");
+        p.push(numel);
+        p.extend_from_slice(b"tQK\x00(K");
+        p.push(numel);
+        p.extend_from_slice(b"t(K\x01t\x89ccollections\nOrderedDict\n)R");
+        p.extend_from_slice(metadata);
+        p.extend_from_slice(b"tR");
+        p
+    };
+    let mut pickle = b"\x80\x02}(".to_vec();
+    pickle.extend(rebuild("w", b""));
+    pickle.extend(rebuild("n", metadata));
+    pickle.extend_from_slice(b"u.");
+    zip_of(&[("a/data.pkl", &pickle), ("a/data/0", data)])
+}
+
+#[test]
+fn neg_bits_negate_every_dtype_as_pytorch_does_and_conj_bits_need_complex() {
+    let neg = b"}X\x03\x00\x00\x00neg\x88s";
+    // Integers wrap, as `-x` does in PyTorch; the plain view of the same storage stays plain.
+    let data: Vec<u8> = [5i64, i64::MIN]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let value = read(&with_metadata("LongStorage", neg, &data, 2)).unwrap();
+    assert_eq!(
+        value["n"].as_tensor().unwrap().to_tensor().unwrap(),
+        ckpt::Tensor::from(ndarray::array![-5i64, i64::MIN])
+    );
+    assert_eq!(
+        value["w"].as_tensor().unwrap().to_tensor().unwrap(),
+        ckpt::Tensor::from(ndarray::array![5i64, i64::MIN])
+    );
+    // Floats flip their sign bit: zeros and NaNs too.
+    let data: Vec<u8> = [0.0f32, f32::NAN]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let value = read(&with_metadata("FloatStorage", neg, &data, 2)).unwrap();
+    let bits: Vec<u32> = value["n"]
+        .as_tensor()
+        .unwrap()
+        .to_le_bytes()
+        .unwrap()
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(bits, [0x8000_0000, f32::NAN.to_bits() ^ 0x8000_0000]);
+    // Any other key is ignored, as PyTorch ignores it; a conj bit on real numbers is an error
+    // (PyTorch's own load fails an internal assertion).
+    let other = b"}X\x03\x00\x00\x00fooK\x01s";
+    let value = read(&with_metadata("FloatStorage", other, &data, 2)).unwrap();
+    assert_eq!(value["n"].as_tensor().unwrap().to_le_bytes().unwrap(), data);
+    let conj = b"}X\x04\x00\x00\x00conj\x88s";
+    let err = read(&with_metadata("FloatStorage", conj, &data, 2)).unwrap_err();
+    assert!(err.to_string().contains("conj bit"), "{err}");
+}

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use super::budget::Budget;
 use super::error::{PtError, PtErrorKind};
 use super::unpickle::{DictKind, Global, Ix, Obj, Pickle, StorageRef, TensorSpec, kind};
-use crate::dtype::DType;
+use crate::dtype::{DType, DTypeKind};
 use crate::format::TensorInfo;
 use crate::state::KeyPath;
 use crate::tensor::{Backing, Tensor, check_size};
@@ -57,11 +57,15 @@ const VALUE_COST: usize = size_of::<Value<'static>>();
 const ITEM_COST: usize = size_of::<Value<'static>>();
 const ENTRY_COST: usize = 2 * (size_of::<Key>() + 8) + size_of::<Value<'static>>() + 16;
 
+/// A view of a storage: storage, offset, shape, strides, and the neg and conj bits.
+type ViewKey = (usize, i64, Vec<i64>, Vec<i64>, (bool, bool));
+
 struct Convert<'p, 's> {
     pickle: &'p Pickle,
     storages: &'p [Storage<'s>],
     by_object: HashMap<Ix, Tensor>,
-    by_view: HashMap<(usize, i64, Vec<i64>, Vec<i64>), Tensor>,
+    /// Tensors by the view of a storage they read, with their neg and conj bits.
+    by_view: HashMap<ViewKey, Tensor>,
     budget: Budget,
 }
 
@@ -162,6 +166,7 @@ impl Convert<'_, '_> {
             spec.offset,
             spec.shape.clone(),
             spec.stride.clone(),
+            (spec.neg, spec.conj),
         );
         if let Some(t) = self.by_view.get(&view_key) {
             return Ok(t.clone());
@@ -173,12 +178,24 @@ impl Convert<'_, '_> {
                 "a tensor whose storage was never loaded".to_owned(),
             ));
         };
-        let (shape, data) = cut_view(storage, &bytes.bytes, spec).map_err(|message| {
+        let (shape, mut data) = cut_view(storage, &bytes.bytes, spec).map_err(|message| {
             PtError::from(PtErrorKind::Tensor {
                 key: storage.key.clone(),
                 message,
             })
         })?;
+        // The conj and neg bits are resolved here, as `resolve_conj()` and `resolve_neg()`
+        // would: the stored values are the raw ones, the tensor's are these.
+        if spec.neg || spec.conj {
+            let mut owned = data.into_owned();
+            apply_bits(storage.dtype, spec.neg, spec.conj, &mut owned).map_err(|message| {
+                PtError::from(PtErrorKind::Tensor {
+                    key: storage.key.clone(),
+                    message,
+                })
+            })?;
+            data = Cow::Owned(owned);
+        }
         let copied = match &data {
             Cow::Owned(bytes) => bytes.len(),
             Cow::Borrowed(_) => 0,
@@ -204,6 +221,43 @@ impl Convert<'_, '_> {
         self.by_view.insert(view_key, tensor.clone());
         Ok(tensor)
     }
+}
+
+/// Negates (`neg`) and conjugates (`conj`) the little-endian elements of `dtype` in `bytes`.
+/// Floats negate by their sign bit, as IEEE negation does (NaNs and zeros included); integers
+/// wrap, as PyTorch's do.
+fn apply_bits(dtype: DType, neg: bool, conj: bool, bytes: &mut [u8]) -> Result<(), String> {
+    if conj {
+        return Err(format!(
+            "a conj bit on a {dtype} tensor, which is not complex"
+        ));
+    }
+    if !neg {
+        return Ok(());
+    }
+    let item = dtype.size_in_bytes();
+    match dtype.kind() {
+        DTypeKind::Float => {
+            for element in bytes.chunks_exact_mut(item) {
+                if let Some(top) = element.last_mut() {
+                    *top ^= 0x80;
+                }
+            }
+        }
+        DTypeKind::Int => {
+            for element in bytes.chunks_exact_mut(item) {
+                // Two's complement negation, little-endian: invert, then add one.
+                let mut carry = true;
+                for byte in element {
+                    let (sum, overflow) = (!*byte).overflowing_add(u8::from(carry));
+                    *byte = sum;
+                    carry = overflow;
+                }
+            }
+        }
+        DTypeKind::Bool => return Err("a neg bit on a BOOL tensor".to_owned()),
+    }
+    Ok(())
 }
 
 /// Where `part` lies within `whole`, if it is a sub-slice of it.

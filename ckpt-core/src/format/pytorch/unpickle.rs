@@ -33,6 +33,11 @@ pub(crate) struct TensorSpec {
     pub(crate) offset: i64,
     pub(crate) shape: Vec<i64>,
     pub(crate) stride: Vec<i64>,
+    /// The tensor's negative bit (`x.conj().imag` is saved as the raw imaginary parts with
+    /// it): its values are the stored ones negated.
+    pub(crate) neg: bool,
+    /// The conjugate bit (`x.conj()`): its values are the conjugates of the stored ones.
+    pub(crate) conj: bool,
 }
 
 /// A storage the pickle refers to by persistent id.
@@ -722,13 +727,21 @@ impl<'a> Machine<'a> {
         let shape = self.ints(args.get(2).copied(), "size")?;
         let stride = self.ints(args.get(3).copied(), "stride")?;
         self.use_storage(storage, dtype)?;
-        // The conj and neg bits of the metadata are not applied yet.
-        let _ = metadata;
+        let (neg, conj) = self.tensor_metadata(metadata)?;
+        // Every dtype ckpt has is real.
+        if conj {
+            // PyTorch fails an internal assertion here.
+            return Err(self.error(format!(
+                "{name}: a conj bit on a tensor that is not complex"
+            )));
+        }
         Ok(Obj::Tensor(Box::new(TensorSpec {
             storage,
             offset,
             shape,
             stride,
+            neg,
+            conj,
         })))
     }
 
@@ -781,6 +794,24 @@ impl<'a> Machine<'a> {
         }
         s.typed = true;
         Ok(())
+    }
+
+    /// The neg and conj bits of `_rebuild_tensor_v2`'s optional last argument, a dict such as
+    /// `{'neg': True}`; as in PyTorch, a key that is present sets its bit and others are ignored.
+    fn tensor_metadata(&self, metadata: Option<Ix>) -> Result<(bool, bool), PtError> {
+        let pairs = match metadata.and_then(|ix| self.objs.get(ix)) {
+            None | Some(Obj::None) => return Ok((false, false)),
+            Some(Obj::Dict(_, pairs)) => pairs,
+            Some(other) => {
+                return Err(self.error(format!("tensor metadata is {}, not a dict", kind(other))));
+            }
+        };
+        let has = |name: &str| {
+            pairs
+                .iter()
+                .any(|&(k, _)| matches!(self.objs.get(k), Some(Obj::Str(s)) if s == name))
+        };
+        Ok((has("neg"), has("conj")))
     }
 
     /// The items of a set without repeats, as Python's `set(list)` keeps them; an item Python
