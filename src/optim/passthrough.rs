@@ -33,26 +33,27 @@ pub(crate) fn overlay<'a>(
     Value::Map(out)
 }
 
-/// `a == b` as Python compares the plain values of a checkpoint: ints and floats by value,
-/// containers item by item; tensors never (a tensor is always written as it is now).
+/// `a == b` as Python compares the plain values of a checkpoint, kinds apart: ints and floats
+/// by value, containers item by item; a dict and a `Counter` differ (so a `Counter` replaces a
+/// loaded dict), and tensors always do (a tensor is written as it is now).
 pub(crate) fn python_eq(a: &Value<'_>, b: &Value<'_>) -> bool {
     match (a, b) {
-        (Value::None, Value::None) => true,
-        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Tensor(_), _) | (_, Value::Tensor(_)) => false,
         (Value::Int(x), Value::Int(y)) => x == y,
         (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
             a.as_f64() == b.as_f64()
         }
-        (Value::String(x), Value::String(y)) => x == y,
         (Value::List(x), Value::List(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(x, y)| python_eq(x, y))
         }
-        (Value::Map(x), Value::Map(y)) => {
+        (Value::Map(x), Value::Map(y)) | (Value::Counter(x), Value::Counter(y)) => {
             x.len() == y.len()
                 && x.iter()
                     .all(|(k, vx)| y.get(k).is_some_and(|vy| python_eq(vx, vy)))
         }
-        _ => false,
+        (Value::Map(_) | Value::Counter(_), _) | (_, Value::Map(_) | Value::Counter(_)) => false,
+        // None, bools, strings, bytes, complex numbers, dtypes, sets: of one kind, or unequal.
+        _ => a == b,
     }
 }
 
@@ -95,5 +96,15 @@ mod tests {
             &Value::from(vec![0.9, 0.99])
         ));
         assert!(!python_eq(&Value::Float(f64::NAN), &Value::Float(f64::NAN)));
+        let counts = || {
+            [(Key::Int(25), Value::Int(2))]
+                .into_iter()
+                .collect::<IndexMap<_, _>>()
+        };
+        assert!(python_eq(
+            &Value::Counter(counts()),
+            &Value::Counter(counts())
+        ));
+        assert!(!python_eq(&Value::Map(counts()), &Value::Counter(counts())));
     }
 }

@@ -127,7 +127,8 @@ impl Tree {
 
 /// Where `value` differs from what the fixture's typed tree says, type for type: ints are ints,
 /// floats are floats and [`same_float`] (`{"$float": "inf"}` too), keys come in the same order,
-/// a `{"$counter": [[k, n], …]}` is a map of int keys to counts and a `{"$tuple": […]}` a list.
+/// a `{"$counter": [[k, n], …]}` is a `Value::Counter` of int keys and a `{"$tuple": […]}` a
+/// list (ckpt's values have no tuples).
 pub(crate) fn typed_mismatch(path: &str, value: &Value<'_>, typed: &Tree) -> Option<String> {
     let differ = |why: String| Some(format!("{path}: {why}"));
     if let Some(Tree::String(name)) = typed.tag("$float") {
@@ -158,7 +159,11 @@ pub(crate) fn typed_mismatch(path: &str, value: &Value<'_>, typed: &Tree) -> Opt
                 other => panic!("a counter entry {other:?}"),
             })
             .collect();
-        let actual: Option<Vec<(i64, i64)>> = value.as_map().map(|map| {
+        let counter = match value {
+            Value::Counter(map) => Some(map),
+            _ => None,
+        };
+        let actual: Option<Vec<(i64, i64)>> = counter.map(|map| {
             map.iter()
                 .filter_map(|(k, v)| match k {
                     ckpt::value::Key::Int(k) => Some((*k, v.as_i64()?)),

@@ -321,11 +321,9 @@ fn resume_from_pytorch(name: &str) {
     }
 }
 
-/// Every fixture but `MultiStepLR`'s, whose `collections.Counter` of milestones ckpt's `.pt`
-/// reader does not accept yet (its resume through a file ckpt wrote is below).
 #[test]
 fn pytorch_checkpoints_at_step_30_resume_exactly() {
-    for name in NAMES.iter().filter(|n| **n != "multisteplr") {
+    for name in NAMES {
         resume_from_pytorch(name);
     }
 }
@@ -409,8 +407,7 @@ fn resumes_through_last_epoch_are_pytorchs() {
     let metrics = plateau_metrics();
     let names = fixture["schedulers"].as_object().unwrap();
     assert_eq!(names.len(), 8);
-    // MultiStepLR's file holds a Counter, which ckpt's `.pt` reader does not accept yet.
-    for (name, record) in names.iter().filter(|(n, _)| *n != "multisteplr") {
+    for (name, record) in names {
         let file = pt(&format!("schedulers/{name}_step30.pt"));
         let mut opt = optimizer();
         opt.load_pytorch_state_dict(&file["optimizer"]).unwrap();

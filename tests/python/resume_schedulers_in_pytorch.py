@@ -4,8 +4,9 @@
   and scheduler states ckpt reached after 30 steps. Each is loaded with
   torch.load(weights_only=True) into a new torch.optim.SGD and the same torch.optim.lr_scheduler
   constructor (those of tests/python/make_scheduler_fixtures.py), through load_state_dict; its
-  state must have the keys PyTorch's own scheduler has; steps 31..60 must give the learning
-  rates of schedulers_step30.json (ckpt's), equal or within 1e-12.
+  state must have the keys, in order, and the types (MultiStepLR's Counter included) that
+  PyTorch's own scheduler has; steps 31..60 must give the learning rates of
+  schedulers_step30.json (ckpt's), equal or within 1e-12.
 - tests/fixtures/pytorch/resume/optim_groups_step4.pt: SGD and Adam with two parameter groups,
   which ckpt loaded from PyTorch's checkpoint, stepped once and saved. Each resumes in
   nn.Sequential(backbone=Linear(4, 3), head=Linear(3, 2)) with StepLR(step_size=2, gamma=0.5):
@@ -72,6 +73,16 @@ def sched_optimizer(torch):
     return torch.optim.SGD([{"params": [p0], "lr": 0.1}, {"params": [p1], "lr": 0.02}], lr=0.1, momentum=0.9)
 
 
+def kind(value):
+    """A value's Python type as a state dict's reader sees it: ckpt writes every dict as an
+    OrderedDict, which load_state_dict takes as the dict it is."""
+    if isinstance(value, collections.Counter):
+        return "Counter"
+    if isinstance(value, dict):
+        return "dict"
+    return type(value).__name__
+
+
 def close(actual, expected):
     """Equal, or within 1e-12 of ckpt's (relative); returns (ok, bit-identical)."""
     if len(actual) != len(expected):
@@ -90,12 +101,17 @@ def resume_schedulers(torch):
         saved = back[name]
         opt = sched_optimizer(torch)
         sched = make(opt)
-        own_keys = list(sched.state_dict())
+        own = sched.state_dict()
+        own_kinds = {key: kind(value) for key, value in own.items()}
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         problems = []
-        if list(saved["scheduler"]) != own_keys:
-            problems.append(f"state keys {list(saved['scheduler'])} != PyTorch's {own_keys}")
+        if list(saved["scheduler"]) != list(own):
+            problems.append(f"state keys {list(saved['scheduler'])} != PyTorch's {list(own)}")
+        kinds = {key: kind(value) for key, value in saved["scheduler"].items()}
+        if kinds != own_kinds:
+            wrong = {k: (v, own_kinds.get(k)) for k, v in kinds.items() if own_kinds.get(k) != v}
+            problems.append(f"state types (ckpt's, PyTorch's): {wrong}")
         if sched.last_epoch != saved["epoch"]:
             problems.append(f"last_epoch {sched.last_epoch} after loading, not {saved['epoch']}")
         exact = True

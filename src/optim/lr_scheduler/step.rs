@@ -85,9 +85,9 @@ impl Schedule for StepLr {
 /// `torch.optim.lr_scheduler.MultiStepLR`: multiplies every group's learning rate by `gamma`
 /// at each milestone, by `gamma ** n` at a milestone given `n` times.
 ///
-/// Closed form: `base_lr * gamma ** (the number of milestones <= epoch)`. PyTorch saves the
-/// milestones as a `collections.Counter`; ckpt writes them as a dict of the same counts, which
-/// PyTorch's scheduler steps on alike (only its deprecated `step(epoch)` needs the `Counter`).
+/// Closed form: `base_lr * gamma ** (the number of milestones <= epoch)`. The state dict holds
+/// the milestones as PyTorch's does, a `collections.Counter`
+/// ([`Value::Counter`](crate::Value::Counter)); a dict of counts loads too.
 #[doc(alias = "MultiStepLR")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct MultiStepLr {
@@ -153,15 +153,15 @@ impl Schedule for MultiStepLr {
             .map(|(&m, &n)| (Key::Int(m), Value::Int(n)))
             .collect();
         vec![
-            ("milestones", Value::Map(milestones)),
+            ("milestones", Value::Counter(milestones)),
             ("gamma", Value::Float(self.gamma)),
         ]
     }
 
     fn load_state(&mut self, state: &StateReader<'_, '_>) -> Result<(), SchedulerError> {
         let milestones = match state.required("milestones")? {
-            // A Counter (read as a dict of counts), or a plain dict.
-            Value::Map(map) => map
+            // A Counter, or a dict of counts.
+            Value::Counter(map) | Value::Map(map) => map
                 .iter()
                 .map(|(key, count)| match (key, count) {
                     (Key::Int(m), Value::Int(n)) => Ok((*m, *n)),
