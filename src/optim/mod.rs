@@ -26,6 +26,7 @@
 //! ```
 
 mod adam;
+mod algorithm;
 mod error;
 mod lr_scheduler;
 mod optimizer;
@@ -35,13 +36,14 @@ mod sgd;
 mod state_dict;
 
 pub use self::adam::{AdamConfig, AdamWConfig};
+pub use self::algorithm::{Algorithm, ParamState};
 pub use self::error::OptimError;
 pub use self::lr_scheduler::{
     Anneal, CosineAnnealingLr, ExponentialLr, LambdaLr, LinearLr, LrLambda, LrScheduler, Mode,
     MultiStepLr, OneCycleLr, PerGroup, Plateau, Progress, ReduceLrOnPlateau, Schedule, Scheduler,
     SchedulerError, SequentialLr, StateReader, StepLr, ThresholdMode,
 };
-pub use self::optimizer::{Algorithm, Optimizer, ParamState};
+pub use self::optimizer::Optimizer;
 pub use self::param_group::{ParamGroup, ParamGroups};
 pub use self::sgd::SgdConfig;
 
