@@ -3,4 +3,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attention;
+mod containers;
+mod conv1d;
+mod embedding;
+mod groupnorm;
 mod layers;
+mod reference;
+mod rng_state;
+mod transformer;
