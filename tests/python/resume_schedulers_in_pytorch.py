@@ -11,21 +11,21 @@
   which ckpt loaded from PyTorch's checkpoint, stepped once and saved. Each resumes in
   nn.Sequential(backbone=Linear(4, 3), head=Linear(3, 2)) with StepLR(step_size=2, gamma=0.5):
   steps 5 and 6 with the saved gradients must give ckpt's parameters (within 1e-6) and learning
-  rates; and StepLR(opt, 2, last_epoch=3) must work on an optimizer that loaded the state (its
-  groups kept `initial_lr`).
+  rates; and StepLR(opt, 2, last_epoch=1) (and =3, the checkpoint's epoch) must work on an
+  optimizer that loaded the state: its groups kept `initial_lr`, the base learning rates.
 
     python tests/python/resume_schedulers_in_pytorch.py
 
-Without torch it prints SKIP and exits 0, unless CI is set (to anything but the empty string):
-then it fails, as CI must install torch.
+Without torch it prints SKIP and exits 0, or fails under CI=true (see needs_torch.py).
 """
 
 import collections
 import json
 import math
-import os
 import pathlib
 import sys
+
+from needs_torch import require_torch
 
 RESUME = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "pytorch" / "resume"
 
@@ -192,34 +192,40 @@ def resume_groups(torch):
         if worst > 1e-6:
             problems.append(f"parameters differ from ckpt's by {worst:.3g}")
 
-        # The scheduler's other resume: through last_epoch, which needs initial_lr in every group.
-        again = make(torch, two_groups(two_group_model(torch)))
-        again.load_state_dict(checkpoint["optimizer"])
-        try:
-            resumed = StepLR(again, 2, gamma=0.5, last_epoch=checkpoint["epoch"] - 1)
+        # The scheduler's other resume: through last_epoch, which needs initial_lr in every
+        # group. The constructor takes a step, to last_epoch + 1, halving the saved lr when
+        # that is even: StepLR(opt, 2, last_epoch=1) as the issue has it, and the resume at
+        # the checkpoint's own epoch.
+        saved_lrs = [g["lr"] for g in checkpoint["optimizer"]["param_groups"]]
+        for last_epoch in (1, checkpoint["epoch"] - 1):
+            again = make(torch, two_groups(two_group_model(torch)))
+            again.load_state_dict(checkpoint["optimizer"])
+            try:
+                resumed = StepLR(again, 2, gamma=0.5, last_epoch=last_epoch)
+            except KeyError as e:
+                problems.append(f"StepLR(last_epoch={last_epoch}) raised KeyError {e}")
+                continue
             if resumed.base_lrs != facts["base_lrs"]:
-                problems.append(f"base_lrs {resumed.base_lrs} != {facts['base_lrs']}")
-        except KeyError as e:
-            problems.append(f"StepLR(last_epoch={checkpoint['epoch'] - 1}) raised KeyError {e}")
+                problems.append(f"StepLR(last_epoch={last_epoch}): base_lrs {resumed.base_lrs} "
+                                f"!= initial_lr {facts['base_lrs']}")
+            factor = 0.5 if (last_epoch + 1) % 2 == 0 else 1.0
+            expected_lrs = [lr * factor for lr in saved_lrs]
+            got_lrs = [g["lr"] for g in again.param_groups]
+            if resumed.last_epoch != last_epoch + 1 or got_lrs != expected_lrs:
+                problems.append(f"StepLR(last_epoch={last_epoch}): last_epoch {resumed.last_epoch}, "
+                                f"lr {got_lrs}, expected {last_epoch + 1} and {expected_lrs}")
         if problems:
             failures += 1
             print(f"FAIL {name}_groups: " + "; ".join(problems))
         else:
             print(f"ok   {name}_groups: PyTorch resumed ckpt's two-group {name} and StepLR (steps 5, 6: "
-                  f"max |torch - ckpt| = {worst:.3g}); StepLR(last_epoch={checkpoint['epoch'] - 1}) "
-                  f"finds initial_lr {resumed.base_lrs}")
+                  f"max |torch - ckpt| = {worst:.3g}); StepLR(last_epoch=1) and "
+                  f"(last_epoch={checkpoint['epoch'] - 1}) find initial_lr {facts['base_lrs']}")
     return failures
 
 
 def main():
-    try:
-        import torch
-    except ImportError:
-        if os.environ.get("CI"):
-            print("FAIL: torch is not importable and CI is set: CI must install torch to run this check")
-            return 1
-        print("SKIP: torch is not importable; nothing checked")
-        return 0
+    torch = require_torch()
     import warnings
     warnings.filterwarnings("ignore")
     failures = resume_schedulers(torch) + resume_groups(torch)
