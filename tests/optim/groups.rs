@@ -186,8 +186,9 @@ fn loads_saves_back_and_resumes<A: Algorithm>(name: &str, make: fn(&Net) -> Opti
 }
 
 /// `StepLR(opt, 2, last_epoch=1)` needs `initial_lr` in every group: refused on a fresh
-/// optimizer, and on one that loaded PyTorch's checkpoint it takes its base learning rates from
-/// there and steps to epoch 2 (or 3), as PyTorch's.
+/// optimizer, and on one that loaded PyTorch's checkpoint, or the `.pt` file ckpt saves back
+/// from it, it takes its base learning rates from there and steps to epoch 2 (or 3), as
+/// PyTorch's.
 fn step_lr_resumes_through_last_epoch<A: Algorithm>(name: &str, make: fn(&Net) -> Optimizer<A>) {
     let fixture = json(&format!("pytorch/optim_groups/{name}_two_groups.json"));
     let file = pt(&format!("pytorch/optim_groups/{name}_two_groups.pt"));
@@ -197,19 +198,39 @@ fn step_lr_resumes_through_last_epoch<A: Algorithm>(name: &str, make: fn(&Net) -
     let pytorch = facts["fresh_optimizer"]["message"].as_str().unwrap();
     let first_line = pytorch.lines().next().unwrap().trim_end_matches('.');
     assert!(err.to_string().starts_with(first_line), "{err} / {pytorch}");
-    for last_epoch in [1, 2] {
-        let fact = &facts[format!("after_load_state_dict_last_epoch_{last_epoch}")];
-        let mut opt = make(&net());
-        opt.load_pytorch_state_dict(&file["optimizer"]).unwrap();
-        assert_eq!(lrs(&opt), floats(&fact["lr_before"]));
-        let scheduler =
-            Scheduler::with_last_epoch(&mut opt, StepLr::new(2, 0.5), last_epoch).unwrap();
-        assert_eq!(scheduler.base_lrs(), floats(&fact["base_lrs"]));
-        assert_eq!(lrs(&opt), floats(&fact["lr_after_constructor"]));
-        assert_eq!(
-            Some(scheduler.last_epoch()),
-            fact["scheduler_last_epoch"].as_i64()
-        );
+
+    let mut loaded = make(&net());
+    loaded.load_pytorch_state_dict(&file["optimizer"]).unwrap();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    crate::common::pytorch::write(&loaded.pytorch_state_dict(), &mut bytes).unwrap();
+    let resaved = crate::common::pytorch::read(bytes.get_ref()).unwrap();
+    for (whose, state) in [
+        ("PyTorch's", &file["optimizer"]),
+        ("ckpt's resave", &resaved),
+    ] {
+        for last_epoch in [1, 2] {
+            let fact = &facts[format!("after_load_state_dict_last_epoch_{last_epoch}")];
+            let mut opt = make(&net());
+            opt.load_pytorch_state_dict(state).unwrap();
+            assert_eq!(lrs(&opt), floats(&fact["lr_before"]), "{name}, {whose}");
+            let scheduler =
+                Scheduler::with_last_epoch(&mut opt, StepLr::new(2, 0.5), last_epoch).unwrap();
+            assert_eq!(
+                scheduler.base_lrs(),
+                floats(&fact["base_lrs"]),
+                "{name}, {whose}"
+            );
+            assert_eq!(
+                lrs(&opt),
+                floats(&fact["lr_after_constructor"]),
+                "{name}, {whose}"
+            );
+            assert_eq!(
+                Some(scheduler.last_epoch()),
+                fact["scheduler_last_epoch"].as_i64(),
+                "{name}, {whose}"
+            );
+        }
     }
 }
 
