@@ -8,3 +8,4 @@ mod groups;
 mod optimizers;
 mod resume;
 mod schedulers;
+mod untrusted;

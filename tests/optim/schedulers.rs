@@ -94,9 +94,19 @@ pub(crate) fn plateau_metrics() -> Vec<f64> {
 impl Sched {
     /// The fixture's step `i` (1-based): `step()`, or `step(metrics[i - 1])`.
     pub(crate) fn step(&mut self, opt: &mut Sgd, i: usize, metrics: &[f64]) {
+        self.try_step(opt, i, metrics).unwrap();
+    }
+
+    /// [`step`](Sched::step), which may fail.
+    pub(crate) fn try_step(
+        &mut self,
+        opt: &mut Sgd,
+        i: usize,
+        metrics: &[f64],
+    ) -> Result<(), SchedulerError> {
         match self {
-            Sched::Epochs(s) => s.step(opt).unwrap(),
-            Sched::Plateau(s) => s.step(opt, metrics[i - 1]).unwrap(),
+            Sched::Epochs(s) => s.step(opt),
+            Sched::Plateau(s) => s.step(opt, metrics[i - 1]),
         }
     }
 

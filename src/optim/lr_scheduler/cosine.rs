@@ -69,7 +69,10 @@ impl Schedule for CosineAnnealingLr {
             // `(last_epoch) * math.pi / T_max`: the same product as the closed form's.
             return Ok(self.closed_form(at.base_lrs, epoch));
         }
-        if (epoch - 1 - t_max).rem_euclid(2 * t_max) == 0 {
+        // In i128, as Python's integers would not overflow: epoch and T_max are any i64 a
+        // state dict holds.
+        let (wide_epoch, wide_t_max) = (i128::from(epoch), i128::from(t_max));
+        if (wide_epoch - 1 - wide_t_max).rem_euclid(2 * wide_t_max) == 0 {
             // The bottom of a period, where the recursive form would divide by zero.
             let cos = (PI / t_max as f64).cos();
             return Ok(lrs
@@ -79,7 +82,7 @@ impl Schedule for CosineAnnealingLr {
                 .collect());
         }
         let ratio = (1.0 + (PI * epoch as f64 / t_max as f64).cos())
-            / (1.0 + (PI * (epoch - 1) as f64 / t_max as f64).cos());
+            / (1.0 + (PI * (wide_epoch - 1) as f64 / t_max as f64).cos());
         Ok(lrs
             .into_iter()
             .map(|lr| ratio * (lr - eta_min) + eta_min)

@@ -51,6 +51,16 @@ pub enum SchedulerError {
         /// The schedule's length.
         total_steps: i64,
     },
+    /// A step would count `counter` (`last_epoch`, `_step_count`, `num_bad_epochs`) past
+    /// `i64::MAX`, where Python's integers would go on: only a state dict from elsewhere starts
+    /// that high.
+    #[error("{scheduler}: {counter} cannot count past {} (i64::MAX)", i64::MAX)]
+    Overflow {
+        /// PyTorch's name of the scheduler.
+        scheduler: &'static str,
+        /// The counter, by its state dict key.
+        counter: &'static str,
+    },
     /// A state dict is not laid out as this scheduler's.
     #[error("invalid {scheduler} state dict at {path}: {message}")]
     State {

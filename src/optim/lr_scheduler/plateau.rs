@@ -2,7 +2,7 @@
 
 use indexmap::IndexMap;
 
-use super::scheduler::{current_lrs, kept_entries};
+use super::scheduler::{advance, current_lrs, kept_entries};
 use super::{PerGroup, SchedulerError, StateReader};
 use crate::Value;
 use crate::optim::ParamGroups;
@@ -155,12 +155,12 @@ impl ReduceLrOnPlateau {
         metric: f64,
     ) -> Result<(), SchedulerError> {
         let mut next = self.clone();
-        next.last_epoch += 1;
+        next.last_epoch = advance(NAME, "last_epoch", next.last_epoch, 1)?;
         if next.is_better(metric) {
             next.best = metric;
             next.num_bad_epochs = 0;
         } else {
-            next.num_bad_epochs += 1;
+            next.num_bad_epochs = advance(NAME, "num_bad_epochs", next.num_bad_epochs, 1)?;
         }
         if next.cooldown_counter > 0 {
             next.cooldown_counter -= 1;

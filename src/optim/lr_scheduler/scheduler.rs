@@ -155,9 +155,14 @@ impl<S: Schedule> Scheduler<S> {
         initial: bool,
     ) -> Result<(), SchedulerError> {
         check_groups(self.base_lrs.len(), optimizer)?;
+        let name = self.schedule.name();
+        let last_epoch = match epoch {
+            Some(epoch) => epoch,
+            None => advance(name, "last_epoch", self.last_epoch, 1)?,
+        };
         let at = Progress {
-            last_epoch: epoch.unwrap_or(self.last_epoch + 1),
-            step_count: self.step_count + i64::from(count),
+            last_epoch,
+            step_count: advance(name, "_step_count", self.step_count, i64::from(count))?,
             initial,
             base_lrs: &self.base_lrs,
         };
@@ -226,7 +231,9 @@ impl<S: Schedule> LrScheduler for Scheduler<S> {
     }
 
     fn rewind(&mut self) {
-        self.last_epoch -= 1;
+        // Saturating: a scheduler at i64::MIN (from a hostile state dict) stays there rather
+        // than panicking; no real one is.
+        self.last_epoch = self.last_epoch.saturating_sub(1);
     }
 
     fn restart(&mut self, optimizer: &mut dyn ParamGroups) -> Result<(), SchedulerError> {
@@ -313,6 +320,18 @@ fn number(value: &Value<'_>, group: usize, key: &str) -> Result<f64, SchedulerEr
         key: key.to_owned(),
         message: format!("expected a number, got {}", value.kind()),
     })
+}
+
+/// `value + by`, or [`SchedulerError::Overflow`] naming `scheduler`'s `counter`.
+pub(super) fn advance(
+    scheduler: &'static str,
+    counter: &'static str,
+    value: i64,
+    by: i64,
+) -> Result<i64, SchedulerError> {
+    value
+        .checked_add(by)
+        .ok_or(SchedulerError::Overflow { scheduler, counter })
 }
 
 /// Every group's current `lr`.

@@ -2,7 +2,7 @@
 
 use indexmap::IndexMap;
 
-use super::scheduler::{group_number, kept_entries};
+use super::scheduler::{advance, group_number, kept_entries};
 use super::{LrScheduler, SchedulerError, StateReader};
 use crate::Value;
 use crate::optim::ParamGroups;
@@ -117,7 +117,7 @@ impl SequentialLr {
 
 impl LrScheduler for SequentialLr {
     fn step(&mut self, optimizer: &mut dyn ParamGroups) -> Result<(), SchedulerError> {
-        let epoch = self.last_epoch + 1;
+        let epoch = advance(NAME, "last_epoch", self.last_epoch, 1)?;
         let index = bisect_right(&self.milestones, epoch);
         let scheduler = &mut self.schedulers[index];
         if index > 0 && self.milestones[index - 1] == epoch {
