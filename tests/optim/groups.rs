@@ -347,3 +347,43 @@ fn loads_into_other_groups_are_refused_whole() {
     );
     assert_eq!(opt.pytorch_state_dict(), before, "nothing changed");
 }
+
+/// A key of a group that neither ckpt nor PyTorch knows (a user's tag, added with
+/// `opt.param_groups[0]["tag"] = ...`) rides along with `initial_lr` through ckpt's own layout
+/// and a `.ckpt` file: PyTorch's checkpoint, loaded, saved by `state_dict()`, loaded into a fresh
+/// optimizer and written back in PyTorch's layout is the checkpoint it was.
+fn unknown_group_keys_survive_ckpts_own_layout<A: Algorithm>(
+    name: &str,
+    make: fn(&Net) -> Optimizer<A>,
+) {
+    let file = pt(&format!("pytorch/optim_groups/{name}_two_groups.pt"));
+    let mut original = file["optimizer"].to_owned_value();
+    if let Value::Map(top) = &mut original
+        && let Some(Value::List(groups)) = top.get_mut(&ckpt::value::Key::from("param_groups"))
+    {
+        groups[0].insert("tag", "backbone");
+        groups[1].insert("frozen_until", 10_i64);
+    }
+    let mut loaded = make(&net());
+    loaded.load_pytorch_state_dict(&original).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("optimizer.ckpt");
+    ckpt::save(loaded.state_dict(), &path).unwrap();
+    let mut fresh = make(&net());
+    fresh
+        .load_state_dict(ckpt::load(&path).unwrap().value())
+        .unwrap();
+    assert_eq!(fresh.groups()[0].get("tag"), Some(Value::from("backbone")));
+    assert_eq!(fresh.groups()[1].get("initial_lr"), Some(Value::Float(0.1)));
+    assert_eq!(fresh.pytorch_state_dict(), original, "{name}");
+}
+
+#[test]
+fn unknown_sgd_group_keys_survive_ckpts_own_layout() {
+    unknown_group_keys_survive_ckpts_own_layout("sgd", sgd);
+}
+
+#[test]
+fn unknown_adam_group_keys_survive_ckpts_own_layout() {
+    unknown_group_keys_survive_ckpts_own_layout("adam", adam);
+}
