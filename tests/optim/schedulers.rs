@@ -338,13 +338,14 @@ fn pytorch_checkpoints_at_step_30_resume_exactly() {
     }
 }
 
-/// A scheduler ckpt saved (in a `.pt` file, through `ckpt::save`) at step 30 resumes as
-/// PyTorch's continues.
+/// A scheduler ckpt saved (in a `.pt` file or ckpt's own `.ckpt`, through `ckpt::save`) at
+/// step 30 resumes as PyTorch's continues: `MultiStepLR`'s `Counter` and every type of the state
+/// survive both formats.
 #[test]
 fn checkpoints_ckpt_writes_at_step_30_resume_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = plateau_metrics();
-    for name in NAMES {
+    for (name, ext) in NAMES.iter().flat_map(|n| [(*n, "pt"), (*n, "ckpt")]) {
         let fixture = json(&format!("schedulers/{name}.json"));
         let steps = fixture["steps"].as_array().unwrap();
         let mut opt = optimizer();
@@ -352,7 +353,7 @@ fn checkpoints_ckpt_writes_at_step_30_resume_exactly() {
         for i in 1..=30 {
             sched.step(&mut opt, i, &metrics);
         }
-        let path = dir.path().join(format!("{name}.pt"));
+        let path = dir.path().join(format!("{name}.{ext}"));
         let checkpoint = ckpt::dict! {
             "optimizer" => opt.pytorch_state_dict(),
             "scheduler" => sched.state_dict(),
@@ -366,14 +367,14 @@ fn checkpoints_ckpt_writes_at_step_30_resume_exactly() {
         sched.load_state_dict(&back["scheduler"]).unwrap();
         let typed = Tree::at(&format!("schedulers/{name}.json"), &["state_dict", "30"]);
         check_state(
-            &format!("{name} through a file"),
+            &format!("{name} through a .{ext} file"),
             &sched.state_dict(),
             &typed,
         );
         for (i, record) in steps.iter().enumerate().skip(31) {
             sched.step(&mut opt, i, &metrics);
             check_step(
-                &format!("{name} resumed from ckpt, step {i}"),
+                &format!("{name} resumed from a .{ext} file, step {i}"),
                 record,
                 &sched,
                 &opt,
