@@ -114,7 +114,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     optimizer.load_state_dict(&checkpoint["optimizer_state_dict"])?;
     let epoch: usize = checkpoint.get("epoch")?;
     let loss: f32 = checkpoint.get("loss")?;
-    assert_eq!(optimizer.config().lr, 0.01, "lr comes from the checkpoint");
+    assert_eq!(
+        optimizer.groups()[0].config().lr,
+        0.01,
+        "lr comes from the checkpoint"
+    );
     model.train();
     println!("resumed at step {epoch} (loss {loss:.6})");
     let resumed_loss = train(&mut model, &mut optimizer, epoch..FIRST + THEN, &data)?;

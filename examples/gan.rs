@@ -177,8 +177,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .load_state_dict(&checkpoint["optimizerB_state_dict"])?;
     resumed.generator.train();
     resumed.discriminator.train();
-    assert_eq!(resumed.optimizer_g.config().betas, (0.5, 0.999));
-    assert_eq!(resumed.optimizer_d.config().momentum, 0.9);
+    assert_eq!(resumed.optimizer_g.groups()[0].config().betas, (0.5, 0.999));
+    assert_eq!(resumed.optimizer_d.groups()[0].config().momentum, 0.9);
 
     println!("continuing after the reload into fresh objects");
     let after_reload = resumed.train(FIRST..FIRST + THEN)?;

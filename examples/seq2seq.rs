@@ -254,7 +254,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     decoder_optimizer2.load_state_dict(&checkpoint["decoder_optimizer"])?;
     encoder2.eval();
     decoder2.eval();
-    assert_eq!(decoder_optimizer2.config().lr, 0.5);
+    assert_eq!(decoder_optimizer2.groups()[0].config().lr, 0.5);
     assert!(decoder_optimizer2.state("out.weight").is_some());
 
     let (after, scores_after) = greedy(&encoder2, &decoder2, &inputs)?;

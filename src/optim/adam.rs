@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
-use super::state_dict::{read_flag, read_number, wrong};
+use super::state_dict::{read_flag, read_number, wrong, zero_as_int};
 use super::{Algorithm, OptimError, ParamState};
 use crate::Value;
 
@@ -151,6 +151,16 @@ const ADAM_STATE: &[(&str, bool)] = &[
     ("max_exp_avg_sq", false),
 ];
 
+const ADAM_HYPER_PARAMETERS: &[&str] = &[
+    "lr",
+    "betas",
+    "eps",
+    "weight_decay",
+    "amsgrad",
+    "maximize",
+    "decoupled_weight_decay",
+];
+
 impl Algorithm for AdamConfig {
     fn state_entries(&self) -> &'static [(&'static str, bool)] {
         ADAM_STATE
@@ -224,7 +234,7 @@ impl Algorithm for AdamConfig {
             ("lr", self.lr.into()),
             ("betas", vec![self.betas.0, self.betas.1].into()),
             ("eps", self.eps.into()),
-            ("weight_decay", self.weight_decay.into()),
+            ("weight_decay", zero_as_int(self.weight_decay)),
             ("amsgrad", self.amsgrad.into()),
             ("maximize", self.maximize.into()),
             ("foreach", Value::None),
@@ -233,6 +243,10 @@ impl Algorithm for AdamConfig {
             ("fused", Value::None),
             ("decoupled_weight_decay", self.decoupled_weight_decay.into()),
         ]
+    }
+
+    fn hyper_parameters(&self) -> &'static [&'static str] {
+        ADAM_HYPER_PARAMETERS
     }
 
     fn load_param_group(&mut self, group: &Value<'_>) -> Result<(), OptimError> {
@@ -272,6 +286,10 @@ impl Algorithm for AdamWConfig {
 
     fn param_group(&self) -> Vec<(&'static str, Value<'static>)> {
         self.as_adam().param_group()
+    }
+
+    fn hyper_parameters(&self) -> &'static [&'static str] {
+        ADAM_HYPER_PARAMETERS
     }
 
     fn load_param_group(&mut self, group: &Value<'_>) -> Result<(), OptimError> {

@@ -19,6 +19,21 @@ pub enum OptimError {
         /// The parameter's key.
         key: String,
     },
+    /// A parameter was given to two parameter groups, or twice to one.
+    #[error("some parameters appear in more than one parameter group: {key:?}")]
+    DuplicateParameter {
+        /// The parameter's key.
+        key: String,
+    },
+    /// A group selected by prefix found no parameter: a typo, or a module without parameters.
+    #[error("no parameter of the model starts with {prefix:?}: the parameter group would be empty")]
+    EmptyGroup {
+        /// The prefix.
+        prefix: String,
+    },
+    /// An optimizer was given no parameter group.
+    #[error("optimizer got an empty parameter list")]
+    NoGroups,
     /// A gradient's or a state tensor's shape differs from its parameter's.
     #[error(
         "size mismatch for {key}: {what} has shape {actual:?}, the parameter has shape {expected:?}"
@@ -54,7 +69,7 @@ pub enum OptimError {
     /// A state dict is not laid out as this optimizer writes it.
     #[error("invalid optimizer state dict at {path}: {message}")]
     Layout {
-        /// Where in the state dict (`param_groups.0.lr`).
+        /// Where in the state dict (`param_groups.0.lr`; empty for the whole of it).
         path: String,
         /// What is wrong, naming what was expected and what was found.
         message: String,
@@ -66,6 +81,20 @@ impl OptimError {
         OptimError::Layout {
             path: path.into(),
             message: message.into(),
+        }
+    }
+
+    /// The error with `prefix` (`param_groups.1`) before its path, for an error found in a part
+    /// of the state dict.
+    pub(crate) fn under(self, prefix: &str) -> Self {
+        match self {
+            OptimError::Layout { path, message } if path.is_empty() => {
+                OptimError::layout(prefix, message)
+            }
+            OptimError::Layout { path, message } => {
+                OptimError::layout(format!("{prefix}.{path}"), message)
+            }
+            other => other,
         }
     }
 }

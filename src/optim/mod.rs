@@ -26,14 +26,25 @@
 //! ```
 
 mod adam;
+mod algorithm;
 mod error;
+mod lr_scheduler;
 mod optimizer;
+mod param_group;
+mod passthrough;
 mod sgd;
 mod state_dict;
 
 pub use self::adam::{AdamConfig, AdamWConfig};
+pub use self::algorithm::{Algorithm, ParamState};
 pub use self::error::OptimError;
-pub use self::optimizer::{Algorithm, Optimizer, ParamState};
+pub use self::lr_scheduler::{
+    Anneal, CosineAnnealingLr, ExponentialLr, LambdaLr, LinearLr, LrLambda, LrScheduler, Mode,
+    MultiStepLr, OneCycleLr, PerGroup, Plateau, Progress, ReduceLrOnPlateau, Schedule, Scheduler,
+    SchedulerError, SequentialLr, StateReader, StepLr, ThresholdMode,
+};
+pub use self::optimizer::Optimizer;
+pub use self::param_group::{ParamGroup, ParamGroups};
 pub use self::sgd::SgdConfig;
 
 /// Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay, as

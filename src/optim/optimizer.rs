@@ -1,80 +1,121 @@
-//! [`Optimizer`]: the bookkeeping every algorithm shares: which parameters, their state and the
-//! checked step.
+//! [`Optimizer`]: the bookkeeping every algorithm shares: which parameters, in which groups,
+//! their state and the checked step.
 
 use std::collections::HashMap;
 
 use indexmap::IndexMap;
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
-use super::OptimError;
+use super::{Algorithm, OptimError, ParamGroup, ParamGroups, ParamState};
 use crate::dtype::DTypeKind;
 use crate::state::{KeyPath, Leaf, Role, TensorSource};
 use crate::tensor::TensorView;
+use crate::value::Key;
 use crate::{DType, StateDict, Value};
 
-/// One parameter's state: named tensors (`momentum_buffer`, `step`, `exp_avg`, …), in the order
-/// PyTorch creates them.
-pub type ParamState = IndexMap<String, ArrayD<f32>>;
-
-/// An update rule with its hyper-parameters: what distinguishes [`Sgd`](super::Sgd) from
-/// [`Adam`](super::Adam). Implement it to add an optimizer; [`Optimizer`] does the rest.
-pub trait Algorithm: Clone {
-    /// The state entries the rule keeps, with `true` for 0-d scalars (`step`) and `false` for
-    /// tensors shaped like the parameter; loading refuses any other name.
-    fn state_entries(&self) -> &'static [(&'static str, bool)];
-
-    /// Updates one parameter in place from its gradient, creating or updating its state.
-    fn update(&self, param: &mut ArrayD<f32>, grad: &ArrayViewD<'_, f32>, state: &mut ParamState);
-
-    /// The hyper-parameters as PyTorch's `param_groups` entry holds them, in its order, without
-    /// `params`.
-    fn param_group(&self) -> Vec<(&'static str, Value<'static>)>;
-
-    /// Reads hyper-parameters from a `param_groups` entry; absent keys keep their value, as
-    /// PyTorch fills in defaults for keys older versions did not save.
-    fn load_param_group(&mut self, group: &Value<'_>) -> Result<(), OptimError>;
-}
-
-/// An optimizer: an [`Algorithm`], the parameters it updates (named and shaped as in the model
-/// when it was built) and their state.
+/// An optimizer: an [`Algorithm`], the parameters it updates in [groups](ParamGroup) with their
+/// own hyper-parameters (named and shaped as in the model when it was built) and their state.
 #[derive(Clone, Debug)]
 pub struct Optimizer<A> {
-    pub(super) config: A,
-    /// Keys and shapes, in index order.
-    pub(super) params: Vec<(String, Vec<usize>)>,
+    pub(super) groups: Vec<ParamGroup<A>>,
+    /// Every parameter's key, shape and group, in index order: group by group.
+    pub(super) params: IndexMap<String, Param>,
     pub(super) state: IndexMap<String, ParamState>,
+    /// Loaded state entries the algorithm does not keep, by parameter: saved back untouched.
+    pub(super) kept_state: IndexMap<String, IndexMap<Key, Value<'static>>>,
+}
+
+/// Where a parameter is.
+#[derive(Clone, Debug)]
+pub(super) struct Param {
+    pub(super) shape: Vec<usize>,
+    pub(super) group: usize,
 }
 
 impl<A: Algorithm> Optimizer<A> {
     /// An optimizer of every parameter of `model` (not its buffers), in
     /// [`named_parameters`](StateDict::named_parameters) order, which is the order of PyTorch's
-    /// parameter indices.
+    /// parameter indices, in one group.
     pub fn new<M: StateDict + ?Sized>(model: &M, config: A) -> Self {
-        let params = model
-            .named_parameters()
-            .iter()
-            .map(|(key, view)| (key.to_owned(), view.shape().to_vec()))
-            .collect();
+        let mut optimizer = Self::empty();
+        optimizer.push_group(model_params(model), ParamGroup::new(config));
+        optimizer
+    }
+
+    /// An optimizer of several parameter groups with their own hyper-parameters, as
+    /// `torch.optim.SGD([{"params": …, "lr": 0.01}, {"params": …}])`: parameters are indexed
+    /// group by group. A parameter may be in one group only, and the model's parameters in no
+    /// group are not optimized.
+    pub fn with_groups<M: StateDict + ?Sized>(
+        model: &M,
+        groups: impl IntoIterator<Item = ParamGroup<A>>,
+    ) -> Result<Self, OptimError> {
+        let mut optimizer = Self::empty();
+        for group in groups {
+            optimizer.add_param_group(model, group)?;
+        }
+        if optimizer.groups.is_empty() {
+            return Err(OptimError::NoGroups);
+        }
+        Ok(optimizer)
+    }
+
+    fn empty() -> Self {
         Optimizer {
-            config,
-            params,
+            groups: Vec::new(),
+            params: IndexMap::new(),
             state: IndexMap::new(),
+            kept_state: IndexMap::new(),
         }
     }
 
-    /// The hyper-parameters.
-    pub fn config(&self) -> &A {
-        &self.config
+    /// Adds a group, as `optimizer.add_param_group` (to train layers unfrozen part way). Its
+    /// parameters are indexed after the existing ones; nothing changes on an error.
+    pub fn add_param_group<M: StateDict + ?Sized>(
+        &mut self,
+        model: &M,
+        group: ParamGroup<A>,
+    ) -> Result<(), OptimError> {
+        let model_params = model_params(model);
+        let selected: Vec<_> = group.resolve(&model_params)?.into_iter().cloned().collect();
+        let mut seen = std::collections::HashSet::new();
+        for (key, _) in &selected {
+            if self.params.contains_key(key) || !seen.insert(key) {
+                return Err(OptimError::DuplicateParameter { key: key.clone() });
+            }
+        }
+        self.push_group(selected, group);
+        Ok(())
     }
 
-    /// The hyper-parameters, to change (a learning-rate schedule sets `lr` here).
-    pub fn config_mut(&mut self) -> &mut A {
-        &mut self.config
+    fn push_group(&mut self, params: Vec<(String, Vec<usize>)>, mut group: ParamGroup<A>) {
+        let index = self.groups.len();
+        group.set_params(params.iter().map(|(key, _)| key.clone()).collect());
+        for (key, shape) in params {
+            self.params.insert(
+                key,
+                Param {
+                    shape,
+                    group: index,
+                },
+            );
+        }
+        self.groups.push(group);
+    }
+
+    /// The parameter groups, in order.
+    pub fn groups(&self) -> &[ParamGroup<A>] {
+        &self.groups
+    }
+
+    /// The parameter groups, to change their hyper-parameters (not their parameters).
+    pub fn groups_mut(&mut self) -> &mut [ParamGroup<A>] {
+        &mut self.groups
     }
 
     /// The keys of the parameters it updates, in index order.
     pub fn param_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.params.iter().map(|(key, _)| key.as_str())
+        self.params.keys().map(String::as_str)
     }
 
     /// The state of the parameter `key`, once a step has updated it.
@@ -94,7 +135,7 @@ impl<A: Algorithm> Optimizer<A> {
     ) -> Result<(), OptimError> {
         let mut pending = self.check(model, grads)?;
         let mut failure = None;
-        let (config, state) = (&self.config, &mut self.state);
+        let (groups, params, state) = (&self.groups, &self.params, &mut self.state);
         model.visit_mut(
             &mut KeyPath::new(),
             Role::Parameter,
@@ -113,6 +154,7 @@ impl<A: Algorithm> Optimizer<A> {
                     Ok(param) => param,
                     Err(e) => return failure = Some(tensor_error(e)),
                 };
+                let config = groups[params[key].group].config();
                 let param_state = state.entry(key.to_owned()).or_default();
                 config.update(&mut param, &(*grad).view(), param_state);
                 if let Err(e) = leaf.copy_from(&Leaf::view(&param)) {
@@ -136,7 +178,7 @@ impl<A: Algorithm> Optimizer<A> {
             });
         }
         let mut out = HashMap::new();
-        for (key, shape) in &self.params {
+        for (key, Param { shape, .. }) in &self.params {
             let param = params
                 .get(key)
                 .ok_or_else(|| OptimError::MissingParameter { key: key.clone() })?;
@@ -153,6 +195,43 @@ impl<A: Algorithm> Optimizer<A> {
             }
         }
         Ok(out)
+    }
+}
+
+/// The model's parameters' keys and shapes, in order.
+fn model_params<M: StateDict + ?Sized>(model: &M) -> Vec<(String, Vec<usize>)> {
+    model
+        .named_parameters()
+        .iter()
+        .map(|(key, view)| (key.to_owned(), view.shape().to_vec()))
+        .collect()
+}
+
+impl<A: Algorithm> ParamGroups for Optimizer<A> {
+    fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn option(&self, group: usize, key: &str) -> Option<Value<'static>> {
+        self.groups.get(group)?.get(key)
+    }
+
+    fn set_option(
+        &mut self,
+        group: usize,
+        key: &str,
+        value: Value<'static>,
+    ) -> Result<(), OptimError> {
+        let count = self.groups.len();
+        let entry = self.groups.get_mut(group).ok_or_else(|| {
+            OptimError::layout(
+                format!("param_groups.{group}"),
+                format!("no such group: the optimizer has {count}"),
+            )
+        })?;
+        entry
+            .set(key, value)
+            .map_err(|e| e.under(&format!("param_groups.{group}")))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
-use super::state_dict::{read_flag, read_number};
+use super::state_dict::{read_flag, read_number, zero_as_int};
 use super::{Algorithm, OptimError, ParamState};
 use crate::Value;
 
@@ -128,14 +128,25 @@ impl Algorithm for SgdConfig {
     fn param_group(&self) -> Vec<(&'static str, Value<'static>)> {
         vec![
             ("lr", self.lr.into()),
-            ("momentum", self.momentum.into()),
-            ("dampening", self.dampening.into()),
-            ("weight_decay", self.weight_decay.into()),
+            ("momentum", zero_as_int(self.momentum)),
+            ("dampening", zero_as_int(self.dampening)),
+            ("weight_decay", zero_as_int(self.weight_decay)),
             ("nesterov", self.nesterov.into()),
             ("maximize", self.maximize.into()),
             ("foreach", Value::None),
             ("differentiable", false.into()),
             ("fused", Value::None),
+        ]
+    }
+
+    fn hyper_parameters(&self) -> &'static [&'static str] {
+        &[
+            "lr",
+            "momentum",
+            "dampening",
+            "weight_decay",
+            "nesterov",
+            "maximize",
         ]
     }
 

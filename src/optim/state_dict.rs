@@ -13,118 +13,120 @@ use crate::value::Key;
 
 impl<A: Algorithm> Optimizer<A> {
     /// The state in ckpt's layout, borrowing the tensors: `{"state": {key: {name: tensor}},
-    /// "param_groups": [{hyper-parameters, "params": [key, …]}]}`.
+    /// "param_groups": [{hyper-parameters, "params": [key, …]}, …]}`.
     pub fn state_dict(&self) -> Value<'_> {
-        let state = self
-            .state
-            .iter()
-            .map(|(key, entries)| (key.clone(), entries_value(entries)))
-            .collect::<Value<'_>>();
-        let names = self.param_names().map(Value::from).collect::<Vec<_>>();
-        self.layout(state, names)
+        self.layout(|_, key| Key::from(key), |_, key| Value::from(key))
     }
 
     /// The state in `torch.optim`'s layout: `{"state": {0: {"step": tensor, …}, …},
-    /// "param_groups": [{"lr": …, …, "params": [0, 1, …]}]}`, integer keys being indices in
-    /// parameter order. `torch.optim.Optimizer.load_state_dict` takes it as it is.
+    /// "param_groups": [{"lr": …, …, "params": [0, 1, …]}, …]}`, integer keys being indices in
+    /// parameter order, group by group. `torch.optim.Optimizer.load_state_dict` takes it as it
+    /// is. The groups' keys ckpt does not use (`initial_lr`, `foreach`, …) and state entries of
+    /// other names are written as they were loaded.
     pub fn pytorch_state_dict(&self) -> Value<'_> {
-        let state = self
-            .params
-            .iter()
-            .enumerate()
-            .filter_map(|(index, (key, _))| {
-                let entries = self.state.get(key)?;
-                Some((Key::from(index_key(index)), entries_value(entries)))
-            })
-            .collect::<Value<'_>>();
-        let ids = (0..self.params.len())
-            .map(|i| Value::Int(index_key(i)))
-            .collect();
-        self.layout(state, ids)
+        self.layout(
+            |index, _| Key::Int(index_key(index)),
+            |index, _| Value::Int(index_key(index)),
+        )
     }
 
-    fn layout<'s>(&'s self, state: Value<'s>, params: Vec<Value<'s>>) -> Value<'s> {
-        let mut group = self.config.param_group().into_iter().collect::<Value<'_>>();
-        group.insert("params", Value::List(params));
-        crate::dict! { "state" => state, "param_groups" => vec![group] }
+    fn layout<'s>(
+        &'s self,
+        state_key: impl Fn(usize, &str) -> Key,
+        param_id: impl Fn(usize, &'s str) -> Value<'s>,
+    ) -> Value<'s> {
+        let state = self
+            .params
+            .keys()
+            .enumerate()
+            .filter_map(|(index, key)| {
+                let entries = entries_value(self.state.get(key), self.kept_state.get(key))?;
+                Some((state_key(index, key), entries))
+            })
+            .collect::<Value<'_>>();
+        let mut start = 0;
+        let groups = self
+            .groups
+            .iter()
+            .map(|group| {
+                let ids = group
+                    .params()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, key)| param_id(start + i, key))
+                    .collect();
+                start += group.params().len();
+                group.to_value(ids)
+            })
+            .collect::<Vec<_>>();
+        crate::dict! { "state" => state, "param_groups" => groups }
     }
 
     /// Loads a state written by [`state_dict`](Optimizer::state_dict). Everything is checked
-    /// (one parameter group, the same parameter keys in the same order, known state names,
-    /// shapes, float dtypes) before anything changes.
+    /// (as many groups, the same parameter keys in the same order, shapes and float dtypes of
+    /// the state tensors) before anything changes.
     pub fn load_state_dict(&mut self, state: &Value<'_>) -> Result<(), OptimError> {
         self.load(state, false)
     }
 
     /// Loads a state in `torch.optim`'s layout (see
     /// [`pytorch_state_dict`](Optimizer::pytorch_state_dict)), matching saved parameter ids to
-    /// this optimizer's parameters by position, as PyTorch does. Checked like
+    /// this optimizer's parameters by position, group by group, as PyTorch does. Every group
+    /// takes the saved group's hyper-parameters and keeps its other keys; checked like
     /// [`load_state_dict`](Optimizer::load_state_dict).
     pub fn load_pytorch_state_dict(&mut self, state: &Value<'_>) -> Result<(), OptimError> {
         self.load(state, true)
     }
 
     fn load(&mut self, value: &Value<'_>, pytorch: bool) -> Result<(), OptimError> {
-        let groups = value["param_groups"].as_list().ok_or_else(|| {
+        let saved_groups = value["param_groups"].as_list().ok_or_else(|| {
             OptimError::layout(
                 "param_groups",
                 format!("expected a list, got {}", value["param_groups"].kind()),
             )
         })?;
-        if groups.len() != 1 {
+        if saved_groups.len() != self.groups.len() {
             return Err(OptimError::layout(
                 "param_groups",
                 format!(
-                    "loaded state dict has a different number of parameter groups: 1 in the optimizer, {} in the state dict",
-                    groups.len()
-                ),
-            ));
-        }
-        let group = &groups[0];
-        let saved = group["params"].as_list().ok_or_else(|| {
-            OptimError::layout(
-                "param_groups.0.params",
-                format!("expected a list, got {}", group["params"].kind()),
-            )
-        })?;
-        if saved.len() != self.params.len() {
-            return Err(OptimError::layout(
-                "param_groups.0.params",
-                format!(
-                    "loaded state dict contains a parameter group that doesn't match the size of optimizer's group: {} parameters in the optimizer, {} in the state dict",
-                    self.params.len(),
-                    saved.len()
+                    "loaded state dict has a different number of parameter groups: {} in the optimizer, {} in the state dict",
+                    self.groups.len(),
+                    saved_groups.len()
                 ),
             ));
         }
         let mut ids = HashMap::new();
-        for (index, (id, (name, _))) in saved.iter().zip(&self.params).enumerate() {
-            let path = format!("param_groups.0.params.{index}");
-            let key = match (pytorch, id) {
-                (true, Value::Int(i)) => Key::Int(*i),
-                (false, Value::String(s)) if s == name => Key::Str(s.clone()),
-                (false, Value::String(s)) => {
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for (g, (group, saved)) in self.groups.iter().zip(saved_groups).enumerate() {
+            let at = format!("param_groups.{g}");
+            let saved_ids = saved["params"].as_list().ok_or_else(|| {
+                OptimError::layout(
+                    format!("{at}.params"),
+                    format!("expected a list, got {}", saved["params"].kind()),
+                )
+            })?;
+            if saved_ids.len() != group.params().len() {
+                return Err(OptimError::layout(
+                    format!("{at}.params"),
+                    format!(
+                        "loaded state dict contains a parameter group that doesn't match the size of optimizer's group: {} parameters in the optimizer, {} in the state dict",
+                        group.params().len(),
+                        saved_ids.len()
+                    ),
+                ));
+            }
+            for (i, (id, name)) in saved_ids.iter().zip(group.params()).enumerate() {
+                let key = param_key(id, name, pytorch)
+                    .map_err(|e| e.under(&format!("{at}.params.{i}")))?;
+                if ids.insert(key, name.as_str()).is_some() {
                     return Err(OptimError::layout(
-                        path,
-                        format!("parameter {s:?} in the state dict, {name:?} in the optimizer"),
+                        format!("{at}.params.{i}"),
+                        "a parameter id given twice",
                     ));
                 }
-                (_, other) => {
-                    let want = if pytorch {
-                        "an integer id"
-                    } else {
-                        "a parameter key"
-                    };
-                    return Err(OptimError::layout(
-                        path,
-                        format!("expected {want}, got {}", other.kind()),
-                    ));
-                }
-            };
-            ids.insert(key, index);
+            }
+            groups.push(group.loaded(saved).map_err(|e| e.under(&at))?);
         }
-        let mut config = self.config.clone();
-        config.load_param_group(group)?;
         let saved_state = match &value["state"] {
             Value::Map(map) => map,
             other => {
@@ -135,20 +137,53 @@ impl<A: Algorithm> Optimizer<A> {
             }
         };
         let mut state = IndexMap::new();
+        let mut kept_state = IndexMap::new();
         for (id, entries) in saved_state {
-            let index = *ids.get(id).ok_or_else(|| {
+            let name = *ids.get(id).ok_or_else(|| {
                 OptimError::layout(
                     format!("state.{id}"),
                     "no parameter with this id in param_groups",
                 )
             })?;
-            let (name, shape) = &self.params[index];
-            let entries = read_entries(&config, name, shape, entries, &format!("state.{id}"))?;
-            state.insert(name.clone(), entries);
+            let param = &self.params[name];
+            let config = groups[param.group].config();
+            let (known, other) =
+                read_entries(config, name, &param.shape, entries, &format!("state.{id}"))?;
+            if !known.is_empty() {
+                state.insert(name.to_owned(), known);
+            }
+            if !other.is_empty() {
+                kept_state.insert(name.to_owned(), other);
+            }
         }
-        self.config = config;
+        self.groups = groups;
         self.state = state;
+        self.kept_state = kept_state;
         Ok(())
+    }
+}
+
+/// The key a saved parameter id stands for: an integer in PyTorch's layout, the parameter's own
+/// key in ckpt's.
+fn param_key(id: &Value<'_>, name: &str, pytorch: bool) -> Result<Key, OptimError> {
+    match (pytorch, id) {
+        (true, Value::Int(i)) => Ok(Key::Int(*i)),
+        (false, Value::String(s)) if s == name => Ok(Key::Str(s.clone())),
+        (false, Value::String(s)) => Err(OptimError::layout(
+            "",
+            format!("parameter {s:?} in the state dict, {name:?} in the optimizer"),
+        )),
+        (_, other) => {
+            let want = if pytorch {
+                "an integer id"
+            } else {
+                "a parameter key"
+            };
+            Err(OptimError::layout(
+                "",
+                format!("expected {want}, got {}", other.kind()),
+            ))
+        }
     }
 }
 
@@ -157,38 +192,50 @@ fn index_key(index: usize) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
 }
 
-fn entries_value(entries: &ParamState) -> Value<'_> {
-    entries
-        .iter()
-        .map(|(name, array)| (name.clone(), Leaf::view(array)))
-        .collect()
+/// A parameter's saved entries: the algorithm's, then the kept ones; `None` if there are none.
+fn entries_value<'s>(
+    known: Option<&'s ParamState>,
+    kept: Option<&'s IndexMap<Key, Value<'static>>>,
+) -> Option<Value<'s>> {
+    let known = known.into_iter().flatten();
+    let kept = kept.into_iter().flatten();
+    let mut entries = known
+        .map(|(name, array)| (Key::from(name.as_str()), Value::from(Leaf::view(array))))
+        .chain(kept.map(|(name, value)| (name.clone(), value.reborrow())))
+        .peekable();
+    entries.peek()?;
+    Some(Value::Map(entries.collect()))
 }
 
+/// The entries the algorithm keeps, checked and converted; and the others, kept as they are.
 fn read_entries(
     config: &impl Algorithm,
     key: &str,
     shape: &[usize],
     entries: &Value<'_>,
     path: &str,
-) -> Result<ParamState, OptimError> {
+) -> Result<(ParamState, IndexMap<Key, Value<'static>>), OptimError> {
     let Value::Map(map) = entries else {
         return Err(OptimError::layout(
             path,
             format!("expected a map, got {}", entries.kind()),
         ));
     };
-    let mut out = ParamState::new();
+    let mut known = ParamState::new();
+    let mut other = IndexMap::new();
     for (name, value) in map {
-        let known = config.state_entries();
-        let Some(&(name, scalar)) = known.iter().find(|(n, _)| Key::from(*n) == *name) else {
-            let names = known.iter().map(|(n, _)| *n).collect::<Vec<_>>();
-            return Err(OptimError::layout(
-                format!("{path}.{name}"),
-                format!("unknown state entry; this optimizer keeps {names:?}"),
-            ));
+        let found = config
+            .state_entries()
+            .iter()
+            .find(|(n, _)| Key::from(*n) == *name);
+        let Some(&(name, scalar)) = found else {
+            other.insert(name.clone(), value.to_owned_value());
+            continue;
         };
         let expected: &[usize] = if scalar { &[] } else { shape };
         let array = match value {
+            // PyTorch treats a `None` entry (`momentum_buffer` of old versions) as absent.
+            Value::None => continue,
             // Before PyTorch 1.12 `step` was a plain number.
             Value::Int(_) | Value::Float(_) if scalar => {
                 let x = value.as_f64().unwrap_or_default() as f32;
@@ -202,9 +249,20 @@ fn read_entries(
                 ));
             }
         };
-        out.insert(name.to_owned(), array);
+        known.insert(name.to_owned(), array);
     }
-    Ok(out)
+    Ok((known, other))
+}
+
+/// A hyper-parameter whose PyTorch default is the int `0` (`momentum=0`, `weight_decay=0`): a
+/// zero is written as that int, so that a group ckpt builds saves as PyTorch's constructor
+/// builds it; other values are floats.
+pub(super) fn zero_as_int(value: f64) -> Value<'static> {
+    if value == 0.0 && value.is_sign_positive() {
+        Value::Int(0)
+    } else {
+        Value::Float(value)
+    }
 }
 
 /// Reads a number from a `param_groups` entry into `target`, if the key is present.
@@ -236,8 +294,5 @@ pub(super) fn read_flag(group: &Value<'_>, key: &str, target: &mut bool) -> Resu
 }
 
 pub(super) fn wrong(key: &str, expected: &str, found: &Value<'_>) -> OptimError {
-    OptimError::layout(
-        format!("param_groups.0.{key}"),
-        format!("expected {expected}, got {}", found.kind()),
-    )
+    OptimError::layout(key, format!("expected {expected}, got {}", found.kind()))
 }

@@ -6,6 +6,7 @@ pub mod entries;
 pub mod fixtures;
 pub mod hostile;
 pub mod models;
+pub mod optim;
 pub mod probe;
 pub mod pytorch;
 pub mod surgery;

@@ -1,4 +1,4 @@
-//! `ckpt::nn` layers and `ckpt::optim` optimizers against PyTorch's numbers.
+//! `ckpt::nn` layers against PyTorch's numbers.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -9,7 +9,6 @@ mod conv1d;
 mod embedding;
 mod groupnorm;
 mod layers;
-mod optim;
 mod reference;
 mod rng_state;
 mod transformer;

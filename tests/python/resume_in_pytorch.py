@@ -1,5 +1,5 @@
 """Resumes in PyTorch a training checkpoint written by ckpt (tests/pytorch/resume.rs):
-loads tests/fixtures/pytorch/written/adam_resume.pt with torch.load(weights_only=True) into
+loads tests/fixtures/pytorch/resume/adam_resume.pt with torch.load(weights_only=True) into
 nn.Sequential(Linear(8, 16), ReLU(), Linear(16, 4)) and torch.optim.Adam, takes the saved
 fourth step, and compares the parameters with what Rust computed (within 1e-6).
 
@@ -15,7 +15,7 @@ from needs_torch import require_torch
 
 FILE = (
     pathlib.Path(__file__).resolve().parent.parent
-    / "fixtures" / "pytorch" / "written" / "adam_resume.pt"
+    / "fixtures" / "pytorch" / "resume" / "adam_resume.pt"
 )
 
 

@@ -62,7 +62,7 @@ fn a_rust_adam_checkpoint_for_pytorch_is_up_to_date() {
     };
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/pytorch/written/adam_resume.pt"
+        "/tests/fixtures/pytorch/resume/adam_resume.pt"
     );
     let mut bytes = std::io::Cursor::new(Vec::new());
     crate::common::pytorch::write(&value, &mut bytes).unwrap();

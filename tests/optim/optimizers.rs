@@ -1,4 +1,4 @@
-//! `ckpt::optim` against `torch.optim`: three steps from the fixtures' gradients land within
+//! The optimizers against `torch.optim`: three steps from the fixtures' gradients land within
 //! 1e-6 of PyTorch's parameters, the final state matches PyTorch's, and state dicts round-trip
 //! in ckpt's layout and PyTorch's.
 
@@ -298,7 +298,7 @@ fn amsgrad_keeps_the_maximum() {
     loaded
         .load_pytorch_state_dict(&opt.pytorch_state_dict())
         .unwrap();
-    assert!(loaded.config().amsgrad);
+    assert!(loaded.groups()[0].config().amsgrad);
 }
 
 #[test]
@@ -396,22 +396,64 @@ fn bad_state_dicts_change_nothing() {
         fresh.load_state_dict(&bad_shape).unwrap_err().to_string(),
         "size mismatch for p1: exp_avg has shape [1], the parameter has shape [2]"
     );
-    let mut unknown = opt.state_dict().to_owned_value();
-    if let Value::Map(top) = &mut unknown {
+    let mut not_a_tensor = opt.state_dict().to_owned_value();
+    if let Value::Map(top) = &mut not_a_tensor {
         if let Some(Value::Map(state)) = top.get_mut(&ckpt::value::Key::from("state")) {
             state
                 .get_mut(&ckpt::value::Key::from("p0"))
                 .unwrap()
-                .insert("momentum_buffer", Tensor::scalar(1.0f32));
+                .insert("exp_avg_sq", "zeros");
         }
     }
-    assert!(
+    assert_eq!(
         fresh
-            .load_state_dict(&unknown)
+            .load_state_dict(&not_a_tensor)
             .unwrap_err()
-            .to_string()
-            .contains("unknown state entry")
+            .to_string(),
+        "invalid optimizer state dict at state.p0.exp_avg_sq: expected a tensor, got string"
     );
     assert!(fresh.state("p0").is_none(), "nothing was loaded");
-    assert_eq!(fresh.config().lr, 1e-3);
+    assert_eq!(fresh.groups()[0].config().lr, 1e-3);
+}
+
+/// State entries the algorithm does not keep (another version's, another library's) are kept
+/// and saved back as they were, after the algorithm's own.
+#[test]
+fn unknown_state_entries_pass_through() {
+    let (_, model, opt) = run("optim_adam", AdamConfig::default().lr(0.01));
+    let mut saved = opt.pytorch_state_dict().to_owned_value();
+    if let Value::Map(top) = &mut saved {
+        if let Some(Value::Map(state)) = top.get_mut(&ckpt::value::Key::from("state")) {
+            let p0 = state.get_mut(&ckpt::value::Key::Int(0)).unwrap();
+            p0.insert("momentum_buffer", Tensor::scalar(1.0f32));
+            p0.insert("note", "kept");
+        }
+    }
+    let mut loaded: Adam = Optimizer::new(&model, AdamConfig::default());
+    loaded.load_pytorch_state_dict(&saved).unwrap();
+    let names: Vec<&String> = loaded.state("p0").unwrap().keys().collect();
+    assert_eq!(names, ["step", "exp_avg", "exp_avg_sq"], "what Adam uses");
+    assert_eq!(
+        loaded.pytorch_state_dict(),
+        saved,
+        "and everything saves back"
+    );
+    let mut m = model.clone();
+    loaded
+        .step(
+            &mut m,
+            &grads(&crate::common::fixtures::load("optim_adam"), 0),
+        )
+        .unwrap();
+    let again = loaded.pytorch_state_dict();
+    assert_eq!(again["state"][0]["note"].as_str(), Some("kept"));
+    assert_eq!(
+        again["state"][0]
+            .as_map()
+            .unwrap()
+            .keys()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["step", "exp_avg", "exp_avg_sq", "momentum_buffer", "note"]
+    );
 }
