@@ -248,10 +248,10 @@ impl Crate {
         let mut edges = Vec::new();
         for (from, module) in &self.modules {
             for used in &module.uses {
-                if let Some(to) = self.defining(used, 0) {
-                    if &to != from {
-                        edges.push((from.clone(), to, module.file.clone()));
-                    }
+                if let Some(to) = self.defining(used, 0)
+                    && &to != from
+                {
+                    edges.push((from.clone(), to, module.file.clone()));
                 }
             }
         }
@@ -297,10 +297,10 @@ fn find_circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>
     }
     let mut state = BTreeMap::new();
     for node in graph.keys() {
-        if !state.contains_key(node.as_str()) {
-            if let Some(circle) = visit(node, graph, &mut state, &mut Vec::new()) {
-                return Some(circle);
-            }
+        if !state.contains_key(node.as_str())
+            && let Some(circle) = visit(node, graph, &mut state, &mut Vec::new())
+        {
+            return Some(circle);
         }
     }
     None
@@ -315,14 +315,14 @@ fn sibling_circles(krate: &Crate) -> Vec<String> {
         let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut files: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
         for (from, to, file) in &edges {
-            if let (Some(a), Some(b)) = (child_of(parent, from), child_of(parent, to)) {
-                if a != b {
-                    graph.entry(a.clone()).or_default().insert(b.clone());
-                    files
-                        .entry((a, b))
-                        .or_default()
-                        .insert(file.display().to_string());
-                }
+            if let (Some(a), Some(b)) = (child_of(parent, from), child_of(parent, to))
+                && a != b
+            {
+                graph.entry(a.clone()).or_default().insert(b.clone());
+                files
+                    .entry((a, b))
+                    .or_default()
+                    .insert(file.display().to_string());
             }
         }
         if let Some(circle) = find_circle(&graph) {

@@ -37,7 +37,7 @@ impl MultiheadAttention {
         batch_first: bool,
         rng: &mut Rng,
     ) -> Result<Self, NnError> {
-        if num_heads == 0 || embed_dim % num_heads != 0 {
+        if num_heads == 0 || !embed_dim.is_multiple_of(num_heads) {
             return Err(NnError::config(
                 "MultiheadAttention",
                 format!("embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"),

@@ -397,13 +397,13 @@ fn bad_state_dicts_change_nothing() {
         "size mismatch for p1: exp_avg has shape [1], the parameter has shape [2]"
     );
     let mut unknown = opt.state_dict().to_owned_value();
-    if let Value::Map(top) = &mut unknown {
-        if let Some(Value::Map(state)) = top.get_mut(&ckpt::value::Key::from("state")) {
-            state
-                .get_mut(&ckpt::value::Key::from("p0"))
-                .unwrap()
-                .insert("momentum_buffer", Tensor::scalar(1.0f32));
-        }
+    if let Value::Map(top) = &mut unknown
+        && let Some(Value::Map(state)) = top.get_mut(&ckpt::value::Key::from("state"))
+    {
+        state
+            .get_mut(&ckpt::value::Key::from("p0"))
+            .unwrap()
+            .insert("momentum_buffer", Tensor::scalar(1.0f32));
     }
     assert!(
         fresh

@@ -237,20 +237,18 @@ fn load_into<M: StateDict + ?Sized>(
     let release = |bytes: &[u8]| backings.iter().for_each(|b| b.release(bytes));
     let prefetch = |bytes: &[u8]| backings.iter().for_each(|b| b.prefetch(bytes));
     let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {
-        if leaf.view().dtype() == src.dtype() {
-            if let Ok(Cow::Borrowed(from)) = src.to_le_bytes() {
-                if let Some(to) = leaf
-                    .contiguous_bytes_mut()
-                    .filter(|to| to.len() == from.len())
-                {
-                    for (to, from) in to.chunks_mut(CHUNK).zip(from.chunks(CHUNK)) {
-                        prefetch(from);
-                        to.copy_from_slice(from);
-                        release(from);
-                    }
-                    return Ok(());
-                }
+        if leaf.view().dtype() == src.dtype()
+            && let Ok(Cow::Borrowed(from)) = src.to_le_bytes()
+            && let Some(to) = leaf
+                .contiguous_bytes_mut()
+                .filter(|to| to.len() == from.len())
+        {
+            for (to, from) in to.chunks_mut(CHUNK).zip(from.chunks(CHUNK)) {
+                prefetch(from);
+                to.copy_from_slice(from);
+                release(from);
             }
+            return Ok(());
         }
         leaf.copy_from(src)
     };

@@ -195,13 +195,13 @@ pub(crate) fn load_into_with(
         if !role.is_persistent() || failure.is_some() || !loaded.contains(key) {
             return;
         }
-        if let Some(tensor) = source.get_tensor(key) {
-            if let Err(error) = copy(leaf, &tensor) {
-                failure = Some(LoadProblem::Copy {
-                    key: key.to_owned(),
-                    error,
-                });
-            }
+        if let Some(tensor) = source.get_tensor(key)
+            && let Err(error) = copy(leaf, &tensor)
+        {
+            failure = Some(LoadProblem::Copy {
+                key: key.to_owned(),
+                error,
+            });
         }
     });
     if let Some(problem) = failure {

@@ -289,10 +289,10 @@ pub(crate) struct StorageId {
 }
 
 fn le_bytes<T: NoUninit>(view: ArrayViewD<'_, T>) -> Cow<'_, [u8]> {
-    if cfg!(target_endian = "little") {
-        if let Some(slice) = view.to_slice() {
-            return Cow::Borrowed(bytemuck::cast_slice(slice));
-        }
+    if cfg!(target_endian = "little")
+        && let Some(slice) = view.to_slice()
+    {
+        return Cow::Borrowed(bytemuck::cast_slice(slice));
     }
     let mut out = Vec::with_capacity(view.len() * size_of::<T>());
     for x in view.iter() {
