@@ -163,8 +163,7 @@ impl Tensor {
     /// on a GPU.
     fn host_mut(&mut self) -> Option<&mut HostArray> {
         if let Repr::Mapped(mapped) = &self.repr {
-            let copy = mapped.view().to_owned_tensor();
-            *self = copy;
+            *self = view::host_copy(&mapped.host_view());
         }
         match &mut self.repr {
             Repr::Host(host) => Some(host),
@@ -365,7 +364,25 @@ impl Tensor {
 
     /// The data as a typed ndarray view, or an error if `T` is not the tensor's element type.
     pub fn array<T: Element>(&self) -> Result<ArrayViewD<'_, T>, TensorError> {
-        self.view().array()
+        let host = match &self.repr {
+            Repr::Host(host) => host.view(),
+            Repr::Mapped(mapped) => mapped.host_view(),
+            #[cfg(feature = "cuda")]
+            Repr::Cuda(storage) => {
+                if self.dtype() != T::DTYPE {
+                    // Before the GPU data is copied for nothing.
+                    return Err(TensorError::DType {
+                        expected: T::DTYPE,
+                        actual: self.dtype(),
+                    });
+                }
+                storage.host()?.view()
+            }
+        };
+        T::unwrap_view(&host).ok_or(TensorError::DType {
+            expected: T::DTYPE,
+            actual: self.dtype(),
+        })
     }
 
     /// The data as a typed mutable ndarray view; copies the data first if it is shared.

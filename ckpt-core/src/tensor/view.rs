@@ -40,9 +40,9 @@ impl<'a> TensorView<'a> {
         }
     }
 
-    /// The data in host memory: borrowed, or for a GPU tensor its host copy, made on first
-    /// use; an error if the GPU fails the copy.
-    pub(super) fn host_view(&self) -> Result<HostView<'a>, DeviceError> {
+    /// The data in host memory: borrowed, or for a GPU or foreign tensor its host copy, made
+    /// on first use; an error if the device fails the copy.
+    pub(super) fn host_view(&self) -> Result<HostView<'_>, DeviceError> {
         match &self.src {
             Src::Host(host) => Ok(host.clone()),
             #[cfg(feature = "cuda")]
@@ -108,7 +108,8 @@ impl<'a> TensorView<'a> {
         }
     }
 
-    /// Whether the elements are laid out in C order without gaps (GPU data always is).
+    /// Whether the elements are laid out in C order without gaps (GPU data, and other
+    /// libraries' tensors as views read them, always are).
     pub fn is_contiguous(&self) -> bool {
         match &self.src {
             Src::Host(host) => dispatch!(host, HostView, v => v.is_standard_layout()),
@@ -119,7 +120,10 @@ impl<'a> TensorView<'a> {
 
     /// The data as a typed ndarray view, or an error if `T` is not the element type, or if
     /// the GPU holding the data fails to copy it to the host.
-    pub fn array<T: Element>(&self) -> Result<ArrayViewD<'a, T>, TensorError> {
+    ///
+    /// The view borrows this `TensorView`, which holds the host copy of a candle tensor's
+    /// data; take it from a view that lives long enough (`let v = state["w"].array()?`).
+    pub fn array<T: Element>(&self) -> Result<ArrayViewD<'_, T>, TensorError> {
         let wrong_dtype = || TensorError::DType {
             expected: T::DTYPE,
             actual: self.dtype(),
@@ -158,14 +162,15 @@ impl<'a> TensorView<'a> {
 
     /// An owned tensor on the same device: a host copy, or for GPU data a tensor sharing it
     /// (GPU tensors copy on write too, so neither side sees the other's writes). What
-    /// snapshots, such as a background save's, need: the file records the GPU.
-    pub(crate) fn to_owned_tensor(&self) -> Tensor {
+    /// snapshots, such as a background save's, need: the file records the GPU. Another
+    /// library's tensor becomes a host copy; an error if that library fails to give one.
+    pub(crate) fn to_owned_tensor(&self) -> Result<Tensor, DeviceError> {
         match &self.src {
-            Src::Host(host) => host_copy(host),
+            Src::Host(host) => Ok(host_copy(host)),
             #[cfg(feature = "cuda")]
-            Src::Cuda(storage) => Tensor {
+            Src::Cuda(storage) => Ok(Tensor {
                 repr: super::Repr::Cuda(Arc::clone(storage)),
-            },
+            }),
         }
     }
 
@@ -180,6 +185,13 @@ impl<'a> TensorView<'a> {
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.stream_le_bytes(sink),
         }
+    }
+
+    /// Whether [`to_le_bytes`](TensorView::to_le_bytes) borrows the data rather than copying
+    /// it, so that writers may hold the bytes of many tensors at once: host data, not GPU or
+    /// foreign data, which writers stream with `stream_le_bytes` instead.
+    pub(crate) fn lends_bytes(&self) -> bool {
+        matches!(self.src, Src::Host(_))
     }
 
     /// The data as C-contiguous little-endian bytes: borrowed when the view already is, else
@@ -233,7 +245,7 @@ impl<'a> TensorView<'a> {
     }
 
     /// Every value as `f64`, in C order, without collecting them.
-    pub fn f64_values(&self) -> Result<Box<dyn Iterator<Item = f64> + 'a>, DeviceError> {
+    pub fn f64_values(&self) -> Result<Box<dyn Iterator<Item = f64> + '_>, DeviceError> {
         Ok(dispatch!(self.host_view()?, HostView, v => Box::new(v.into_iter().map(|x| x.to_f64()))))
     }
 
@@ -275,7 +287,7 @@ impl<'a> TensorView<'a> {
 }
 
 /// An owned, C-ordered copy of host data.
-fn host_copy(host: &HostView<'_>) -> Tensor {
+pub(super) fn host_copy(host: &HostView<'_>) -> Tensor {
     dispatch!(host, HostView, v => Tensor::from(v.as_standard_layout().into_owned()))
 }
 
