@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 
 /// The layers of `ckpt-core`, bottom first: each may use only the ones before it.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "dtype",
     "device",
     "tensor",
@@ -21,6 +21,8 @@ const LAYERS: [&str; 12] = [
     "keymap",
     "loading",
     "state_dict",
+    // candle's tensors and layers as state dicts: leaves and `StateDict` impls only.
+    "candle",
     "value",
     "storage",
     "format",

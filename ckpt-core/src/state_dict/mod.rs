@@ -54,7 +54,8 @@ use crate::tensor::{TensorError, TensorView};
     message = "`{Self}` is neither a tensor nor a module that implements `StateDict`",
     label = "not a tensor leaf or a `StateDict` module",
     note = "fields must be `ckpt::Tensor`, owned ndarray arrays, types deriving `StateDict`, or `Vec`, arrays, `Option`, `Box` and `BTreeMap`/`IndexMap<String, _>` of them",
-    note = "mark fields that hold no tensors (sizes, rates, caches) with `#[state(skip)]`"
+    note = "mark fields that hold no tensors (sizes, rates, caches) with `#[state(skip)]`",
+    note = "with the `candle` feature, candle 0.11's `Tensor`, `Var`, `candle_nn` layers and `VarMap` are fields too; a type of another candle or ndarray version is not: use the crates ckpt re-exports (`ckpt::candle_core`, `ckpt::candle_nn`, `ckpt::ndarray`)"
 )]
 pub trait StateDict {
     /// Calls `visitor` with every tensor below `path`, in declaration order.

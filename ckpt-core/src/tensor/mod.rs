@@ -5,6 +5,8 @@ mod cast;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod error;
+#[cfg(feature = "candle")]
+mod foreign;
 mod mapped;
 mod shape;
 mod view;
@@ -19,6 +21,8 @@ use ndarray::{ArcArray, Array, ArrayViewD, ArrayViewMutD, Dimension, IxDyn};
 
 pub(crate) use self::cast::cast_into;
 pub use self::error::TensorError;
+#[cfg(feature = "candle")]
+pub(crate) use self::foreign::ForeignTensor;
 pub use self::mapped::Backing;
 use self::mapped::Mapped;
 pub(crate) use self::shape::check_size;
@@ -174,7 +178,7 @@ impl Tensor {
     }
 
     /// The host storage of a tensor in host memory of its own.
-    #[cfg(feature = "cuda")]
+    #[cfg(any(feature = "cuda", feature = "candle"))]
     pub(crate) fn into_host(self) -> Option<HostArray> {
         match self.repr {
             Repr::Host(host) => Some(host),

@@ -2,12 +2,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "candle"))]
 use std::sync::Arc;
 
 use bytemuck::NoUninit;
 use ndarray::{Array, ArrayView, ArrayViewD, Dimension};
 
+#[cfg(feature = "candle")]
+use super::foreign::{Foreign, ForeignTensor};
 use super::{Tensor, TensorError};
 use crate::device::{Device, DeviceError};
 use crate::dtype::{DType, Element, HostView};
@@ -21,6 +23,11 @@ use crate::dtype::{DType, Element, HostView};
 /// that read values (`array`, `to_le_bytes`, `to_tensor`) copy the data to host memory and
 /// return an error if the GPU fails the copy (a lost device). `==` is `false` then, and
 /// `Debug` never copies a GPU tensor: it shows the dtype, shape and device only.
+///
+/// A view of a candle tensor (the `candle` feature) holds a clone of it, not its lock: saving
+/// reads the bytes in place under candle's lock for the time of one write, and the first typed
+/// read (`array`, comparisons, casts) copies them to host memory, which the view then keeps
+/// and reads from; `Debug` shows the dtype, shape and device.
 #[derive(Clone)]
 pub struct TensorView<'a> {
     pub(super) src: Src<'a>,
@@ -31,12 +38,25 @@ pub(super) enum Src<'a> {
     Host(HostView<'a>),
     #[cfg(feature = "cuda")]
     Cuda(&'a Arc<super::cuda::CudaStorage>),
+    /// Another library's tensor, owned (a clone), with its host copy once made.
+    #[cfg(feature = "candle")]
+    Foreign(Arc<Foreign>),
 }
 
 impl<'a> TensorView<'a> {
     pub(super) fn host(host: HostView<'a>) -> Self {
         TensorView {
             src: Src::Host(host),
+        }
+    }
+
+    /// A view of another library's tensor, which holds `tensor` (a clone sharing its data)
+    /// and reads it as `dtype`, the dtype of the bytes it streams.
+    #[cfg(feature = "candle")]
+    pub(crate) fn foreign(tensor: impl ForeignTensor + 'static, dtype: DType) -> Self {
+        let foreign: Arc<Foreign> = Arc::new(Foreign::new(tensor, dtype));
+        TensorView {
+            src: Src::Foreign(foreign),
         }
     }
 
@@ -47,6 +67,8 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => Ok(host.clone()),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => Ok(storage.host()?.view()),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => Ok(foreign.host()?.view()),
         }
     }
 
@@ -59,6 +81,8 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => dispatch!(host, HostView, v => dtype_of(v)),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.dtype(),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => foreign.dtype,
         }
     }
 
@@ -68,6 +92,8 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => dispatch!(host, HostView, v => v.shape()),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.shape(),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => foreign.tensor.shape(),
         }
     }
 
@@ -92,6 +118,8 @@ impl<'a> TensorView<'a> {
             Src::Host(_) => Device::Cpu,
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => Device::Cuda(storage.ordinal()),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => foreign.tensor.device(),
         }
     }
 
@@ -105,6 +133,10 @@ impl<'a> TensorView<'a> {
             Src::Cuda(storage) => TensorView {
                 src: Src::Cuda(storage),
             },
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => TensorView {
+                src: Src::Foreign(Arc::clone(foreign)),
+            },
         }
     }
 
@@ -115,6 +147,8 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => dispatch!(host, HostView, v => v.is_standard_layout()),
             #[cfg(feature = "cuda")]
             Src::Cuda(_) => true,
+            #[cfg(feature = "candle")]
+            Src::Foreign(_) => true,
         }
     }
 
@@ -157,6 +191,8 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => Ok(host_copy(host)),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.to_host(),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => Ok(Tensor::from_host(foreign.host()?.clone())),
         }
     }
 
@@ -171,6 +207,8 @@ impl<'a> TensorView<'a> {
             Src::Cuda(storage) => Ok(Tensor {
                 repr: super::Repr::Cuda(Arc::clone(storage)),
             }),
+            #[cfg(feature = "candle")]
+            Src::Foreign(_) => self.to_tensor(),
         }
     }
 
@@ -184,6 +222,14 @@ impl<'a> TensorView<'a> {
             }
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.stream_le_bytes(sink),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => match foreign.cached() {
+                Some(host) => {
+                    sink(&dispatch!(host.view(), HostView, v => le_bytes(v)));
+                    Ok(())
+                }
+                None => foreign.tensor.stream_le_bytes(sink),
+            },
         }
     }
 
@@ -202,6 +248,12 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => Ok(dispatch!(host, HostView, v => le_bytes(v.clone()))),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => Ok(Cow::Owned(storage.to_le_bytes()?)),
+            #[cfg(feature = "candle")]
+            Src::Foreign(_) => {
+                let mut bytes = Vec::with_capacity(self.nbytes());
+                self.stream_le_bytes(&mut |piece| bytes.extend_from_slice(piece))?;
+                Ok(Cow::Owned(bytes))
+            }
         }
     }
 
@@ -230,6 +282,11 @@ impl<'a> TensorView<'a> {
                 storage.shape().to_vec(),
                 Vec::new(),
             ),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => {
+                let (ptr, layout) = foreign.tensor.storage_id()?;
+                (ptr, foreign.tensor.shape().to_vec(), layout)
+            }
         };
         (self.numel() > 0).then_some(StorageId {
             ptr,
@@ -358,6 +415,8 @@ impl fmt::Debug for TensorView<'_> {
             }
             #[cfg(feature = "cuda")]
             Src::Cuda(_) => write!(f, " on {}", self.device()),
+            #[cfg(feature = "candle")]
+            Src::Foreign(_) => write!(f, " (candle) on {}", self.device()),
         }
     }
 }
