@@ -250,7 +250,20 @@ fn load_into<M: StateDict + ?Sized>(
             }
             return Ok(());
         }
-        leaf.copy_from(src)
+        // Any other copy (a cast, a leaf that lends no bytes, such as a candle tensor) reads
+        // the mapped range whole: map it in one go, and let its pages go once copied, so
+        // memory stays near the model's size on this path too.
+        let mapped = (src.lends_bytes() && src.is_contiguous())
+            .then(|| src.to_le_bytes().ok())
+            .flatten();
+        if let Some(bytes) = &mapped {
+            prefetch(bytes);
+        }
+        let copied = leaf.copy_from(src);
+        if let Some(bytes) = &mapped {
+            release(bytes);
+        }
+        copied
     };
     load_into_with(model, &value, state, &mut copy).map_err(|source| Error::Load {
         location: file.location.clone(),
