@@ -8,7 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use super::dtype::to_ckpt;
 use super::read::device_of;
 use crate::device::{Device, DeviceError};
-use crate::dtype::{DType, Element};
+use crate::dtype::{DType, Element, bytes_mut};
 use crate::state::Leaf;
 use crate::tensor::{TensorError, TensorView, cast_into};
 
@@ -96,9 +96,14 @@ pub(super) fn build(
         src: &TensorView<'_>,
         device: &CandleDevice,
     ) -> Result<CandleTensor, TensorError> {
-        let mut array = ArrayD::<T>::default(IxDyn(src.shape()));
-        cast_into(src, &mut array.view_mut())?;
-        let (data, _) = array.into_raw_vec_and_offset();
+        let data = match streamed::<T>(src)? {
+            Some(data) => data,
+            None => {
+                let mut array = ArrayD::<T>::default(IxDyn(src.shape()));
+                cast_into(src, &mut array.view_mut())?;
+                array.into_raw_vec_and_offset().0
+            }
+        };
         CandleTensor::from_vec(data, src.shape(), device).map_err(|e| {
             TensorError::Device(DeviceError::Foreign {
                 device: device_of(device),
@@ -121,6 +126,36 @@ pub(super) fn build(
             actual: dtype,
         }),
     }
+}
+
+/// The elements of `src` streamed straight into a new buffer, when `src` has the dtype `T` and
+/// streams rather than lends its bytes (another candle tensor, a GPU tensor): a typed read
+/// would make the view keep a host copy of the whole tensor. `None` otherwise, or where the
+/// host is big-endian.
+fn streamed<T: Element>(src: &TensorView<'_>) -> Result<Option<Vec<T>>, TensorError> {
+    if src.dtype() != T::DTYPE || src.lends_bytes() {
+        return Ok(None);
+    }
+    let mut data = vec![T::default(); src.numel()];
+    let Some(out) = bytes_mut(&mut data) else {
+        return Ok(None);
+    };
+    let mut at = 0;
+    src.stream_le_bytes(&mut |piece| {
+        if let Some(to) = out.get_mut(at..at + piece.len()) {
+            to.copy_from_slice(piece);
+        }
+        at += piece.len();
+    })?;
+    if at != out.len() {
+        return Err(TensorError::ByteLength {
+            dtype: T::DTYPE,
+            shape: src.shape().to_vec(),
+            expected: out.len(),
+            actual: at,
+        });
+    }
+    Ok(Some(data))
 }
 
 /// Turns a candle error about `tensor` into a tensor error.
