@@ -114,10 +114,20 @@ fn batch_norm_takes_pytorchs_counter_and_saves_one_pytorch_accepts() {
     assert_eq!((saved.dtype(), saved.shape()), (ckpt::DType::I64, &[][..]));
     assert_eq!(saved.to_f64_vec().unwrap(), [0.0]);
 
-    // Back to a .pt file: every other tensor as PyTorch saved it.
+    // Back to a .pt file: every other tensor as PyTorch saved it. The file is committed, for
+    // tests/python/check_candle_written.py to load into PyTorch's ConvNet strictly.
+    let path = fixture("written/convnet.pt");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("convnet.pt");
-    ckpt::save(net.state_dict(), &path).unwrap();
+    let fresh = dir.path().join("convnet.pt");
+    ckpt::save(net.state_dict(), &fresh).unwrap();
+    if std::env::var_os("CKPT_REGENERATE").is_some() {
+        std::fs::create_dir_all(fixture("written")).unwrap();
+        std::fs::copy(&fresh, &path).unwrap();
+    }
+    assert!(
+        std::fs::read(&path).unwrap() == std::fs::read(&fresh).unwrap(),
+        "written/convnet.pt is stale: run with CKPT_REGENERATE=1"
+    );
     let back = ckpt::load(&path).unwrap();
     for (key, tensor) in checkpoint.value().tensors() {
         let written = back[key.as_str()].as_tensor().unwrap();
