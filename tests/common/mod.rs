@@ -4,8 +4,11 @@
 
 #[cfg(feature = "candle")]
 pub mod candle;
+pub mod entries;
 pub mod fixtures;
+pub mod hostile;
 pub mod models;
+pub mod probe;
 pub mod pytorch;
 pub mod surgery;
 

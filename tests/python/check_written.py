@@ -5,7 +5,7 @@ values by equality, state dicts as OrderedDicts, and tied tensors still sharing 
 
     python tests/python/check_written.py
 
-Prints a skip message and exits 0 when torch is not importable.
+Without torch it prints SKIP and exits 0, or fails under CI=true (see needs_torch.py).
 """
 
 import collections
@@ -14,15 +14,13 @@ import json
 import pathlib
 import sys
 
+from needs_torch import require_torch
+
 WRITTEN = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "pytorch" / "written"
 
 
 def main():
-    try:
-        import torch
-    except ImportError:
-        print("SKIP: torch is not importable; nothing checked")
-        return 0
+    torch = require_torch()
 
     dtypes = {
         torch.float64: "F64",

@@ -510,7 +510,7 @@ fn objects_fetched_again_from_the_memo_cannot_multiply_the_file() {
     let err = read(&archive_of(&p)).unwrap_err();
     assert!(
         err.to_string()
-            .contains("of memory a file of this size may (8 × its size + 64 MiB)"),
+            .contains("of memory a file of this size may (6 × its size + 48 MiB)"),
         "{err}"
     );
     assert!(start.elapsed().as_secs() < 5);

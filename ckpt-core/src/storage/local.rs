@@ -59,17 +59,12 @@ impl Backing for Vec<u8> {
 /// Opens the file at `path` once: memory-mapped when `mmap` asks and the file can be mapped,
 /// otherwise read whole into memory (at most the length it had when opened).
 pub(crate) fn open(path: &Path, mmap: bool) -> io::Result<Held> {
+    // Before opening: opening a FIFO for reading blocks until a writer comes.
+    regular(&std::fs::metadata(path)?)?;
     let mut file = File::open(path)?;
+    // And what was opened, in case the path was replaced in between.
     let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "not a regular file but {}; checkpoints are read from regular files only",
-                kind_of(&metadata)
-            ),
-        ));
-    }
+    regular(&metadata)?;
     let location = Location::Path(path.to_owned());
     let len = metadata.len();
     if mmap && len > 0 {
@@ -87,6 +82,20 @@ pub(crate) fn open(path: &Path, mmap: bool) -> io::Result<Held> {
     // followed, and one that shrinks reads short, which the formats report as truncated.
     file.by_ref().take(len).read_to_end(&mut bytes)?;
     Ok(Held::new(location, Arc::new(bytes)))
+}
+
+/// Refuses anything but a regular file, saying what it is.
+fn regular(metadata: &std::fs::Metadata) -> io::Result<()> {
+    if metadata.is_file() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "not a regular file but {}; checkpoints are read from regular files only",
+            kind_of(metadata)
+        ),
+    ))
 }
 
 /// What a non-regular file is, in words.
@@ -129,6 +138,20 @@ mod tests {
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
             assert!(err.to_string().contains(kind), "{err}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.ckpt");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            panic!("mkfifo is needed for this test (coreutils)");
+        }
+        // Opening it would block forever if the check came after the open.
+        let err = open(&fifo, true).err().expect("a FIFO is refused");
+        assert!(err.to_string().contains("a FIFO (named pipe)"), "{err}");
     }
 
     #[test]

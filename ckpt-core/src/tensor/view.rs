@@ -43,6 +43,36 @@ pub(super) enum Src<'a> {
     Foreign(Arc<Foreign>),
 }
 
+impl TensorView<'static> {
+    /// A view of `dtype` and `shape` whose every element is zero, all of them one element in
+    /// memory: what a load's checks see of a tensor whose data is not fetched yet (its dtype
+    /// and shape; never its values, which only a copy would read). `None` if the shape's size
+    /// overflows.
+    pub(crate) fn placeholder(dtype: DType, shape: &[usize]) -> Option<Self> {
+        fn zeros<T: Element>(zero: &'static T, shape: &[usize]) -> Option<HostView<'static>> {
+            use ndarray::ShapeBuilder;
+            let strides = vec![0; shape.len()];
+            let shape = ndarray::IxDyn(shape).strides(ndarray::IxDyn(&strides));
+            let view = ArrayView::from_shape(shape, std::slice::from_ref(zero)).ok()?;
+            Some(T::wrap_view(view))
+        }
+        super::check_size(dtype, shape).ok()?;
+        let host = match dtype {
+            DType::F64 => zeros(&0.0f64, shape),
+            DType::F32 => zeros(&0.0f32, shape),
+            DType::F16 => zeros(&half::f16::ZERO, shape),
+            DType::BF16 => zeros(&half::bf16::ZERO, shape),
+            DType::I64 => zeros(&0i64, shape),
+            DType::I32 => zeros(&0i32, shape),
+            DType::I16 => zeros(&0i16, shape),
+            DType::I8 => zeros(&0i8, shape),
+            DType::U8 => zeros(&0u8, shape),
+            DType::Bool => zeros(&false, shape),
+        }?;
+        Some(TensorView::host(host))
+    }
+}
+
 impl<'a> TensorView<'a> {
     pub(super) fn host(host: HostView<'a>) -> Self {
         TensorView {

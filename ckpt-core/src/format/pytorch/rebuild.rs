@@ -52,8 +52,10 @@ pub(crate) fn to_value(
 
 /// What one value costs besides its heap data.
 const VALUE_COST: usize = size_of::<Value<'static>>();
-/// What one map entry costs besides its key's string: the key, its hash and index.
-const ENTRY_COST: usize = size_of::<Key>() + 16;
+/// What one list item or map entry costs besides its value and its key's string: the slack of a
+/// vector that doubles, and for a map the key, its hash and its index, doubled too.
+const ITEM_COST: usize = size_of::<Value<'static>>();
+const ENTRY_COST: usize = 2 * (size_of::<Key>() + 8) + size_of::<Value<'static>>() + 16;
 
 struct Convert<'p, 's> {
     pickle: &'p Pickle,
@@ -93,7 +95,9 @@ impl Convert<'_, '_> {
             Obj::Storage(_) => {
                 return Err(unsupported("a storage outside a tensor".to_owned()));
             }
-            Obj::List(items) | Obj::Tuple(items) => Value::List(
+            Obj::List(items) | Obj::Tuple(items) => Value::List({
+                self.budget
+                    .charge(items.len().saturating_mul(ITEM_COST), "the values built")?;
                 items
                     .iter()
                     .enumerate()
@@ -101,8 +105,8 @@ impl Convert<'_, '_> {
                         self.value(item, depth + 1)
                             .map_err(|e| nested(e, depth, &i))
                     })
-                    .collect::<Result<_, _>>()?,
-            ),
+                    .collect::<Result<_, _>>()?
+            }),
             Obj::Dict(pairs) => {
                 let mut map = IndexMap::with_capacity(pairs.len());
                 for &(k, v) in pairs {
@@ -404,7 +408,8 @@ const VISIT_COST: usize = 16;
 impl Describe<'_, '_> {
     /// Records a plain value under the current key.
     fn value(&mut self, path: &KeyPath, value: Value<'static>, heap: usize) -> Result<(), PtError> {
-        let cost = size_of::<(String, Value<'static>)>() + path.as_str().len() + heap;
+        // Doubled: the vector of values doubles as it grows.
+        let cost = 2 * size_of::<(String, Value<'static>)>() + path.as_str().len() + heap;
         self.budget.charge(cost, "the header's values")?;
         self.values.push((path.as_str().to_owned(), value));
         Ok(())

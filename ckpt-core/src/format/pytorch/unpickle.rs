@@ -151,10 +151,11 @@ struct Machine<'a> {
     marks_peak: usize,
 }
 
-/// What one object costs besides its heap data: the object and a few slots where it is kept.
-const OBJ_COST: usize = size_of::<Obj>() + 8;
-/// What one memo entry costs in the hash map.
-const MEMO_COST: usize = 32;
+/// What one object costs besides its heap data: the object, twice over for the arena's
+/// doubling, and a slot where it is kept.
+const OBJ_COST: usize = 2 * size_of::<Obj>() + 8;
+/// What one memo entry costs in the hash map, its growth included.
+const MEMO_COST: usize = 48;
 
 impl<'a> Machine<'a> {
     fn run(&mut self) -> Result<Ix, PtError> {

@@ -5,6 +5,7 @@
 
 mod read;
 pub(crate) mod sharded;
+mod table;
 mod write;
 
 use std::sync::Arc;
@@ -40,11 +41,16 @@ impl Format for SafeTensors {
 
     /// A little-endian header length within the crate's limit, then a JSON object: whether or
     /// not the file is long enough, so that a truncated file is reported as such.
-    fn detect(&self, head: &[u8], _: u64) -> bool {
+    fn detect(&self, head: &[u8], file_len: u64) -> bool {
         let Some(len) = head.first_chunk::<8>().map(|b| u64::from_le_bytes(*b)) else {
             return false;
         };
-        head.get(8) == Some(&b'{') && (2..=MAX_HEADER).contains(&len)
+        let opens = match head.get(8) {
+            Some(&byte) => byte == b'{',
+            // Cut right after the length: nothing says it is not safetensors.
+            None => file_len == 8,
+        };
+        opens && (2..=MAX_HEADER).contains(&len)
     }
 
     fn open(&self, source: Arc<dyn Source>) -> Result<Box<dyn Opened>, FormatError> {

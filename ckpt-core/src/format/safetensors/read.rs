@@ -1,30 +1,24 @@
 //! Reading: the length and the header first (ranged), every tensor's offsets checked against
 //! its shape and the file's length before any data is touched.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
-use safetensors::tensor::Metadata;
 
-use super::{MAX_HEADER, METADATA, NAME, dtype_from};
-use crate::dtype::DType;
-use crate::format::{Corruption, FormatError, FormatErrorKind, Header, TensorInfo};
+use super::table::Table;
+use super::{MAX_HEADER, METADATA, NAME};
+use crate::format::{Corruption, FormatError, FormatErrorKind, Header, TensorData, TensorInfo};
 use crate::storage::{self, Source};
-use crate::tensor::{Tensor, check_size};
+use crate::tensor::Tensor;
 use crate::value::{Key, TensorCow, Value};
-
-/// One tensor of the header: its key, dtype, shape and range within the data section.
-type Record = (String, DType, Vec<usize>, (u64, u64));
 
 /// A file whose header has been read and checked.
 pub(super) struct Opened {
     source: Arc<dyn Source>,
     /// Where the data section starts.
     data_start: u64,
-    /// Every tensor in file order.
-    tensors: Vec<Record>,
-    metadata: Option<BTreeMap<String, String>>,
+    /// Every tensor in file order, and the metadata strings.
+    table: Table,
 }
 
 pub(super) fn open(source: Arc<dyn Source>) -> Result<Opened, FormatError> {
@@ -49,10 +43,12 @@ pub(super) fn open(source: Arc<dyn Source>) -> Result<Opened, FormatError> {
         return Err(truncated(data_start, "the header"));
     }
     let header = storage::read_range(&*source, 8..data_start).map_err(|e| error(e.into()))?;
-    let metadata: Metadata = serde_json::from_slice(&header)
-        .map_err(|e| corrupt(Corruption::Header(format!("safetensors header: {e}"))))?;
-    let data_len = metadata.data_len() as u64;
-    let end = data_start.saturating_add(data_len);
+    let table = Table::parse(&header).map_err(|(problem, key)| match key {
+        Some(key) => corrupt(problem).at_key(&key),
+        None => corrupt(problem),
+    })?;
+    drop(header);
+    let end = data_start.saturating_add(table.data_len());
     if len < end {
         return Err(truncated(end, "the tensor data"));
     }
@@ -62,53 +58,28 @@ pub(super) fn open(source: Arc<dyn Source>) -> Result<Opened, FormatError> {
             len - end
         ))));
     }
-    let mut infos: Vec<(String, &safetensors::tensor::TensorInfo)> =
-        metadata.tensors().into_iter().collect();
-    infos.sort_by(|(a, x), (b, y)| (x.data_offsets.0, a).cmp(&(y.data_offsets.0, b)));
-    let tensors = infos
-        .into_iter()
-        .map(|(name, info)| {
-            let at = |problem: Corruption| corrupt(problem).at_key(&name);
-            let dtype = dtype_from(info.dtype).ok_or_else(|| {
-                at(Corruption::Unknown {
-                    what: "dtype",
-                    name: format!("{:?}", info.dtype),
-                })
-            })?;
-            // The crate checked the offsets against the shape, but not the shape itself.
-            check_size(dtype, &info.shape).map_err(|e| at(e.into()))?;
-            let (start, stop) = info.data_offsets;
-            Ok((name, dtype, info.shape.clone(), (start as u64, stop as u64)))
-        })
-        .collect::<Result<_, FormatError>>()?;
-    let metadata = metadata.metadata().as_ref().map(|strings| {
-        strings
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    });
     Ok(Opened {
         source,
         data_start,
-        tensors,
-        metadata,
+        table,
     })
 }
 
 impl crate::format::Opened for Opened {
     fn header(&self) -> Header {
         let tensors = self
-            .tensors
+            .table
             .iter()
-            .map(|(key, dtype, shape, (start, stop))| TensorInfo {
-                key: key.clone(),
-                dtype: *dtype,
-                shape: shape.clone(),
+            .map(|entry| TensorInfo {
+                key: entry.name.to_owned(),
+                dtype: entry.dtype,
+                shape: entry.shape.to_vec(),
                 device: crate::device::Device::Cpu,
-                nbytes: stop - start,
+                nbytes: entry.offsets.1 - entry.offsets.0,
             })
             .collect();
         let values = self
+            .table
             .metadata
             .iter()
             .flatten()
@@ -121,25 +92,45 @@ impl crate::format::Opened for Opened {
         }
     }
 
+    /// Every tensor in file order; safetensors keeps no checksums.
+    fn tensor_data(&self) -> Option<Vec<TensorData>> {
+        Some(
+            self.table
+                .iter()
+                .map(|entry| {
+                    let (start, stop) = entry.offsets;
+                    let range = self.data_start + start..self.data_start + stop;
+                    TensorData::new(
+                        entry.name.to_owned(),
+                        entry.dtype,
+                        entry.shape.to_vec(),
+                        range,
+                    )
+                })
+                .collect(),
+        )
+    }
+
     /// A flat map of tensors in file order, reading the source in place, plus `__metadata__`
     /// as a map of strings when the file has one.
     fn value(&self) -> Result<Value<'static>, FormatError> {
-        let mut map = IndexMap::with_capacity(self.tensors.len() + 1);
-        for (name, dtype, shape, (start, stop)) in &self.tensors {
+        let mut map = IndexMap::with_capacity(self.table.len() + 1);
+        for entry in self.table.iter() {
+            let (name, (start, stop)) = (entry.name, entry.offsets);
             let range = self.data_start + start..self.data_start + stop;
             let error = |kind: FormatErrorKind| {
                 FormatError::new(self.source.location(), NAME, kind).at_key(name)
             };
             let (backing, range) =
                 storage::shared(&*self.source, range).map_err(|e| error(e.into()))?;
-            let tensor = Tensor::mapped(backing, range, *dtype, shape)
+            let tensor = Tensor::mapped(backing, range, entry.dtype, entry.shape)
                 .map_err(|e| error(Corruption::Tensor(e).into()))?;
             map.insert(
-                Key::Str(name.clone()),
+                Key::Str(name.to_owned()),
                 Value::Tensor(TensorCow::Owned(tensor)),
             );
         }
-        if let Some(strings) = &self.metadata {
+        if let Some(strings) = &self.table.metadata {
             let entries: IndexMap<Key, Value<'static>> = strings
                 .iter()
                 .map(|(k, v)| (Key::Str(k.clone()), Value::String(v.clone())))
