@@ -3,6 +3,8 @@
 // The derive emits `::ckpt::...` paths; this lets the layers below derive `StateDict` too.
 extern crate self as ckpt;
 
+#[cfg(feature = "candle")]
+pub use ckpt_core::candle;
 #[cfg(feature = "cuda")]
 pub use ckpt_core::cuda;
 pub use ckpt_core::{
@@ -10,14 +12,22 @@ pub use ckpt_core::{
     SaveHandle, SaveOptions, StateDict, StateDictOptions, Tensor, Value, dict, inspect,
     inspect_with, load, load_with, save, save_async, save_async_with, save_with,
 };
+#[cfg(feature = "candle")]
+pub use ckpt_core::{candle_core, candle_nn};
 pub use ckpt_core::{device, dtype, format, keymap, loading, model, state, storage, tensor, value};
+/// The crates whose types ckpt's API takes, re-exported so that a program can use the very
+/// versions ckpt was built with: a program depending on another version of one gets "the
+/// trait `StateDict` is not implemented" for that version's types. With the `candle` feature,
+/// ckpt supports candle 0.11 (`candle-core` and `candle-nn`).
+pub use ckpt_core::{half, ndarray};
 /// Derives [`StateDict`](trait@StateDict) for a struct: its fields are the key segments of its
 /// tensors (`encoder.layers.0.weight`), as PyTorch's attribute names are.
 ///
 /// A field is a tensor leaf ([`Tensor`], or an owned ndarray `Array<T, D>` / `ArcArray<T, D>`
 /// of a [`dtype::Element`] type), a struct that derives `StateDict`, or a `Vec`, array,
 /// `Option` (`None` adds no keys), `Box` (trait objects too) or `BTreeMap`/`IndexMap<String, _>`
-/// of those. Tuple fields are keyed `0`, `1`, ….
+/// of those. Tuple fields are keyed `0`, `1`, …. With the `candle` feature, candle's
+/// `Tensor`, `Var`, `candle_nn` layers and `VarMap` are fields too (see the `candle` module).
 ///
 /// | attribute | meaning |
 /// |---|---|
@@ -94,7 +104,8 @@ pub mod __private {
         message = "`{Self}` is neither a tensor nor a module that implements `StateDict`",
         label = "not a tensor leaf or a `StateDict` module",
         note = "fields must be `ckpt::Tensor`, owned ndarray arrays, types deriving `StateDict`, or `Vec`, arrays, `Option`, `Box` and `BTreeMap`/`IndexMap<String, _>` of them",
-        note = "mark fields that hold no tensors (sizes, rates, caches) with `#[state(skip)]`"
+        note = "mark fields that hold no tensors (sizes, rates, caches) with `#[state(skip)]`",
+        note = "with the `candle` feature, candle 0.11's `Tensor`, `Var`, `candle_nn` layers and `VarMap` are fields too; a type of another candle or ndarray version is not: use the crates ckpt re-exports (`ckpt::candle_core`, `ckpt::candle_nn`, `ckpt::ndarray`)"
     )]
     pub trait Field {
         fn visit<'a>(&'a self, path: &mut KeyPath, role: Role, visitor: &mut dyn Visitor<'a>);

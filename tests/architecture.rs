@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 
 /// The layers of `ckpt-core`, bottom first: each may use only the ones before it.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "dtype",
     "device",
     "tensor",
@@ -21,6 +21,8 @@ const LAYERS: [&str; 12] = [
     "keymap",
     "loading",
     "state_dict",
+    // candle's tensors and layers as state dicts: leaves and `StateDict` impls only.
+    "candle",
     "value",
     "storage",
     "format",
@@ -248,10 +250,10 @@ impl Crate {
         let mut edges = Vec::new();
         for (from, module) in &self.modules {
             for used in &module.uses {
-                if let Some(to) = self.defining(used, 0) {
-                    if &to != from {
-                        edges.push((from.clone(), to, module.file.clone()));
-                    }
+                if let Some(to) = self.defining(used, 0)
+                    && &to != from
+                {
+                    edges.push((from.clone(), to, module.file.clone()));
                 }
             }
         }
@@ -297,10 +299,10 @@ fn find_circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>
     }
     let mut state = BTreeMap::new();
     for node in graph.keys() {
-        if !state.contains_key(node.as_str()) {
-            if let Some(circle) = visit(node, graph, &mut state, &mut Vec::new()) {
-                return Some(circle);
-            }
+        if !state.contains_key(node.as_str())
+            && let Some(circle) = visit(node, graph, &mut state, &mut Vec::new())
+        {
+            return Some(circle);
         }
     }
     None
@@ -315,14 +317,14 @@ fn sibling_circles(krate: &Crate) -> Vec<String> {
         let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut files: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
         for (from, to, file) in &edges {
-            if let (Some(a), Some(b)) = (child_of(parent, from), child_of(parent, to)) {
-                if a != b {
-                    graph.entry(a.clone()).or_default().insert(b.clone());
-                    files
-                        .entry((a, b))
-                        .or_default()
-                        .insert(file.display().to_string());
-                }
+            if let (Some(a), Some(b)) = (child_of(parent, from), child_of(parent, to))
+                && a != b
+            {
+                graph.entry(a.clone()).or_default().insert(b.clone());
+                files
+                    .entry((a, b))
+                    .or_default()
+                    .insert(file.display().to_string());
             }
         }
         if let Some(circle) = find_circle(&graph) {

@@ -216,8 +216,9 @@ fn ndarray_fields_are_named_before_the_device_is_checked() {
     );
     assert_eq!(
         err.to_string(),
-        "cannot move \"proj\", \"head.0.weight\", \"cache\" to cuda:0: ndarray fields live in \
-         host memory; make them `ckpt::Tensor` to move them to a GPU"
+        "cannot move \"proj\", \"head.0.weight\", \"cache\" to cuda:0: these fields stay \
+         where they are (ndarray arrays live in host memory: make them `ckpt::Tensor` to move \
+         them to a GPU; candle tensors move with candle's `to_device`)"
     );
     assert_eq!(model, before, "nothing moved");
     all_on(&model, Device::Cpu);

@@ -13,12 +13,15 @@
 //! | [`keymap`] | rules that rename a checkpoint's keys |
 //! | [`loading`] | `load_state_dict`'s semantics: options, report, errors, layout differences |
 //! | [`state_dict`] | the `StateDict` trait, built on all of the above |
+//! | `candle` | candle's tensors, layers and `VarMap`s as state dicts (the `candle` feature) |
 //! | [`value`] | the checkpoint tree, `Value` |
 //! | [`storage`] | where bytes come from and go: sources, sinks, atomic commits |
 //! | [`format`](mod@format) | the `Format` trait, its registry, and ckpt's, safetensors' and PyTorch's formats |
 //! | [`file`](mod@file) | the entry points: `save`, `load`, `inspect`, `Checkpoint`, `LoadFrom` |
 //! | [`model`] | whole-model save and load |
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod device;
 #[macro_use]
 pub mod dtype;
@@ -32,6 +35,13 @@ pub mod state_dict;
 pub mod storage;
 pub mod tensor;
 pub mod value;
+
+#[cfg(feature = "candle")]
+pub use candle_core;
+#[cfg(feature = "candle")]
+pub use candle_nn;
+pub use half;
+pub use ndarray;
 
 pub use crate::device::Device;
 #[cfg(feature = "cuda")]

@@ -249,7 +249,7 @@ impl MultiheadAttention {
         config: MultiheadAttentionConfig,
         rng: &mut Rng,
     ) -> Result<Self, NnError> {
-        if num_heads == 0 || embed_dim % num_heads != 0 {
+        if num_heads == 0 || !embed_dim.is_multiple_of(num_heads) {
             return Err(NnError::config(
                 "MultiheadAttention",
                 "embed_dim must be divisible by num_heads",
@@ -378,14 +378,14 @@ impl MultiheadAttention {
             .as_ref()
             .map(|mask| self.check_attn_mask(mask, n, l, s))
             .transpose()?;
-        if let Some(mask) = &options.key_padding_mask {
-            if mask.shape() != [n, s] {
-                return Err(NnError::shape(
-                    "MultiheadAttention",
-                    format!("key_padding_mask [N, S] = [{n}, {s}]"),
-                    mask.shape(),
-                ));
-            }
+        if let Some(mask) = &options.key_padding_mask
+            && mask.shape() != [n, s]
+        {
+            return Err(NnError::shape(
+                "MultiheadAttention",
+                format!("key_padding_mask [N, S] = [{n}, {s}]"),
+                mask.shape(),
+            ));
         }
 
         let (e, heads) = (self.embed_dim(), self.num_heads);

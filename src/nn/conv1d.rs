@@ -136,10 +136,10 @@ impl Conv1d {
         if config.groups == 0 {
             return refuse("groups must be a positive integer");
         }
-        if in_channels % config.groups != 0 {
+        if !in_channels.is_multiple_of(config.groups) {
             return refuse("in_channels must be divisible by groups");
         }
-        if out_channels % config.groups != 0 {
+        if !out_channels.is_multiple_of(config.groups) {
             return refuse("out_channels must be divisible by groups");
         }
         if kernel_size == 0 || config.stride == 0 || config.dilation == 0 {

@@ -25,7 +25,7 @@ use crate::StateDict;
 /// assert!(dropout.state_dict().is_empty());
 ///
 /// // The generator's state, taken now, gives a fresh layer the next mask.
-/// let saved = dropout.rng_state().to_owned_tensors();
+/// let saved = dropout.rng_state().to_owned_tensors().unwrap();
 /// let mut resumed = Dropout::new(0.5, 7).unwrap();
 /// resumed.load_rng_state(&saved).unwrap();
 /// assert_eq!(resumed.forward(&x), dropout.forward(&x));

@@ -39,7 +39,7 @@ impl GroupNorm {
     /// `num_groups` groups over `num_channels` channels, `eps = 1e-5`, with `weight` and
     /// `bias`; fails unless `num_groups` divides `num_channels`, as PyTorch does.
     pub fn new(num_groups: usize, num_channels: usize) -> Result<Self, NnError> {
-        if num_groups == 0 || num_channels % num_groups != 0 {
+        if num_groups == 0 || !num_channels.is_multiple_of(num_groups) {
             return Err(NnError::config(
                 "GroupNorm",
                 format!(

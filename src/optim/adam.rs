@@ -210,13 +210,13 @@ impl Algorithm for AdamConfig {
                 .for_each(|v, &g| *v = *v * b2 + w2 * g * g);
             second.assign(v);
         }
-        if self.amsgrad {
-            if let Some(max) = state.get_mut("max_exp_avg_sq") {
-                Zip::from(&mut *max)
-                    .and(&second)
-                    .for_each(|max, &v| *max = max.max(v));
-                second.assign(max);
-            }
+        if self.amsgrad
+            && let Some(max) = state.get_mut("max_exp_avg_sq")
+        {
+            Zip::from(&mut *max)
+                .and(&second)
+                .for_each(|max, &v| *max = max.max(v));
+            second.assign(max);
         }
         let step_size = (self.lr / (1.0 - beta1.powf(step))) as f32;
         let bc2_sqrt = (1.0 - beta2.powf(step)).sqrt() as f32;

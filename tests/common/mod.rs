@@ -2,6 +2,8 @@
 //! files. Each test binary includes this module and uses a part of it.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod entries;
 pub mod fixtures;
 pub mod hostile;

@@ -145,7 +145,7 @@ pub(crate) fn zip_of(records: &[(&str, &[u8])]) -> Vec<u8> {
 pub(crate) fn record_offset(archive: &[u8], name: &str) -> usize {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
     let file = zip.by_name(name).unwrap();
-    usize::try_from(file.data_start()).unwrap()
+    usize::try_from(file.data_start().unwrap()).unwrap()
 }
 
 /// A pickle of `_rebuild_tensor_v2` over a float storage: the bytes between `PROTO 2` and

@@ -231,7 +231,7 @@ fn loaded_tensors_read_the_file_in_place_and_copy_on_write() {
     let Value::Tensor(t) = &checkpoint["w"] else {
         panic!()
     };
-    let mut owned = t.clone().into_owned();
+    let mut owned = t.clone().into_owned().unwrap();
     assert!(owned.is_mapped());
     owned.array_mut::<f32>().unwrap()[[0]] = 9.0;
     assert!(!owned.is_mapped());

@@ -78,7 +78,7 @@ fn check_batchnorm<L: StateDict>(
     // train step updated those very tensors in place: its running statistics are the ones after
     // the step. The true state before is the fixture's weight and bias with fresh buffers
     // (zeros, ones, 0), which is what the script started from.
-    let mut before = bn.state_dict().to_owned_tensors();
+    let mut before = bn.state_dict().to_owned_tensors().unwrap();
     for key in ["weight", "bias"] {
         before.insert(key.to_owned(), f.tensor(&format!("state_before.{key}")));
     }
@@ -432,7 +432,7 @@ fn sequential_keys_are_pytorch_indices() {
     for (k, v) in f.state("state") {
         prefixed.insert(format!("0.{k}"), v);
     }
-    for (k, v) in mlp.state_dict().to_owned_tensors() {
+    for (k, v) in mlp.state_dict().to_owned_tensors().unwrap() {
         prefixed.entry(k).or_insert(v);
     }
     let _ = mlp.load_state_dict(&prefixed, true).unwrap();

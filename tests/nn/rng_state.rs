@@ -189,8 +189,8 @@ fn a_run_resumed_in_another_process_draws_the_masks_of_an_uninterrupted_one() {
 #[test]
 fn restoring_generators_is_strict_and_all_or_nothing() {
     let mut net = Net::new(0);
-    let before = net.rng_state().to_owned_tensors();
-    let mut partial = Net::new(1).rng_state().to_owned_tensors();
+    let before = net.rng_state().to_owned_tensors().unwrap();
+    let mut partial = Net::new(1).rng_state().to_owned_tensors().unwrap();
     partial.shift_remove("dropout.rng");
     partial.insert("extra.rng".to_owned(), before["input_dropout.rng"].clone());
     let err = net.load_rng_state(&partial).unwrap_err();
@@ -208,6 +208,6 @@ fn restoring_generators_is_strict_and_all_or_nothing() {
         );
     }
     // A state dict is no generator state: the model's parameters are unexpected there.
-    let state = net.state_dict().to_owned_tensors();
+    let state = net.state_dict().to_owned_tensors().unwrap();
     assert!(net.load_rng_state(&state).is_err());
 }

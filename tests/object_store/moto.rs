@@ -94,10 +94,10 @@ fn spawn(mut command: Command, env: &[(&str, &str)]) -> (Child, String) {
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("http://127.0.0.1:") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(line[at..].trim().to_owned());
-                }
+            if let Some(at) = line.find("http://127.0.0.1:")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line[at..].trim().to_owned());
             }
         }
     });

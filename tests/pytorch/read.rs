@@ -484,7 +484,7 @@ fn big_endian_files_are_byte_swapped() {
         let mut file = zip.by_index(i).unwrap();
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut file, &mut data).unwrap();
-        let name = file.name().to_owned();
+        let name = file.name().unwrap().into_owned();
         if name.ends_with("/byteorder") {
             data = b"big".to_vec();
         } else if name.contains("/data/") {

@@ -49,7 +49,7 @@ fn a_rust_adam_checkpoint_for_pytorch_is_up_to_date() {
         let g = grads(&model, step);
         optimizer.step(&mut model, &g).unwrap();
     }
-    let saved_model = model.state_dict().to_owned_tensors();
+    let saved_model = model.state_dict().to_owned_tensors().unwrap();
     let saved_optimizer = optimizer.pytorch_state_dict().to_owned_value();
     let next = grads(&model, 3);
     optimizer.step(&mut model, &next).unwrap();

@@ -52,6 +52,7 @@ fn renamed(model: &Net, rename: impl Fn(&str) -> String) -> IndexMap<String, Ten
     model
         .state_dict()
         .to_owned_tensors()
+        .unwrap()
         .into_iter()
         .map(|(k, v)| (rename(&k), v))
         .collect()

@@ -39,7 +39,7 @@ fn net(seed: f32) -> Net {
 
 /// Owned copies of a model's tensors, to edit into a bad state dict.
 fn owned(model: &Net) -> IndexMap<String, Tensor> {
-    model.state_dict().to_owned_tensors()
+    model.state_dict().to_owned_tensors().unwrap()
 }
 
 /// Every byte of every tensor, to prove a failed load changed nothing.

@@ -35,10 +35,19 @@ pub enum DeviceError {
         /// What the driver said.
         message: String,
     },
-    /// Fields that can only hold host memory, such as ndarray arrays, were asked to move to
-    /// a GPU; nothing was moved.
+    /// Another library (candle) failed to hand over or take a tensor's data.
+    #[error("error on {device} {message}")]
+    Foreign {
+        /// Where the data lives.
+        device: Device,
+        /// What ckpt was doing and what the library said: `while copying a candle tensor to
+        /// host memory: ...`.
+        message: String,
+    },
+    /// Fields that cannot move, such as ndarray arrays (host memory only) or candle tensors
+    /// (which candle moves), were asked to move; nothing was moved.
     #[error(
-        "cannot move {} to {device}: ndarray fields live in host memory; make them `ckpt::Tensor` to move them to a GPU",
+        "cannot move {} to {device}: these fields stay where they are (ndarray arrays live in host memory: make them `ckpt::Tensor` to move them to a GPU; candle tensors move with candle's `to_device`)",
         Quoted(keys)
     )]
     HostOnly {

@@ -139,16 +139,14 @@ pub(super) fn load_into<M: StateDict + ?Sized>(
                 actual: Vec::new(),
             });
         }
-        if leaf.view().dtype() == src.dtype() {
-            if let Ok(Cow::Borrowed(from)) = src.to_le_bytes() {
-                if let Some(to) = leaf
-                    .contiguous_bytes_mut()
-                    .filter(|to| to.len() == from.len())
-                {
-                    to.copy_from_slice(from);
-                    return Ok(());
-                }
-            }
+        if leaf.view().dtype() == src.dtype()
+            && let Ok(Cow::Borrowed(from)) = src.to_le_bytes()
+            && let Some(to) = leaf
+                .contiguous_bytes_mut()
+                .filter(|to| to.len() == from.len())
+        {
+            to.copy_from_slice(from);
+            return Ok(());
         }
         leaf.copy_from(src)
     };

@@ -251,22 +251,33 @@ fn load_into<M: StateDict + ?Sized>(
     let release = |bytes: &[u8]| backings.iter().for_each(|b| b.release(bytes));
     let prefetch = |bytes: &[u8]| backings.iter().for_each(|b| b.prefetch(bytes));
     let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {
-        if leaf.view().dtype() == src.dtype() {
-            if let Ok(Cow::Borrowed(from)) = src.to_le_bytes() {
-                if let Some(to) = leaf
-                    .contiguous_bytes_mut()
-                    .filter(|to| to.len() == from.len())
-                {
-                    for (to, from) in to.chunks_mut(CHUNK).zip(from.chunks(CHUNK)) {
-                        prefetch(from);
-                        to.copy_from_slice(from);
-                        release(from);
-                    }
-                    return Ok(());
-                }
+        if leaf.view().dtype() == src.dtype()
+            && let Ok(Cow::Borrowed(from)) = src.to_le_bytes()
+            && let Some(to) = leaf
+                .contiguous_bytes_mut()
+                .filter(|to| to.len() == from.len())
+        {
+            for (to, from) in to.chunks_mut(CHUNK).zip(from.chunks(CHUNK)) {
+                prefetch(from);
+                to.copy_from_slice(from);
+                release(from);
             }
+            return Ok(());
         }
-        leaf.copy_from(src)
+        // Any other copy (a cast, a leaf that lends no bytes, such as a candle tensor) reads
+        // the mapped range whole: map it in one go, and let its pages go once copied, so
+        // memory stays near the model's size on this path too.
+        let mapped = (src.lends_bytes() && src.is_contiguous())
+            .then(|| src.to_le_bytes().ok())
+            .flatten();
+        if let Some(bytes) = &mapped {
+            prefetch(bytes);
+        }
+        let copied = leaf.copy_from(src);
+        if let Some(bytes) = &mapped {
+            release(bytes);
+        }
+        copied
     };
     load_into_with(model, &value, state, &mut copy).map_err(|source| Error::Load {
         location: file.location.clone(),

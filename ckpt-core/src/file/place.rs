@@ -33,7 +33,7 @@ pub(crate) fn place(
 ) -> Result<(), Error> {
     let mut moved: HashMap<(StorageId, Device), Tensor> = HashMap::new();
     let mut seen: HashMap<StorageId, Device> = HashMap::new();
-    each_tensor(value, &mut KeyPath::new(), &mut |key, tensor| {
+    each_tensor(value, location, &mut KeyPath::new(), &mut |key, tensor| {
         let id = tensor.view().storage_id();
         // A tensor stored once and referenced again was saved where its first key says.
         let from = match id.as_ref().and_then(|id| seen.get(id)) {
@@ -101,13 +101,14 @@ pub(crate) fn any_to_gpu(
 /// [`Value::tensors`](crate::Value::tensors) names it.
 fn each_tensor(
     value: &mut Value<'static>,
+    location: &Location,
     path: &mut KeyPath,
     f: &mut dyn FnMut(&str, &mut Tensor) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut descend =
         |path: &mut KeyPath, segment: &dyn fmt::Display, child: &mut Value<'static>| {
             path.push(segment);
-            let result = each_tensor(child, path, f);
+            let result = each_tensor(child, location, path, f);
             path.pop();
             result
         };
@@ -124,7 +125,12 @@ fn each_tensor(
         }
         Value::Tensor(cow) => {
             if let TensorCow::Borrowed(view) = cow {
-                *cow = TensorCow::Owned(view.to_owned_tensor());
+                let owned = view.to_owned_tensor().map_err(|source| Error::Device {
+                    location: location.clone(),
+                    key: path.as_str().to_owned(),
+                    source,
+                })?;
+                *cow = TensorCow::Owned(owned);
             }
             if let TensorCow::Owned(tensor) = cow {
                 f(path.as_str(), tensor)?;

@@ -53,6 +53,13 @@ pub enum LoadProblem {
         /// The key.
         key: String,
     },
+    /// The model holds a tensor that ckpt cannot represent (a candle `U32` tensor).
+    Unsupported {
+        /// The model's key.
+        key: String,
+        /// Why, in a user's words.
+        why: String,
+    },
     /// Nothing may be loaded from the source at all: an entry its checkpoint does not have,
     /// a state dict in which two tensors had one key ([`TensorSource::defect`](crate::state::TensorSource::defect)).
     Source {
@@ -89,6 +96,7 @@ impl LoadProblem {
             | LoadProblem::DTypeMismatch { key, .. }
             | LoadProblem::OutOfRange { key, .. }
             | LoadProblem::DuplicateKey { key }
+            | LoadProblem::Unsupported { key, .. }
             | LoadProblem::KeyCollision { key, .. }
             | LoadProblem::Copy { key, .. } => key,
             LoadProblem::Source { .. } => "",
@@ -140,6 +148,7 @@ impl fmt::Display for LoadProblem {
             LoadProblem::DuplicateKey { key } => {
                 write!(f, "two tensors of the model map to the key \"{key}\".")
             }
+            LoadProblem::Unsupported { key, why } => write!(f, "cannot load {key}: {why}."),
             LoadProblem::Source { defect } => write!(f, "{defect}."),
             LoadProblem::KeyCollision { key, first, second } => write!(
                 f,

@@ -46,6 +46,43 @@ struct Slot {
     shape: Vec<usize>,
 }
 
+/// The model's tensors as a load sees them before writing anything: their slots, and the
+/// problems the model itself has.
+#[derive(Default)]
+struct Slots {
+    slots: IndexMap<String, Slot>,
+    /// Tensors ckpt cannot represent: refused, and their keys not unexpected in the source.
+    unsupported: HashSet<String>,
+    problems: Vec<LoadProblem>,
+}
+
+impl Visitor<'_> for Slots {
+    fn tensor(&mut self, key: &str, tensor: TensorView<'_>, role: Role) {
+        if !role.is_persistent() {
+            return;
+        }
+        let slot = Slot {
+            dtype: tensor.dtype(),
+            shape: tensor.shape().to_vec(),
+        };
+        if self.slots.insert(key.to_owned(), slot).is_some() {
+            self.problems.push(LoadProblem::DuplicateKey {
+                key: key.to_owned(),
+            });
+        }
+    }
+
+    fn unsupported(&mut self, key: &str, why: &str, role: Role) {
+        if role.is_persistent() {
+            self.unsupported.insert(key.to_owned());
+            self.problems.push(LoadProblem::Unsupported {
+                key: key.to_owned(),
+                why: why.to_owned(),
+            });
+        }
+    }
+}
+
 /// Checks everything, then copies: the model changes only if the whole load succeeds.
 pub(crate) fn load_into(
     model: &mut dyn Target,
@@ -68,21 +105,12 @@ pub(crate) fn load_into_with(
     if let Some(defect) = source.defect() {
         problems.push(LoadProblem::Source { defect });
     }
-    let mut slots: IndexMap<String, Slot> = IndexMap::new();
-    model.walk(&mut |key: &str, tensor: TensorView<'_>, role: Role| {
-        if !role.is_persistent() {
-            return;
-        }
-        let slot = Slot {
-            dtype: tensor.dtype(),
-            shape: tensor.shape().to_vec(),
-        };
-        if slots.insert(key.to_owned(), slot).is_some() {
-            problems.push(LoadProblem::DuplicateKey {
-                key: key.to_owned(),
-            });
-        }
-    });
+    let mut slots = Slots::default();
+    model.walk(&mut slots);
+    problems.append(&mut slots.problems);
+    let Slots {
+        slots, unsupported, ..
+    } = slots;
 
     let mut report = LoadReport::default();
     let mapped;
@@ -150,7 +178,7 @@ pub(crate) fn load_into_with(
     }
     report.unexpected_keys = source
         .tensor_keys()
-        .filter(|key| !slots.contains_key(key.as_ref()))
+        .filter(|key| !slots.contains_key(key.as_ref()) && !unsupported.contains(key.as_ref()))
         .map(Cow::into_owned)
         .collect();
 
@@ -195,13 +223,13 @@ pub(crate) fn load_into_with(
         if !role.is_persistent() || failure.is_some() || !loaded.contains(key) {
             return;
         }
-        if let Some(tensor) = source.get_tensor(key) {
-            if let Err(error) = copy(leaf, &tensor) {
-                failure = Some(LoadProblem::Copy {
-                    key: key.to_owned(),
-                    error,
-                });
-            }
+        if let Some(tensor) = source.get_tensor(key)
+            && let Err(error) = copy(leaf, &tensor)
+        {
+            failure = Some(LoadProblem::Copy {
+                key: key.to_owned(),
+                error,
+            });
         }
     });
     if let Some(problem) = failure {
@@ -229,6 +257,39 @@ mod tests {
         fn walk_mut(&mut self, visitor: &mut dyn VisitorMut) {
             visitor.tensor("w", &mut self.0, Role::Parameter);
         }
+    }
+
+    #[test]
+    fn a_tensor_the_model_cannot_hand_out_is_refused_and_is_not_unexpected() {
+        /// "w", and "ids", which has no view (a candle `U32` tensor, say).
+        struct Odd(Tensor);
+        impl Target for Odd {
+            fn name(&self) -> &str {
+                "Odd"
+            }
+            fn walk<'a>(&'a self, visitor: &mut dyn Visitor<'a>) {
+                visitor.tensor("w", self.0.view(), Role::Parameter);
+                visitor.unsupported("ids", "no dtype for it", Role::Parameter);
+            }
+            fn walk_mut(&mut self, visitor: &mut dyn VisitorMut) {
+                visitor.tensor("w", &mut self.0, Role::Parameter);
+            }
+        }
+        let mut model = Odd(Tensor::zeros(DType::F32, &[2]).unwrap());
+        let mut source = indexmap::IndexMap::new();
+        source.insert("w".to_owned(), Tensor::from(ndarray::array![1f32, 2.]));
+        source.insert("ids".to_owned(), Tensor::from(ndarray::array![1i64, 2]));
+        let partial = StateDictOptions::new().strict(false);
+        let err = load_into(&mut model, &source, &partial).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Error(s) in loading state_dict for Odd:\n\tcannot load ids: no dtype for it."
+        );
+        assert_eq!(
+            model.0,
+            Tensor::zeros(DType::F32, &[2]).unwrap(),
+            "untouched"
+        );
     }
 
     #[test]

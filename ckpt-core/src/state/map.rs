@@ -5,6 +5,7 @@ use std::ops::Index;
 
 use indexmap::IndexMap;
 
+use crate::device::DeviceError;
 use crate::tensor::{Tensor, TensorView};
 
 /// An ordered map from dotted keys to borrowed tensors: what
@@ -16,11 +17,14 @@ use crate::tensor::{Tensor, TensorView};
 /// A model in which two tensors have one key (a `#[state(flatten)]` collision, or a
 /// hand-written `StateDict`) gives a map that keeps the first under that key and lists the key
 /// in [`duplicate_keys`](TensorMap::duplicate_keys); loading from such a map, or saving it, is
-/// an error naming the key, as loading into such a model is.
+/// an error naming the key, as loading into such a model is. So is a map of a model holding a
+/// tensor ckpt has no dtype for (a candle `U32` tensor), listed in
+/// [`unsupported`](TensorMap::unsupported).
 #[derive(Clone, Default)]
 pub struct TensorMap<'a> {
     entries: IndexMap<String, TensorView<'a>>,
     duplicates: Vec<String>,
+    unsupported: Vec<(String, String)>,
 }
 
 impl<'a> TensorMap<'a> {
@@ -54,6 +58,31 @@ impl<'a> TensorMap<'a> {
     /// The keys that more than one tensor of the model had; empty for every sound model.
     pub fn duplicate_keys(&self) -> &[String] {
         &self.duplicates
+    }
+
+    /// Records a tensor of the model that has no view, and why.
+    pub(crate) fn insert_unsupported(&mut self, key: String, why: &str) {
+        self.unsupported.push((key, why.to_owned()));
+    }
+
+    /// The model's tensors that ckpt cannot represent, each with why: a candle tensor of a
+    /// dtype ckpt lacks. Empty for models of ckpt tensors and ndarray arrays.
+    pub fn unsupported(&self) -> &[(String, String)] {
+        &self.unsupported
+    }
+
+    /// Why the map may not be saved or loaded from, if so: duplicate keys, tensors ckpt cannot
+    /// represent.
+    pub(crate) fn defect(&self) -> Option<String> {
+        let unsupported = self
+            .unsupported
+            .iter()
+            .map(|(key, why)| format!("the tensor \"{key}\" cannot be saved or loaded: {why}"));
+        let all: Vec<String> = duplicates_defect(&self.duplicates)
+            .into_iter()
+            .chain(unsupported)
+            .collect();
+        (!all.is_empty()).then(|| all.join("; "))
     }
 
     /// The tensor under `key`.
@@ -97,13 +126,27 @@ impl<'a> TensorMap<'a> {
     }
 
     /// Owned copies of every tensor, in order, on their devices (GPU tensors share their data
-    /// until either side is written).
-    pub fn to_owned_tensors(&self) -> IndexMap<String, Tensor> {
+    /// until either side is written; candle tensors are copied to host memory); an error if a
+    /// device fails a copy.
+    pub fn to_owned_tensors(&self) -> Result<IndexMap<String, Tensor>, DeviceError> {
         self.entries
             .iter()
-            .map(|(k, v)| (k.clone(), v.to_owned_tensor()))
+            .map(|(k, v)| Ok((k.clone(), v.to_owned_tensor()?)))
             .collect()
     }
+}
+
+/// The defect of a state dict in which several tensors had the keys `duplicates`.
+fn duplicates_defect(duplicates: &[String]) -> Option<String> {
+    let (first, rest) = duplicates.split_first()?;
+    let mut keys = format!("{first:?}");
+    for key in rest {
+        keys.push_str(&format!(", {key:?}"));
+    }
+    Some(format!(
+        "two tensors of the state dict have the key(s) {keys}, so one of each pair would be \
+         lost (a `#[state(flatten)]` collision, or a hand-written `StateDict`)"
+    ))
 }
 
 impl<'a> Index<&str> for TensorMap<'a> {
@@ -128,6 +171,7 @@ impl<'a, K: Into<String>, V: Into<TensorView<'a>>> FromIterator<(K, V)> for Tens
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             duplicates: Vec::new(),
+            unsupported: Vec::new(),
         }
     }
 }
@@ -151,6 +195,7 @@ impl PartialEq for TensorMap<'_> {
     /// The same keys in the same order, with equal tensors.
     fn eq(&self, other: &Self) -> bool {
         self.duplicates == other.duplicates
+            && self.unsupported == other.unsupported
             && self.len() == other.len()
             && self
                 .iter()

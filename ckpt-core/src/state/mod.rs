@@ -15,5 +15,4 @@ pub use self::key_path::KeyPath;
 pub use self::leaf::Leaf;
 pub use self::map::TensorMap;
 pub use self::source::TensorSource;
-pub(crate) use self::source::duplicates_defect;
 pub use self::visit::{Role, Visitor, VisitorMut};

@@ -39,21 +39,8 @@ impl TensorSource for TensorMap<'_> {
     }
 
     fn defect(&self) -> Option<String> {
-        duplicates_defect(self.duplicate_keys())
+        TensorMap::defect(self)
     }
-}
-
-/// The defect of a state dict in which several tensors had the keys `duplicates`.
-pub(crate) fn duplicates_defect(duplicates: &[String]) -> Option<String> {
-    let (first, rest) = duplicates.split_first()?;
-    let mut keys = format!("{first:?}");
-    for key in rest {
-        keys.push_str(&format!(", {key:?}"));
-    }
-    Some(format!(
-        "two tensors of the state dict have the key(s) {keys}, so one of each pair would be \
-         lost (a `#[state(flatten)]` collision, or a hand-written `StateDict`)"
-    ))
 }
 
 impl<S> TensorSource for IndexMap<String, Tensor, S>

@@ -40,6 +40,14 @@ impl Role {
 pub trait Visitor<'a> {
     /// One tensor and its key path.
     fn tensor(&mut self, key: &str, tensor: TensorView<'a>, role: Role);
+
+    /// A tensor that cannot be handed out as a view, because ckpt has no dtype for its
+    /// elements (a candle `U32` tensor); `why` says so in a user's words. Skipped by default;
+    /// [`state_dict`](crate::StateDict::state_dict) records it, so that saving or loading the
+    /// map is an error naming it, and a load into the model is refused.
+    fn unsupported(&mut self, key: &str, why: &str, role: Role) {
+        let _ = (key, why, role);
+    }
 }
 
 impl<'a, F: FnMut(&str, TensorView<'a>, Role)> Visitor<'a> for F {

@@ -54,7 +54,8 @@ use crate::tensor::{TensorError, TensorView};
     message = "`{Self}` is neither a tensor nor a module that implements `StateDict`",
     label = "not a tensor leaf or a `StateDict` module",
     note = "fields must be `ckpt::Tensor`, owned ndarray arrays, types deriving `StateDict`, or `Vec`, arrays, `Option`, `Box` and `BTreeMap`/`IndexMap<String, _>` of them",
-    note = "mark fields that hold no tensors (sizes, rates, caches) with `#[state(skip)]`"
+    note = "mark fields that hold no tensors (sizes, rates, caches) with `#[state(skip)]`",
+    note = "with the `candle` feature, candle 0.11's `Tensor`, `Var`, `candle_nn` layers and `VarMap` are fields too; a type of another candle or ndarray version is not: use the crates ckpt re-exports (`ckpt::candle_core`, `ckpt::candle_nn`, `ckpt::ndarray`)"
 )]
 pub trait StateDict {
     /// Calls `visitor` with every tensor below `path`, in declaration order.
@@ -208,17 +209,28 @@ pub trait StateDict {
 }
 
 fn collect<M: StateDict + ?Sized>(module: &M, keep: impl Fn(Role) -> bool) -> TensorMap<'_> {
-    let mut map = TensorMap::new();
-    module.visit(
-        &mut KeyPath::new(),
-        Role::Parameter,
-        &mut |key: &str, tensor, role| {
-            if keep(role) {
-                map.insert_unique(key.to_owned(), tensor);
+    struct Collect<'a, K> {
+        map: TensorMap<'a>,
+        keep: K,
+    }
+    impl<'a, K: Fn(Role) -> bool> Visitor<'a> for Collect<'a, K> {
+        fn tensor(&mut self, key: &str, tensor: TensorView<'a>, role: Role) {
+            if (self.keep)(role) {
+                self.map.insert_unique(key.to_owned(), tensor);
             }
-        },
-    );
-    map
+        }
+        fn unsupported(&mut self, key: &str, why: &str, role: Role) {
+            if (self.keep)(role) {
+                self.map.insert_unsupported(key.to_owned(), why);
+            }
+        }
+    }
+    let mut collect = Collect {
+        map: TensorMap::new(),
+        keep,
+    };
+    module.visit(&mut KeyPath::new(), Role::Parameter, &mut collect);
+    collect.map
 }
 
 /// [`load_state_dict_with`](StateDict::load_state_dict_with), copying each checked tensor with
@@ -304,6 +316,38 @@ pub fn merge_modes(a: Option<bool>, b: Option<bool>) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_dict_records_what_it_cannot_hold() {
+        use crate::state::TensorSource;
+        use crate::tensor::Tensor;
+        struct Odd(Tensor);
+        impl StateDict for Odd {
+            fn visit<'a>(&'a self, _: &mut KeyPath, role: Role, visitor: &mut dyn Visitor<'a>) {
+                visitor.tensor("w", self.0.view(), role);
+                visitor.unsupported("ids", "no dtype for it", role);
+            }
+            fn visit_mut(&mut self, _: &mut KeyPath, role: Role, visitor: &mut dyn VisitorMut) {
+                visitor.tensor("w", &mut self.0, role);
+            }
+        }
+        let odd = Odd(Tensor::scalar(1.0f32));
+        let state = odd.state_dict();
+        assert_eq!(state.keys().collect::<Vec<_>>(), ["w"]);
+        assert_eq!(
+            state.unsupported(),
+            [("ids".to_owned(), "no dtype for it".to_owned())]
+        );
+        assert_eq!(
+            state.defect().as_deref(),
+            Some("the tensor \"ids\" cannot be saved or loaded: no dtype for it")
+        );
+        assert_eq!(TensorSource::defect(&state), state.defect());
+        assert!(
+            odd.named_buffers().unsupported().is_empty(),
+            "a parameter, not a buffer"
+        );
+    }
 
     #[test]
     fn short_names() {

@@ -38,6 +38,10 @@ pub(super) struct Mapped {
 
 impl Mapped {
     pub(super) fn view(&self) -> TensorView<'_> {
+        TensorView::host(self.host_view())
+    }
+
+    pub(super) fn host_view(&self) -> HostView<'_> {
         let bytes = self.backing.bytes().get(self.range.clone()).unwrap_or(&[]);
         fn view<'a, T: Element>(bytes: &'a [u8], shape: &[usize]) -> HostView<'a> {
             // `Tensor::mapped` checked the length, alignment and bool bytes of this range, and
@@ -48,7 +52,7 @@ impl Mapped {
             T::wrap_view(array)
         }
         let shape = &self.shape;
-        TensorView::host(match self.dtype {
+        match self.dtype {
             DType::F64 => view::<f64>(bytes, shape),
             DType::F32 => view::<f32>(bytes, shape),
             DType::F16 => view::<half::f16>(bytes, shape),
@@ -59,6 +63,6 @@ impl Mapped {
             DType::I8 => view::<i8>(bytes, shape),
             DType::U8 => view::<u8>(bytes, shape),
             DType::Bool => view::<bool>(bytes, shape),
-        })
+        }
     }
 }

@@ -5,6 +5,8 @@ mod cast;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod error;
+#[cfg(feature = "candle")]
+mod foreign;
 mod mapped;
 mod shape;
 mod view;
@@ -19,6 +21,8 @@ use ndarray::{ArcArray, Array, ArrayViewD, ArrayViewMutD, Dimension, IxDyn};
 
 pub(crate) use self::cast::cast_into;
 pub use self::error::TensorError;
+#[cfg(feature = "candle")]
+pub(crate) use self::foreign::ForeignTensor;
 pub use self::mapped::Backing;
 use self::mapped::Mapped;
 pub(crate) use self::shape::check_size;
@@ -163,8 +167,7 @@ impl Tensor {
     /// on a GPU.
     fn host_mut(&mut self) -> Option<&mut HostArray> {
         if let Repr::Mapped(mapped) = &self.repr {
-            let copy = mapped.view().to_owned_tensor();
-            *self = copy;
+            *self = view::host_copy(&mapped.host_view());
         }
         match &mut self.repr {
             Repr::Host(host) => Some(host),
@@ -175,7 +178,7 @@ impl Tensor {
     }
 
     /// The host storage of a tensor in host memory of its own.
-    #[cfg(feature = "cuda")]
+    #[cfg(any(feature = "cuda", feature = "candle"))]
     pub(crate) fn into_host(self) -> Option<HostArray> {
         match self.repr {
             Repr::Host(host) => Some(host),
@@ -365,7 +368,25 @@ impl Tensor {
 
     /// The data as a typed ndarray view, or an error if `T` is not the tensor's element type.
     pub fn array<T: Element>(&self) -> Result<ArrayViewD<'_, T>, TensorError> {
-        self.view().array()
+        let host = match &self.repr {
+            Repr::Host(host) => host.view(),
+            Repr::Mapped(mapped) => mapped.host_view(),
+            #[cfg(feature = "cuda")]
+            Repr::Cuda(storage) => {
+                if self.dtype() != T::DTYPE {
+                    // Before the GPU data is copied for nothing.
+                    return Err(TensorError::DType {
+                        expected: T::DTYPE,
+                        actual: self.dtype(),
+                    });
+                }
+                storage.host()?.view()
+            }
+        };
+        T::unwrap_view(&host).ok_or(TensorError::DType {
+            expected: T::DTYPE,
+            actual: self.dtype(),
+        })
     }
 
     /// The data as a typed mutable ndarray view; copies the data first if it is shared.

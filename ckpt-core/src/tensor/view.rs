@@ -2,12 +2,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "candle"))]
 use std::sync::Arc;
 
 use bytemuck::NoUninit;
 use ndarray::{Array, ArrayView, ArrayViewD, Dimension};
 
+#[cfg(feature = "candle")]
+use super::foreign::{Foreign, ForeignTensor};
 use super::{Tensor, TensorError};
 use crate::device::{Device, DeviceError};
 use crate::dtype::{DType, Element, HostView};
@@ -21,6 +23,11 @@ use crate::dtype::{DType, Element, HostView};
 /// that read values (`array`, `to_le_bytes`, `to_tensor`) copy the data to host memory and
 /// return an error if the GPU fails the copy (a lost device). `==` is `false` then, and
 /// `Debug` never copies a GPU tensor: it shows the dtype, shape and device only.
+///
+/// A view of a candle tensor (the `candle` feature) holds a clone of it, not its lock: saving
+/// reads the bytes in place under candle's lock for the time of one write, and the first typed
+/// read (`array`, comparisons, casts) copies them to host memory, which the view then keeps
+/// and reads from; `Debug` shows the dtype, shape and device.
 #[derive(Clone)]
 pub struct TensorView<'a> {
     pub(super) src: Src<'a>,
@@ -31,6 +38,9 @@ pub(super) enum Src<'a> {
     Host(HostView<'a>),
     #[cfg(feature = "cuda")]
     Cuda(&'a Arc<super::cuda::CudaStorage>),
+    /// Another library's tensor, owned (a clone), with its host copy once made.
+    #[cfg(feature = "candle")]
+    Foreign(Arc<Foreign>),
 }
 
 impl TensorView<'static> {
@@ -70,13 +80,25 @@ impl<'a> TensorView<'a> {
         }
     }
 
-    /// The data in host memory: borrowed, or for a GPU tensor its host copy, made on first
-    /// use; an error if the GPU fails the copy.
-    pub(super) fn host_view(&self) -> Result<HostView<'a>, DeviceError> {
+    /// A view of another library's tensor, which holds `tensor` (a clone sharing its data)
+    /// and reads it as `dtype`, the dtype of the bytes it streams.
+    #[cfg(feature = "candle")]
+    pub(crate) fn foreign(tensor: impl ForeignTensor + 'static, dtype: DType) -> Self {
+        let foreign: Arc<Foreign> = Arc::new(Foreign::new(tensor, dtype));
+        TensorView {
+            src: Src::Foreign(foreign),
+        }
+    }
+
+    /// The data in host memory: borrowed, or for a GPU or foreign tensor its host copy, made
+    /// on first use; an error if the device fails the copy.
+    pub(super) fn host_view(&self) -> Result<HostView<'_>, DeviceError> {
         match &self.src {
             Src::Host(host) => Ok(host.clone()),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => Ok(storage.host()?.view()),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => Ok(foreign.host()?.view()),
         }
     }
 
@@ -89,6 +111,8 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => dispatch!(host, HostView, v => dtype_of(v)),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.dtype(),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => foreign.dtype,
         }
     }
 
@@ -98,6 +122,8 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => dispatch!(host, HostView, v => v.shape()),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.shape(),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => foreign.tensor.shape(),
         }
     }
 
@@ -122,6 +148,8 @@ impl<'a> TensorView<'a> {
             Src::Host(_) => Device::Cpu,
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => Device::Cuda(storage.ordinal()),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => foreign.tensor.device(),
         }
     }
 
@@ -135,21 +163,31 @@ impl<'a> TensorView<'a> {
             Src::Cuda(storage) => TensorView {
                 src: Src::Cuda(storage),
             },
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => TensorView {
+                src: Src::Foreign(Arc::clone(foreign)),
+            },
         }
     }
 
-    /// Whether the elements are laid out in C order without gaps (GPU data always is).
+    /// Whether the elements are laid out in C order without gaps (GPU data, and other
+    /// libraries' tensors as views read them, always are).
     pub fn is_contiguous(&self) -> bool {
         match &self.src {
             Src::Host(host) => dispatch!(host, HostView, v => v.is_standard_layout()),
             #[cfg(feature = "cuda")]
             Src::Cuda(_) => true,
+            #[cfg(feature = "candle")]
+            Src::Foreign(_) => true,
         }
     }
 
     /// The data as a typed ndarray view, or an error if `T` is not the element type, or if
     /// the GPU holding the data fails to copy it to the host.
-    pub fn array<T: Element>(&self) -> Result<ArrayViewD<'a, T>, TensorError> {
+    ///
+    /// The view borrows this `TensorView`, which holds the host copy of a candle tensor's
+    /// data; take it from a view that lives long enough (`let v = state["w"].array()?`).
+    pub fn array<T: Element>(&self) -> Result<ArrayViewD<'_, T>, TensorError> {
         let wrong_dtype = || TensorError::DType {
             expected: T::DTYPE,
             actual: self.dtype(),
@@ -183,19 +221,24 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => Ok(host_copy(host)),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.to_host(),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => Ok(Tensor::from_host(foreign.host()?.clone())),
         }
     }
 
     /// An owned tensor on the same device: a host copy, or for GPU data a tensor sharing it
     /// (GPU tensors copy on write too, so neither side sees the other's writes). What
-    /// snapshots, such as a background save's, need: the file records the GPU.
-    pub(crate) fn to_owned_tensor(&self) -> Tensor {
+    /// snapshots, such as a background save's, need: the file records the GPU. Another
+    /// library's tensor becomes a host copy; an error if that library fails to give one.
+    pub(crate) fn to_owned_tensor(&self) -> Result<Tensor, DeviceError> {
         match &self.src {
-            Src::Host(host) => host_copy(host),
+            Src::Host(host) => Ok(host_copy(host)),
             #[cfg(feature = "cuda")]
-            Src::Cuda(storage) => Tensor {
+            Src::Cuda(storage) => Ok(Tensor {
                 repr: super::Repr::Cuda(Arc::clone(storage)),
-            },
+            }),
+            #[cfg(feature = "candle")]
+            Src::Foreign(_) => self.to_tensor(),
         }
     }
 
@@ -209,7 +252,22 @@ impl<'a> TensorView<'a> {
             }
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => storage.stream_le_bytes(sink),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => match foreign.cached() {
+                Some(host) => {
+                    sink(&dispatch!(host.view(), HostView, v => le_bytes(v)));
+                    Ok(())
+                }
+                None => foreign.tensor.stream_le_bytes(sink),
+            },
         }
+    }
+
+    /// Whether [`to_le_bytes`](TensorView::to_le_bytes) borrows the data rather than copying
+    /// it, so that writers may hold the bytes of many tensors at once: host data, not GPU or
+    /// foreign data, which writers stream with `stream_le_bytes` instead.
+    pub(crate) fn lends_bytes(&self) -> bool {
+        matches!(self.src, Src::Host(_))
     }
 
     /// The data as C-contiguous little-endian bytes: borrowed when the view already is, else
@@ -220,6 +278,12 @@ impl<'a> TensorView<'a> {
             Src::Host(host) => Ok(dispatch!(host, HostView, v => le_bytes(v.clone()))),
             #[cfg(feature = "cuda")]
             Src::Cuda(storage) => Ok(Cow::Owned(storage.to_le_bytes()?)),
+            #[cfg(feature = "candle")]
+            Src::Foreign(_) => {
+                let mut bytes = Vec::with_capacity(self.nbytes());
+                self.stream_le_bytes(&mut |piece| bytes.extend_from_slice(piece))?;
+                Ok(Cow::Owned(bytes))
+            }
         }
     }
 
@@ -248,6 +312,11 @@ impl<'a> TensorView<'a> {
                 storage.shape().to_vec(),
                 Vec::new(),
             ),
+            #[cfg(feature = "candle")]
+            Src::Foreign(foreign) => {
+                let (ptr, layout) = foreign.tensor.storage_id()?;
+                (ptr, foreign.tensor.shape().to_vec(), layout)
+            }
         };
         (self.numel() > 0).then_some(StorageId {
             ptr,
@@ -263,7 +332,7 @@ impl<'a> TensorView<'a> {
     }
 
     /// Every value as `f64`, in C order, without collecting them.
-    pub fn f64_values(&self) -> Result<Box<dyn Iterator<Item = f64> + 'a>, DeviceError> {
+    pub fn f64_values(&self) -> Result<Box<dyn Iterator<Item = f64> + '_>, DeviceError> {
         Ok(dispatch!(self.host_view()?, HostView, v => Box::new(v.into_iter().map(|x| x.to_f64()))))
     }
 
@@ -305,7 +374,7 @@ impl<'a> TensorView<'a> {
 }
 
 /// An owned, C-ordered copy of host data.
-fn host_copy(host: &HostView<'_>) -> Tensor {
+pub(super) fn host_copy(host: &HostView<'_>) -> Tensor {
     dispatch!(host, HostView, v => Tensor::from(v.as_standard_layout().into_owned()))
 }
 
@@ -319,10 +388,10 @@ pub(crate) struct StorageId {
 }
 
 fn le_bytes<T: NoUninit>(view: ArrayViewD<'_, T>) -> Cow<'_, [u8]> {
-    if cfg!(target_endian = "little") {
-        if let Some(slice) = view.to_slice() {
-            return Cow::Borrowed(bytemuck::cast_slice(slice));
-        }
+    if cfg!(target_endian = "little")
+        && let Some(slice) = view.to_slice()
+    {
+        return Cow::Borrowed(bytemuck::cast_slice(slice));
     }
     let mut out = Vec::with_capacity(view.len() * size_of::<T>());
     for x in view.iter() {
@@ -376,6 +445,8 @@ impl fmt::Debug for TensorView<'_> {
             }
             #[cfg(feature = "cuda")]
             Src::Cuda(_) => write!(f, " on {}", self.device()),
+            #[cfg(feature = "candle")]
+            Src::Foreign(_) => write!(f, " (candle) on {}", self.device()),
         }
     }
 }

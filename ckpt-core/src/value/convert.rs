@@ -1,7 +1,7 @@
 //! Conversions into [`Value`], and [`dict!`](crate::dict).
 
 use super::{Defect, Key, TensorCow, Value};
-use crate::state::{TensorMap, duplicates_defect};
+use crate::state::TensorMap;
 use crate::tensor::{Tensor, TensorView};
 
 macro_rules! from_int {
@@ -84,7 +84,7 @@ impl<'a> From<TensorMap<'a>> for Value<'a> {
     /// tensors had one key becomes a [`Value::Defect`] naming the keys, so that saving it is an
     /// error rather than a silent loss.
     fn from(map: TensorMap<'a>) -> Self {
-        if let Some(reason) = duplicates_defect(map.duplicate_keys()) {
+        if let Some(reason) = map.defect() {
             return Value::Defect(Defect::new(reason));
         }
         Value::Map(

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::device::DeviceError;
 use crate::tensor::{Tensor, TensorView};
 
 /// A tensor in a [`Value`](super::Value): owned (loaded from a file) or borrowed (from a model's
@@ -23,10 +24,10 @@ impl TensorCow<'_> {
         }
     }
 
-    /// The tensor, copying a borrowed one.
-    pub fn into_owned(self) -> Tensor {
+    /// The tensor, copying a borrowed one; an error if a device fails the copy.
+    pub fn into_owned(self) -> Result<Tensor, DeviceError> {
         match self {
-            TensorCow::Owned(t) => t,
+            TensorCow::Owned(t) => Ok(t),
             TensorCow::Borrowed(v) => v.to_owned_tensor(),
         }
     }

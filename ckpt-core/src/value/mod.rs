@@ -251,9 +251,14 @@ impl<'a> Value<'a> {
                     .collect(),
             ),
             Value::Tensor(TensorCow::Owned(t)) => Value::Tensor(TensorCow::Owned(t.clone())),
-            Value::Tensor(TensorCow::Borrowed(v)) => {
-                Value::Tensor(TensorCow::Owned(v.to_owned_tensor()))
-            }
+            // A copy a device fails (a lost GPU under a candle tensor) leaves a defect, which
+            // a save refuses, naming the key and the failure.
+            Value::Tensor(TensorCow::Borrowed(v)) => match v.to_owned_tensor() {
+                Ok(t) => Value::Tensor(TensorCow::Owned(t)),
+                Err(e) => {
+                    Value::Defect(Defect::new(format!("the tensor could not be copied: {e}")))
+                }
+            },
             Value::Set(items) => Value::Set(items.iter().map(Value::to_owned_value).collect()),
             Value::Counter(map) => Value::Counter(
                 map.iter()

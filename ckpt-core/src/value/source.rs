@@ -13,13 +13,13 @@ impl TensorSource for Value<'_> {
 
     fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
         // A flat state dict (the usual case) lends its keys; nested trees build theirs.
-        if let Value::Map(map) = self {
-            if map.values().all(|v| matches!(v, Value::Tensor(_))) {
-                return Box::new(map.keys().map(|k| match k.as_str() {
-                    Some(s) => Cow::Borrowed(s),
-                    None => Cow::Owned(k.to_string()),
-                }));
-            }
+        if let Value::Map(map) = self
+            && map.values().all(|v| matches!(v, Value::Tensor(_)))
+        {
+            return Box::new(map.keys().map(|k| match k.as_str() {
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(k.to_string()),
+            }));
         }
         Box::new(self.tensors().into_iter().map(|(k, _)| Cow::Owned(k)))
     }

@@ -22,13 +22,13 @@ pub(super) fn count_items(bytes: &[u8], max_depth: usize) -> Result<u64, Corrupt
             continue;
         }
         *pending.last_mut().expect("not empty") -= 1;
-        if let Some(children) = scan.item()? {
-            if children > 0 {
-                if pending.len() > max_depth {
-                    return Err(Corruption::TooDeep(max_depth / 2));
-                }
-                pending.push(children);
+        if let Some(children) = scan.item()?
+            && children > 0
+        {
+            if pending.len() > max_depth {
+                return Err(Corruption::TooDeep(max_depth / 2));
             }
+            pending.push(children);
         }
     }
     if scan.pos != bytes.len() {

@@ -269,7 +269,7 @@ fn check_record(
         }
         .into());
     }
-    if record.offset % ALIGN as u64 != 0 {
+    if !record.offset.is_multiple_of(ALIGN as u64) {
         return Err(Corruption::Misaligned {
             offset: record.offset,
         });

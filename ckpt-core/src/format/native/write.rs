@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 
 use super::header::{Bytes, Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, NAME, PREFIX_LEN};
-use crate::device::{Device, DeviceError};
+use crate::device::DeviceError;
 use crate::format::{FormatError, FormatErrorKind};
 use crate::storage::Sink;
 use crate::tensor::{StorageId, TensorView};
@@ -49,15 +49,12 @@ pub(super) fn write(value: &Value<'_>, out: &mut dyn Sink) -> Result<(), FormatE
 fn write_value(value: &Value<'_>, out: &mut dyn Sink) -> Result<(), WriteError> {
     let mut encoder = Encoder::default();
     let root = encoder.node(value);
-    // Host data is borrowed where it can be; GPU data (`None`) is streamed while writing.
+    // Host data is borrowed where it can be; GPU and candle data (`None`) is streamed while
+    // writing, so that only one tensor's bytes are read at a time.
     let bytes: Vec<Option<Cow<'_, [u8]>>> = encoder
         .tensors
         .iter()
-        .map(|t| {
-            (t.device() == Device::Cpu)
-                .then(|| t.to_le_bytes())
-                .transpose()
-        })
+        .map(|t| t.lends_bytes().then(|| t.to_le_bytes()).transpose())
         .collect::<Result<_, _>>()
         .map_err(|source| WriteError::Device {
             key: String::new(),

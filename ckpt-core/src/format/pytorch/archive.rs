@@ -78,7 +78,7 @@ impl Archive {
         let mut prefix = None;
         for index in 0..zip.len() {
             let file = zip.by_index_raw(index).map_err(zip_error)?;
-            let name = file.name().to_owned();
+            let name = file.name().map_err(zip_error)?.into_owned();
             let in_entry = |kind: PtErrorKind| PtError::from(kind).in_entry(&name);
             if file.encrypted() {
                 return Err(in_entry(PtErrorKind::Compressed {
@@ -99,7 +99,13 @@ impl Archive {
                     ),
                 }));
             }
-            let start = file.data_start();
+            // Known for every record `by_index_raw` returns: it reads the local header.
+            let start = file.data_start().ok_or_else(|| {
+                PtError::from(PtErrorKind::Zip {
+                    message: "a record whose data offset is unknown".to_owned(),
+                })
+                .in_entry(&name)
+            })?;
             let len = file.compressed_size();
             if start.checked_add(len).is_none_or(|e| e > source.len()) {
                 return Err(truncated(format!(

@@ -438,7 +438,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: &[Ix]) -> Result<Vec<(Ix, Ix)>, PtError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error("odd number of items for a dict".to_owned()));
         }
         Ok(items.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect())

@@ -42,34 +42,52 @@ fn write_records(
     value: &Value<'_>,
     pickled: &super::pickle::Pickled<'_>,
 ) -> Result<(), PtError> {
-    let mut record = |name: &str, data: &[u8]| -> Result<(), PtError> {
-        let options = SimpleFileOptions::default()
-            .compression_method(CompressionMethod::Stored)
-            .last_modified_time(DateTime::default())
-            .with_alignment(ALIGNMENT)
-            .large_file(data.len() as u64 >= u64::from(u32::MAX));
-        let name = format!("{PREFIX}/{name}");
-        zip.start_file(name.as_str(), options)
-            .map_err(|e| zip_error(e).in_entry(&name))?;
+    let records: [(&str, &[u8]); 4] = [
+        ("data.pkl", &pickled.pickle),
+        (".format_version", b"1"),
+        (".storage_alignment", b"64"),
+        ("byteorder", b"little"),
+    ];
+    for (name, data) in records {
+        let name = start(zip, name, data.len())?;
         zip.write_all(data)
             .map_err(|e| PtError::from(e).in_entry(&name))?;
-        Ok(())
-    };
-    record("data.pkl", &pickled.pickle)?;
-    record(".format_version", b"1")?;
-    record(".storage_alignment", b"64")?;
-    record("byteorder", b"little")?;
+    }
     for (i, view) in pickled.storages.iter().enumerate() {
-        let bytes = view.to_le_bytes().map_err(|e| {
-            let err = PtError::from(PtErrorKind::Device(e)).in_entry(&format!("{PREFIX}/data/{i}"));
+        // Streamed: host data at once, GPU and candle data a piece at a time, so that no
+        // storage is copied whole.
+        let name = start(zip, &format!("data/{i}"), view.nbytes())?;
+        let mut written = Ok(());
+        view.stream_le_bytes(&mut |piece| {
+            if written.is_ok() {
+                written = zip.write_all(piece);
+            }
+        })
+        .map_err(|e| {
+            let err = PtError::from(PtErrorKind::Device(e)).in_entry(&name);
             match value.key_of(view) {
                 Some(key) => err.under_key(&key),
                 None => err,
             }
         })?;
-        record(&format!("data/{i}"), &bytes)?;
+        written.map_err(|e| PtError::from(e).in_entry(&name))?;
     }
-    record("version", VERSION)
+    let name = start(zip, "version", VERSION.len())?;
+    zip.write_all(VERSION)
+        .map_err(|e| PtError::from(e).in_entry(&name))
+}
+
+/// Starts the record `name` of `len` bytes, returning its full name.
+fn start(zip: &mut ZipWriter<Fused<'_>>, name: &str, len: usize) -> Result<String, PtError> {
+    let options = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .last_modified_time(DateTime::default())
+        .with_alignment(ALIGNMENT)
+        .large_file(len as u64 >= u64::from(u32::MAX));
+    let name = format!("{PREFIX}/{name}");
+    zip.start_file(name.as_str(), options)
+        .map_err(|e| zip_error(e).in_entry(&name))?;
+    Ok(name)
 }
 
 fn zip_error(e: zip::result::ZipError) -> PtError {
