@@ -227,7 +227,8 @@ impl<'a> TensorView<'a> {
         })
     }
 
-    /// Every value as `f64` in C order (integers and bools converted exactly where `f64` can).
+    /// Every value as `f64` in C order (integers and bools converted exactly where `f64` can;
+    /// complex numbers give their real parts).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>, DeviceError> {
         Ok(self.f64_values()?.collect())
     }
@@ -237,7 +238,15 @@ impl<'a> TensorView<'a> {
         Ok(dispatch!(self.host_view()?, HostView, v => Box::new(v.into_iter().map(|x| x.to_f64()))))
     }
 
-    /// The largest absolute difference between corresponding elements, compared as `f64`:
+    /// Every value as a complex number, in C order.
+    fn complex_values(
+        &self,
+    ) -> Result<Box<dyn Iterator<Item = num_complex::Complex64> + 'a>, DeviceError> {
+        Ok(dispatch!(self.host_view()?, HostView, v => Box::new(v.into_iter().map(|x| x.to_c64()))))
+    }
+
+    /// The largest absolute difference between corresponding elements, compared as `f64`
+    /// (complex numbers by the modulus of their difference):
     /// NaN if one side has a NaN where the other has not; empty tensors differ by 0. An error
     /// if the shapes differ.
     ///
@@ -259,11 +268,13 @@ impl<'a> TensorView<'a> {
             });
         }
         let mut max = 0.0f64;
-        for (a, b) in self.f64_values()?.zip(other.f64_values()?) {
+        // As complex numbers, so that a complex tensor's difference is its modulus; a real
+        // number has no imaginary part.
+        for (a, b) in self.complex_values()?.zip(other.complex_values()?) {
             let d = match (a.is_nan(), b.is_nan()) {
                 (true, true) => 0.0,
                 (false, false) if a == b => 0.0,
-                _ => (a - b).abs(),
+                _ => (a - b).norm(),
             };
             if d.is_nan() {
                 return Ok(f64::NAN);
