@@ -28,6 +28,9 @@ pub use ckpt_core::{device, dtype, format, keymap, loading, model, state, storag
 /// | `#[state(flatten)]` | the field's keys without its own segment |
 /// | `#[state(training)]` | the `bool` that `train()` / `eval()` set and `is_training()` reads |
 ///
+/// A field of type [`nn::Rng`] is a random generator: its state is not in the state dict but
+/// in [`rng_state`](StateDict::rng_state), whatever its attributes.
+///
 /// Mistakes are compile errors on the offending tokens, all reported at once: enums and
 /// unions, unknown or repeated attributes, contradictory ones, two fields with one key, empty or
 /// dotted keys, and fields that are neither tensors nor modules.

@@ -6,7 +6,12 @@ use super::{Layer, NnError, Rng};
 use crate::StateDict;
 
 /// Zeroes each element with probability `p` in training mode and scales the rest by
-/// `1 / (1 - p)`, as `torch.nn.Dropout`; the identity in evaluation mode. It has no tensors.
+/// `1 / (1 - p)`, as `torch.nn.Dropout`; the identity in evaluation mode.
+///
+/// It has no tensors in its state dict, as in PyTorch. Its generator's state is under the key
+/// `rng` of [`rng_state`](crate::StateDict::rng_state) instead: save that beside the state
+/// dict, restore it with [`load_rng_state`](crate::StateDict::load_rng_state), and a resumed
+/// run draws the masks an uninterrupted one would.
 ///
 /// ```
 /// use ckpt::StateDict;
@@ -17,6 +22,14 @@ use crate::StateDict;
 /// let x = Array1::<f32>::ones(8);
 /// let y = dropout.forward(&x);
 /// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
+/// assert!(dropout.state_dict().is_empty());
+///
+/// // The generator's state, taken now, gives a fresh layer the next mask.
+/// let saved = dropout.rng_state().to_owned_tensors();
+/// let mut resumed = Dropout::new(0.5, 7).unwrap();
+/// resumed.load_rng_state(&saved).unwrap();
+/// assert_eq!(resumed.forward(&x), dropout.forward(&x));
+///
 /// dropout.eval();
 /// assert_eq!(dropout.forward(&x), x);
 /// ```
@@ -26,7 +39,6 @@ pub struct Dropout {
     training: bool,
     #[state(skip)]
     p: f32,
-    #[state(skip)]
     rng: Rng,
 }
 
@@ -45,6 +57,12 @@ impl Dropout {
             p,
             rng: Rng::seed(seed),
         })
+    }
+
+    /// Draws from now on from a generator seeded with `seed`, as a clone of a layer must, so
+    /// that clones do not drop the same elements.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = Rng::seed(seed);
     }
 
     /// The probability of zeroing an element.

@@ -8,10 +8,27 @@ use crate::StateDict;
 /// A table of `num_embeddings` vectors of size `embedding_dim`, looked up by index, as
 /// `torch.nn.Embedding`: key `weight` `[num_embeddings, embedding_dim]`, initialised from the
 /// standard normal distribution.
+///
+/// With a [`padding_idx`](Embedding::with_padding_idx) the row of that index starts at zero,
+/// as PyTorch's does (PyTorch also keeps its gradient at zero; ckpt has no autograd). A lookup
+/// returns whatever the row holds, so a loaded table keeps its saved padding row.
+///
+/// ```
+/// use ckpt::nn::{Embedding, Rng};
+///
+/// // nn.Embedding(6, 3, padding_idx=-1): stored as 5, and row 5 is zero.
+/// let emb = Embedding::new(6, 3, &mut Rng::seed(0)).with_padding_idx(-1)?;
+/// assert_eq!(emb.padding_idx(), Some(5));
+/// let y = emb.forward(&ndarray::array![5i64, 0])?;
+/// assert_eq!(y.row(0).to_vec(), [0.0; 3]);
+/// # Ok::<(), ckpt::nn::NnError>(())
+/// ```
 #[derive(StateDict, Clone, Debug)]
 pub struct Embedding {
     /// `[num_embeddings, embedding_dim]`.
     pub weight: Array2<f32>,
+    #[state(skip)]
+    padding_idx: Option<usize>,
 }
 
 /// What rebuilds an [`Embedding`] saved with [`save_model`](crate::model::save_model).
@@ -21,6 +38,10 @@ pub struct EmbeddingConfig {
     pub num_embeddings: usize,
     /// The size of each vector.
     pub embedding_dim: usize,
+    /// The padding row, normalised to `0..num_embeddings`; absent in files written before it
+    /// existed.
+    #[serde(default)]
+    pub padding_idx: Option<usize>,
 }
 
 impl crate::model::Model for Embedding {
@@ -30,15 +51,21 @@ impl crate::model::Model for Embedding {
         EmbeddingConfig {
             num_embeddings: self.weight.nrows(),
             embedding_dim: self.weight.ncols(),
+            padding_idx: self.padding_idx,
         }
     }
 
     fn from_config(config: EmbeddingConfig) -> Self {
-        Embedding::new(
+        let table = Embedding::new(
             config.num_embeddings,
             config.embedding_dim,
             &mut Rng::seed(0),
-        )
+        );
+        // An index out of range cannot have come from `config()`; the table is kept whole.
+        match config.padding_idx.and_then(|i| i64::try_from(i).ok()) {
+            Some(index) => table.clone().with_padding_idx(index).unwrap_or(table),
+            None => table,
+        }
     }
 }
 
@@ -47,7 +74,34 @@ impl Embedding {
     pub fn new(num_embeddings: usize, embedding_dim: usize, rng: &mut Rng) -> Self {
         Embedding {
             weight: Array2::from_shape_simple_fn((num_embeddings, embedding_dim), || rng.normal()),
+            padding_idx: None,
         }
+    }
+
+    /// The same table with a padding row (`padding_idx=`): a negative index counts from the
+    /// end, as in PyTorch, and the row is set to zero. Fails, as PyTorch does, unless
+    /// `-num_embeddings <= padding_idx < num_embeddings`.
+    pub fn with_padding_idx(mut self, padding_idx: i64) -> Result<Self, NnError> {
+        let n = self.num_embeddings();
+        let normalized = if padding_idx < 0 {
+            i64::try_from(n).ok().map(|n| n + padding_idx)
+        } else {
+            Some(padding_idx)
+        };
+        let index = normalized
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < n)
+            .ok_or_else(|| {
+                NnError::config("Embedding", "Padding_idx must be within num_embeddings")
+            })?;
+        self.weight.row_mut(index).fill(0.0);
+        self.padding_idx = Some(index);
+        Ok(self)
+    }
+
+    /// The padding row, normalised to `0..num_embeddings`, if there is one.
+    pub fn padding_idx(&self) -> Option<usize> {
+        self.padding_idx
     }
 
     /// The number of vectors.

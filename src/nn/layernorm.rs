@@ -7,13 +7,14 @@ use crate::StateDict;
 
 /// Normalises over the last `normalized_shape.len()` dimensions with their mean and biased
 /// variance, then scales and shifts elementwise, as `torch.nn.LayerNorm`: keys `weight` (ones)
-/// and `bias` (zeros), both of shape `normalized_shape`.
+/// and `bias` (zeros), both of shape `normalized_shape`; no `bias` built
+/// [`without_bias`](LayerNorm::without_bias) (`bias=False`).
 #[derive(StateDict, Clone, Debug)]
 pub struct LayerNorm {
     /// The scale, of shape `normalized_shape`.
     pub weight: ArrayD<f32>,
-    /// The shift, of shape `normalized_shape`.
-    pub bias: ArrayD<f32>,
+    /// The shift, of shape `normalized_shape`, absent without bias.
+    pub bias: Option<ArrayD<f32>>,
     #[state(skip)]
     eps: f32,
 }
@@ -25,6 +26,13 @@ pub struct LayerNormConfig {
     pub normalized_shape: Vec<usize>,
     /// Added to the variance before the square root.
     pub eps: f32,
+    /// Whether there is a `bias`; absent in files written before it existed.
+    #[serde(default = "with_bias")]
+    pub bias: bool,
+}
+
+fn with_bias() -> bool {
+    true
 }
 
 impl crate::model::Model for LayerNorm {
@@ -34,11 +42,17 @@ impl crate::model::Model for LayerNorm {
         LayerNormConfig {
             normalized_shape: self.weight.shape().to_vec(),
             eps: self.eps,
+            bias: self.bias.is_some(),
         }
     }
 
     fn from_config(config: LayerNormConfig) -> Self {
-        LayerNorm::new(&config.normalized_shape).eps(config.eps)
+        let norm = LayerNorm::new(&config.normalized_shape).eps(config.eps);
+        if config.bias {
+            norm
+        } else {
+            norm.without_bias()
+        }
     }
 }
 
@@ -47,7 +61,7 @@ impl LayerNorm {
     pub fn new(normalized_shape: &[usize]) -> Self {
         LayerNorm {
             weight: ArrayD::ones(IxDyn(normalized_shape)),
-            bias: ArrayD::zeros(IxDyn(normalized_shape)),
+            bias: Some(ArrayD::zeros(IxDyn(normalized_shape))),
             eps: 1e-5,
         }
     }
@@ -56,6 +70,13 @@ impl LayerNorm {
     #[must_use]
     pub fn eps(mut self, eps: f32) -> Self {
         self.eps = eps;
+        self
+    }
+
+    /// The same layer without `bias` (`bias=False`).
+    #[must_use]
+    pub fn without_bias(mut self) -> Self {
+        self.bias = None;
         self
     }
 
@@ -80,7 +101,10 @@ impl LayerNorm {
         let rows = shape.iter().product::<usize>() / width.max(1);
         let mut y = x.to_shape((rows, width)).map_err(|_| error())?.into_owned();
         let weight = self.weight.iter().copied().collect::<Vec<_>>();
-        let bias = self.bias.iter().copied().collect::<Vec<_>>();
+        let bias = match &self.bias {
+            Some(bias) => bias.iter().copied().collect::<Vec<_>>(),
+            None => vec![0.0; width],
+        };
         for mut row in y.rows_mut() {
             let n = row.len() as f64;
             let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;

@@ -5,7 +5,8 @@ use indexmap::IndexMap;
 use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
 use serde::Deserialize;
 
-/// One `NAME.json` written by `make_layer_fixtures.py`.
+/// One `NAME.json` written by `make_layer_fixtures.py`, `make_forward_fixtures.py` or
+/// `tests/python/make_nn_fixtures.py`.
 #[derive(Deserialize)]
 pub(crate) struct Fixture {
     pub(crate) about: String,
@@ -17,7 +18,36 @@ pub(crate) struct Fixture {
 struct Entry {
     dtype: String,
     shape: Vec<usize>,
-    data: Vec<f64>,
+    data: Vec<Scalar>,
+}
+
+/// One element: a number, a mask's boolean, or a non-finite float written as `"nan"`, `"inf"`
+/// or `"-inf"` (JSON has no literal for them).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Number(f64),
+    Bool(bool),
+    NonFinite(String),
+}
+
+impl Scalar {
+    fn f64(&self, key: &str) -> f64 {
+        match self {
+            Scalar::Number(x) => *x,
+            Scalar::NonFinite(s) if s == "nan" => f64::NAN,
+            Scalar::NonFinite(s) if s == "inf" => f64::INFINITY,
+            Scalar::NonFinite(s) if s == "-inf" => f64::NEG_INFINITY,
+            _ => panic!("{key}: a number was expected"),
+        }
+    }
+
+    fn bool(&self, key: &str) -> bool {
+        match self {
+            Scalar::Bool(b) => *b,
+            _ => panic!("{key}: a boolean was expected"),
+        }
+    }
 }
 
 /// `tests/fixtures/layers/NAME.json`, the copies of the shared PyTorch layer fixtures.
@@ -38,9 +68,17 @@ impl Fixture {
             .tensors
             .get(key)
             .unwrap_or_else(|| panic!("no tensor {key:?} in the fixture"));
+        let data = &entry.data;
         match entry.dtype.as_str() {
-            "F32" => Tensor::from_vec(entry.data.iter().map(|&x| x as f32).collect(), &entry.shape),
-            "I64" => Tensor::from_vec(entry.data.iter().map(|&x| x as i64).collect(), &entry.shape),
+            "F32" => Tensor::from_vec(
+                data.iter().map(|x| x.f64(key) as f32).collect(),
+                &entry.shape,
+            ),
+            "I64" => Tensor::from_vec(
+                data.iter().map(|x| x.f64(key) as i64).collect(),
+                &entry.shape,
+            ),
+            "BOOL" => Tensor::from_vec(data.iter().map(|x| x.bool(key)).collect(), &entry.shape),
             other => panic!("{key}: unexpected dtype {other}"),
         }
         .unwrap()
@@ -48,6 +86,21 @@ impl Fixture {
 
     pub(crate) fn array<D: Dimension>(&self, key: &str) -> ndarray::Array<f32, D> {
         self.tensor(key).to_array().unwrap()
+    }
+
+    /// A `BOOL` tensor (an attention or padding mask) of any dimensionality.
+    pub(crate) fn mask(&self, key: &str) -> ArrayD<bool> {
+        self.tensor(key).to_array().unwrap()
+    }
+
+    /// An `I64` tensor (embedding indices).
+    pub(crate) fn indices<D: Dimension>(&self, key: &str) -> ndarray::Array<i64, D> {
+        self.tensor(key).to_array().unwrap()
+    }
+
+    /// Whether the fixture has the tensor `key`.
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
     }
 
     /// The tensors under `prefix.`, with the prefix removed, in file (state-dict) order.
@@ -81,7 +134,8 @@ impl Fixture {
     }
 }
 
-/// The largest absolute difference, after checking the shapes are equal.
+/// The largest absolute difference, after checking the shapes are equal. NaN matches only NaN
+/// (PyTorch's fully masked attention rows): NaN on one side is an infinite difference.
 pub(crate) fn max_abs_diff<S1, S2, D1, D2>(
     actual: &ArrayBase<S1, D1>,
     expected: &ArrayBase<S2, D2>,
@@ -96,7 +150,11 @@ where
     actual
         .iter()
         .zip(expected.iter())
-        .map(|(a, b)| (a - b).abs())
+        .map(|(a, b)| match (a.is_nan(), b.is_nan()) {
+            (true, true) => 0.0,
+            (false, false) => (a - b).abs(),
+            _ => f32::INFINITY,
+        })
         .fold(0.0, f32::max)
 }
 

@@ -3,5 +3,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attention;
+mod containers;
+mod conv1d;
+mod embedding;
+mod groupnorm;
 mod layers;
 mod optim;
+mod reference;
+mod rng_state;
+mod transformer;

@@ -1,15 +1,17 @@
-"""Resumes in PyTorch a training checkpoint written by ckpt (tests/pytorch_resume.rs):
+"""Resumes in PyTorch a training checkpoint written by ckpt (tests/pytorch/resume.rs):
 loads tests/fixtures/pytorch/written/adam_resume.pt with torch.load(weights_only=True) into
 nn.Sequential(Linear(8, 16), ReLU(), Linear(16, 4)) and torch.optim.Adam, takes the saved
 fourth step, and compares the parameters with what Rust computed (within 1e-6).
 
     python tests/python/resume_in_pytorch.py
 
-Prints a skip message and exits 0 when torch is not importable.
+Without torch it prints SKIP and exits 0, or fails under CI=true (see needs_torch.py).
 """
 
 import pathlib
 import sys
+
+from needs_torch import require_torch
 
 FILE = (
     pathlib.Path(__file__).resolve().parent.parent
@@ -18,12 +20,8 @@ FILE = (
 
 
 def main():
-    try:
-        import torch
-        from torch import nn
-    except ImportError:
-        print("SKIP: torch is not importable; nothing checked")
-        return 0
+    torch = require_torch()
+    from torch import nn
 
     checkpoint = torch.load(FILE, weights_only=True)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::fetch;
 use super::open::{File, open, open_source};
 use super::place::{Placement, any_to_gpu, place};
 use super::{Checkpoint, Error, LoadOptions};
@@ -22,7 +23,9 @@ use crate::value::Value;
 ///
 /// Tensors read the memory-mapped file in place: nothing is copied until a model loads them
 /// or they are written to. Do not modify the file in place while the checkpoint lives
-/// (replacing it, as [`save`](crate::save) does, is fine).
+/// (replacing it, as [`save`](crate::save) does, is fine). With the `object-store` feature,
+/// `path` may be a URL (`s3://bucket/key`, see [`Location`]): the object is fetched into
+/// memory, several ranged GETs at once, each conditional on the version first seen.
 ///
 /// ```
 /// # use ckpt_core as ckpt;
@@ -80,6 +83,7 @@ impl Checkpoint {
 
 /// Verifies (as `options` say), reads and places an opened file.
 fn read(file: File, options: &LoadOptions) -> Result<Checkpoint, Error> {
+    file.fetch_whole()?;
     let saved = file.saved_devices();
     let mut value = file.value()?;
     let to_gpu = any_to_gpu(&value, &saved, &options.map_location);
@@ -120,7 +124,7 @@ fn read(file: File, options: &LoadOptions) -> Result<Checkpoint, Error> {
 
 /// Reads only the structure of a file: the keys, dtypes, shapes and devices of its tensors and
 /// its plain values, without reading or checking tensor data. Fast on files of any size, and
-/// lists a file whose data is damaged.
+/// lists a file whose data is damaged. For an object behind a URL, only the header is fetched.
 ///
 /// ```
 /// # use ckpt_core as ckpt;
@@ -168,6 +172,10 @@ pub fn inspect_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Hea
 /// released as soon as they are copied, so memory stays near the model's size. The load is
 /// checked whole before anything is written, as `load_state_dict` is; the model's tensors stay
 /// on their devices, so `map_location` is only checked.
+///
+/// From an object behind a URL (the `object-store` feature), only the tensors the model takes
+/// are fetched, several ranged GETs at once, and their checksums checked before the first
+/// write; a model that does not fit is refused before any tensor data is fetched.
 ///
 /// ```
 /// # use ckpt_core as ckpt;
@@ -222,6 +230,12 @@ fn load_into<M: StateDict + ?Sized>(
     load: &LoadOptions,
     state: &StateDictOptions,
 ) -> Result<LoadReport, Error> {
+    if fetch::is_remote(file) {
+        if let Some(report) = fetch::load_into(model, file, load, state)? {
+            return Ok(report);
+        }
+        file.fetch_whole()?;
+    }
     if load.verify_checksums {
         file.verify(true)?;
     }

@@ -8,6 +8,7 @@
 
 mod checkpoint;
 mod error;
+mod fetch;
 mod load;
 mod open;
 mod options;

@@ -24,24 +24,22 @@ pub(crate) enum Contents {
         source: Arc<dyn Source>,
         opened: Box<dyn Opened>,
     },
-    /// A sharded checkpoint, read whole (its index says nothing of dtypes or shapes).
-    Sharded {
-        value: Value<'static>,
-        sources: Vec<Arc<dyn Source>>,
-    },
+    /// A sharded checkpoint: each shard's structure checked against the index.
+    Sharded { shards: Vec<sharded::Shard> },
 }
 
 /// Opens `location` as `options` say: the format given, or detected.
 pub(crate) fn open(location: &Location, options: &LoadOptions) -> Result<File, Error> {
     if options.format.is_none() && sharded::is_index(location) {
-        let (value, sources) = sharded::read(location, options.mmap)?;
+        let shards = sharded::open(location, options.mmap, &options.object_store)?;
         return Ok(File {
             location: location.clone(),
             format: Arc::new(SafeTensors),
-            contents: Contents::Sharded { value, sources },
+            contents: Contents::Sharded { shards },
         });
     }
-    let source = storage::open(location, options.mmap).map_err(|e| Error::io(location, e))?;
+    let source = storage::open(location, options.mmap, &options.object_store)
+        .map_err(|e| Error::io(location, e))?;
     open_source(source, options)
 }
 
@@ -92,24 +90,14 @@ impl File {
     pub(crate) fn header(&self) -> Header {
         match &self.contents {
             Contents::One { opened, .. } => opened.header(),
-            Contents::Sharded { value, .. } => {
-                let tensors = value
-                    .tensors()
-                    .into_iter()
-                    .map(|(key, t)| crate::format::TensorInfo {
-                        key,
-                        dtype: t.dtype(),
-                        shape: t.shape().to_vec(),
-                        device: Device::Cpu,
-                        nbytes: t.nbytes() as u64,
-                    })
-                    .collect();
-                Header {
-                    format: self.format.name(),
-                    tensors,
-                    values: Vec::new(),
-                }
-            }
+            Contents::Sharded { shards } => Header {
+                format: self.format.name(),
+                tensors: shards
+                    .iter()
+                    .flat_map(|(_, opened)| opened.header().tensors)
+                    .collect(),
+                values: Vec::new(),
+            },
         }
     }
 
@@ -117,7 +105,9 @@ impl File {
     pub(crate) fn verify(&self, release: bool) -> Result<(), Error> {
         match &self.contents {
             Contents::One { opened, .. } => Ok(opened.verify(release)?),
-            Contents::Sharded { .. } => Ok(()),
+            Contents::Sharded { shards } => shards
+                .iter()
+                .try_for_each(|(_, opened)| Ok(opened.verify(release)?)),
         }
     }
 
@@ -125,16 +115,34 @@ impl File {
     pub(crate) fn value(&self) -> Result<Value<'static>, Error> {
         match &self.contents {
             Contents::One { opened, .. } => Ok(opened.value()?),
-            Contents::Sharded { value, .. } => Ok(value.clone()),
+            Contents::Sharded { shards } => Ok(sharded::value(shards)?),
+        }
+    }
+
+    /// Every file's bytes and structure: one, or each shard.
+    pub(crate) fn parts(&self) -> Vec<(&Arc<dyn Source>, &dyn Opened)> {
+        match &self.contents {
+            Contents::One { source, opened } => vec![(source, &**opened)],
+            Contents::Sharded { shards } => shards.iter().map(|(s, o)| (s, &**o)).collect(),
         }
     }
 
     /// The sources the value's tensors read, for page hints.
     pub(crate) fn sources(&self) -> Vec<Arc<dyn Source>> {
-        match &self.contents {
-            Contents::One { source, .. } => vec![Arc::clone(source)],
-            Contents::Sharded { sources, .. } => sources.clone(),
-        }
+        self.parts()
+            .into_iter()
+            .map(|(s, _)| Arc::clone(s))
+            .collect()
+    }
+
+    /// Brings every file into memory where it is not (an object in a store, fetched with
+    /// several ranged GETs in flight), for a load that reads everything.
+    pub(crate) fn fetch_whole(&self) -> Result<(), Error> {
+        self.parts().into_iter().try_for_each(|(source, _)| {
+            source
+                .fetch_whole()
+                .map_err(|e| Error::io(source.location(), e))
+        })
     }
 
     /// The device each tensor was saved on, by its first key; tensors not listed were saved

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::device::MapLocation;
 use crate::format::{Format, Registry};
+use crate::storage::ObjectStoreOptions;
 
 /// How to read a file: `torch.load`'s options. How its tensors then load into a model is
 /// configured apart, by [`StateDictOptions`](crate::StateDictOptions).
@@ -32,6 +33,9 @@ pub struct LoadOptions {
     /// The formats detection chooses among ([`Registry::builtin`] by default): add your own
     /// with [`Registry::with`].
     pub formats: Registry,
+    /// How checkpoints at URLs are reached and fetched: credentials, endpoint, GETs in
+    /// flight, retries (the environment's settings by default).
+    pub object_store: ObjectStoreOptions,
 }
 
 impl Default for LoadOptions {
@@ -42,6 +46,7 @@ impl Default for LoadOptions {
             mmap: true,
             format: None,
             formats: Registry::builtin(),
+            object_store: ObjectStoreOptions::default(),
         }
     }
 }
@@ -87,6 +92,13 @@ impl LoadOptions {
         self.formats = formats;
         self
     }
+
+    /// Sets [`LoadOptions::object_store`].
+    #[must_use]
+    pub fn object_store(mut self, options: ObjectStoreOptions) -> Self {
+        self.object_store = options;
+        self
+    }
 }
 
 impl fmt::Debug for LoadOptions {
@@ -97,6 +109,7 @@ impl fmt::Debug for LoadOptions {
             .field("mmap", &self.mmap)
             .field("format", &self.format.as_ref().map(|f| f.name()))
             .field("formats", &self.formats)
+            .field("object_store", &self.object_store)
             .finish()
     }
 }
@@ -128,6 +141,9 @@ pub struct SaveOptions {
     /// The most tensor bytes in one shard of a sharded checkpoint (default 5 GB, as Hugging
     /// Face's `max_shard_size`); a larger tensor gets a shard of its own.
     pub max_shard_bytes: usize,
+    /// How checkpoints at URLs are reached and uploaded: credentials, endpoint, part size,
+    /// parts in flight, retries (the environment's settings by default).
+    pub object_store: ObjectStoreOptions,
 }
 
 impl Default for SaveOptions {
@@ -137,6 +153,7 @@ impl Default for SaveOptions {
             format: None,
             formats: Registry::builtin(),
             max_shard_bytes: 5_000_000_000,
+            object_store: ObjectStoreOptions::default(),
         }
     }
 }
@@ -174,6 +191,13 @@ impl SaveOptions {
         self.max_shard_bytes = bytes;
         self
     }
+
+    /// Sets [`SaveOptions::object_store`].
+    #[must_use]
+    pub fn object_store(mut self, options: ObjectStoreOptions) -> Self {
+        self.object_store = options;
+        self
+    }
 }
 
 impl fmt::Debug for SaveOptions {
@@ -183,6 +207,7 @@ impl fmt::Debug for SaveOptions {
             .field("format", &self.format.as_ref().map(|f| f.name()))
             .field("formats", &self.formats)
             .field("max_shard_bytes", &self.max_shard_bytes)
+            .field("object_store", &self.object_store)
             .finish()
     }
 }

@@ -66,6 +66,25 @@ pub(crate) fn place(
     })
 }
 
+/// Checks that every tensor, saved on `saved[key]` (the CPU for keys not listed), could go
+/// where `map_location` sends it: [`Placement::Check`] for tensors known by key alone.
+pub(crate) fn check_placement<'k>(
+    keys: impl IntoIterator<Item = &'k str>,
+    saved: &HashMap<String, Device>,
+    location: &Location,
+    map_location: &MapLocation,
+) -> Result<(), Error> {
+    for key in keys {
+        let from = saved.get(key).copied().unwrap_or(Device::Cpu);
+        let target = map_location.resolve(key, from);
+        if target != Device::Cpu {
+            crate::device::check(target)
+                .map_err(|e| placement_error(location, key, from, target, map_location, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a tensor of `value` goes to a GPU under `map_location`.
 pub(crate) fn any_to_gpu(
     value: &Value<'_>,

@@ -9,7 +9,7 @@ use super::{Error, SaveOptions};
 use crate::format::safetensors::sharded;
 use crate::format::{Format, Native};
 use crate::storage::Location;
-use crate::storage::atomic::{CommitError, write_atomically};
+use crate::storage::atomic::{Commit, CommitError, write_atomically};
 use crate::value::Value;
 
 /// Saves a state dict or a checkpoint to `path`, as `torch.save` does.
@@ -18,6 +18,8 @@ use crate::value::Value;
 /// of epoch, loss and state dicts, a `&Value` or a loaded [`Checkpoint`](crate::Checkpoint).
 /// The file is replaced atomically: a save that fails (or a process killed mid-save) leaves
 /// the previous file as it was. Tensors that share memory (tied weights) are stored once.
+/// With the `object-store` feature, `path` may be a URL (`s3://bucket/key`): the file is
+/// streamed into a multipart upload in bounded memory, and appears whole when it completes.
 ///
 /// [`dict!`]: crate::dict
 ///
@@ -67,27 +69,30 @@ pub fn save_with<'a>(
             problem: format!("cannot be saved: {defect}"),
         });
     }
+    let commit = Commit {
+        fsync: options.fsync,
+        remote: &options.object_store,
+        size_hint: value.tensors().iter().map(|(_, t)| t.nbytes() as u64).sum(),
+    };
     if options.format.is_none() && sharded::is_index(&location) {
         return Ok(sharded::write(
             &location,
             &value,
             options.max_shard_bytes,
-            options.fsync,
+            &commit,
         )?);
     }
     let format: Arc<dyn Format> = match &options.format {
         Some(format) => Arc::clone(format),
-        None => options
-            .formats
-            .by_extension(path.as_ref())
+        None => location
+            .file_name()
+            .and_then(|name| options.formats.by_extension(Path::new(name)))
             .cloned()
             .unwrap_or_else(|| Arc::new(Native)),
     };
-    write_atomically(&location, options.fsync, |sink| format.write(&value, sink)).map_err(|e| {
-        match e {
-            CommitError::Write(e) => Error::from(e.in_file(&location)),
-            CommitError::Io(e) => Error::io(&location, e),
-        }
+    write_atomically(&location, &commit, |sink| format.write(&value, sink)).map_err(|e| match e {
+        CommitError::Write(e) => Error::from(e.in_file(&location)),
+        CommitError::Io(e) => Error::io(&location, e),
     })
 }
 

@@ -22,6 +22,7 @@
 //! ```
 
 mod corruption;
+mod data;
 mod error;
 mod header;
 pub(crate) mod native;
@@ -33,6 +34,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use self::corruption::Corruption;
+pub use self::data::{Checksum, TensorData};
 pub use self::error::{FormatError, FormatErrorKind};
 pub use self::header::{Header, TensorInfo};
 pub use self::native::Native;
@@ -95,4 +97,16 @@ pub trait Opened: Send + Sync {
     /// The saved value, its tensors in host memory, reading the source in place where it
     /// allows (a memory-mapped file).
     fn value(&self) -> Result<Value<'static>, FormatError>;
+
+    /// Where each tensor's data lies in the source, for formats that store every tensor whole
+    /// (little-endian, C-contiguous, one range each), as ckpt's format and safetensors do; a
+    /// `.pt` file's tensors are views into storages, so PyTorch's format has none. One entry
+    /// per key that [`value`](Opened::value) holds a tensor under (a tied tensor under each
+    /// of its keys), in the value's order, with the checksum the format keeps.
+    ///
+    /// A load into a model from an object store fetches only the ranges the model needs,
+    /// several at once, and checks them; `None` (the default) has it fetch the whole file.
+    fn tensor_data(&self) -> Option<Vec<TensorData>> {
+        None
+    }
 }

@@ -7,7 +7,7 @@ use crate::tensor::TensorView;
 /// What a tensor is to its module.
 ///
 /// Ordered by strength: a field can make its tensors buffers or non-persistent, never the other
-/// way round.
+/// way round, and a generator's state stays one whatever field holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// A learnable parameter: saved, loaded and updated by optimizers.
@@ -16,12 +16,16 @@ pub enum Role {
     Buffer,
     /// A buffer that follows device moves and modes but is never saved or loaded.
     NonPersistent,
+    /// The state of a random generator (where dropout draws its masks): not in the state dict,
+    /// which keeps PyTorch's keys, but saved and restored on its own, so that a resumed run
+    /// draws the numbers an uninterrupted one would.
+    RngState,
 }
 
 impl Role {
-    /// Whether tensors of this role are saved and loaded.
+    /// Whether tensors of this role are in the state dict: saved and loaded with it.
     pub fn is_persistent(self) -> bool {
-        self != Role::NonPersistent
+        matches!(self, Role::Parameter | Role::Buffer)
     }
 
     /// The stronger of the two roles.

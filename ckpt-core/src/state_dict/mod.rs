@@ -99,7 +99,7 @@ pub trait StateDict {
         collect(self, |role| role == Role::Parameter)
     }
 
-    /// The buffers, persistent or not, by key.
+    /// The buffers, persistent or not, and the states of random generators, by key.
     fn named_buffers(&self) -> TensorMap<'_> {
         collect(self, |role| role != Role::Parameter)
     }
@@ -126,6 +126,31 @@ pub trait StateDict {
         options: &StateDictOptions,
     ) -> Result<LoadReport, LoadError> {
         loading::load_into(&mut Model(self), state, options)
+    }
+
+    /// The states of the random generators below this module (those dropout draws its masks
+    /// from), by key, in declaration order; borrowed, as [`state_dict`](StateDict::state_dict)
+    /// is.
+    ///
+    /// They are not in the state dict, which keeps PyTorch's keys: save this map beside it
+    /// and give it to [`load_rng_state`](StateDict::load_rng_state) on resuming, and the
+    /// resumed run draws the numbers the uninterrupted one would have, as PyTorch's
+    /// `torch.get_rng_state()` / `torch.set_rng_state()` do for its global generator.
+    fn rng_state(&self) -> TensorMap<'_> {
+        collect(self, |role| role == Role::RngState)
+    }
+
+    /// Restores every random generator below this module from `state`, a map that
+    /// [`rng_state`](StateDict::rng_state) gave. Strict and transactional: every generator of
+    /// the model must be in `state` and nothing else, with its dtype and shape, or the error
+    /// names each key that is not and no generator changes.
+    fn load_rng_state(&mut self, state: &dyn TensorSource) -> Result<LoadReport, LoadError> {
+        let name = format!("{} (random generators)", self.module_name());
+        loading::load_into(
+            &mut Generators { model: self, name },
+            state,
+            &StateDictOptions::new().strict(true),
+        )
     }
 
     /// Moves every tensor, non-persistent buffers included, to `device`, as `model.to(device)`
@@ -225,6 +250,42 @@ impl<M: StateDict + ?Sized> Target for Model<'_, M> {
     }
 }
 
+/// A model's random generators as a load sees them: their states are its only tensors.
+struct Generators<'m, M: ?Sized> {
+    model: &'m mut M,
+    name: String,
+}
+
+impl<M: StateDict + ?Sized> Target for Generators<'_, M> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn walk<'a>(&'a self, visitor: &mut dyn Visitor<'a>) {
+        self.model.visit(
+            &mut KeyPath::new(),
+            Role::Parameter,
+            &mut |key: &str, tensor: TensorView<'a>, role: Role| {
+                if role == Role::RngState {
+                    visitor.tensor(key, tensor, Role::Buffer);
+                }
+            },
+        );
+    }
+
+    fn walk_mut(&mut self, visitor: &mut dyn VisitorMut) {
+        self.model.visit_mut(
+            &mut KeyPath::new(),
+            Role::Parameter,
+            &mut |key: &str, leaf: &mut dyn Leaf, role: Role| {
+                if role == Role::RngState {
+                    visitor.tensor(key, leaf, Role::Buffer);
+                }
+            },
+        );
+    }
+}
+
 /// `a::b::Net<c::T>` -> `Net`.
 fn short_type_name(full: &'static str) -> &'static str {
     let base = full.split('<').next().unwrap_or(full);
@@ -267,5 +328,7 @@ mod tests {
             Role::NonPersistent
         );
         assert!(!Role::NonPersistent.is_persistent());
+        assert_eq!(Role::NonPersistent.at_least(Role::RngState), Role::RngState);
+        assert!(!Role::RngState.is_persistent());
     }
 }

@@ -1,5 +1,7 @@
 //! Atomic commits: a new file is written next to its target under a temporary name, then
-//! renamed over it, so a failed or interrupted save never damages the previous file.
+//! renamed over it, so a failed or interrupted save never damages the previous file. An object
+//! in a store is uploaded in parts and becomes visible whole when the upload completes
+//! (`remote/upload.rs`).
 //!
 //! Temporaries are named `.NAME.ckpt-PID-RANDOM.tmp`: a save that was killed leaves one behind,
 //! and the next save of the same target removes those whose process is gone.
@@ -9,37 +11,39 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
+pub(crate) use super::commit::{Commit, CommitError};
 use super::{Location, Sink};
-
-/// Why an atomic write failed: the writer's own error, or the file system's.
-#[derive(Debug)]
-pub(crate) enum CommitError<E> {
-    /// The writer failed; nothing was committed.
-    Write(E),
-    /// Creating, syncing or renaming the file failed; nothing was committed.
-    Io(io::Error),
-}
 
 /// Buffering of the temporary file: large enough that formats can write small pieces.
 const BUFFER: usize = 1 << 20;
 
 /// Writes a new object at `location` through `write`, then commits it: for a file, a temporary
-/// file in the same directory renamed over the target.
+/// file in the same directory renamed over the target; for an object in a store, a multipart
+/// upload completed (or a single PUT, for small objects).
 ///
 /// With `fsync`, the data is on disk before the rename and the rename before this returns. An
-/// error or a crash at any point leaves either the old file or the new one, never a mix, and no
-/// temporary file after an error.
+/// error or a crash at any point leaves either the old object or the new one, never a mix, and
+/// no temporary file or unfinished upload after an error. `write` may be called twice for an
+/// object store, with the same bytes expected both times (see `remote/upload.rs`).
 pub(crate) fn write_atomically<E>(
     location: &Location,
-    fsync: bool,
-    write: impl FnOnce(&mut dyn Sink) -> Result<(), E>,
+    commit: &Commit<'_>,
+    write: impl Fn(&mut dyn Sink) -> Result<(), E>,
 ) -> Result<(), CommitError<E>> {
-    let Location::Path(path) = location else {
-        return Err(CommitError::Io(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "bytes in memory cannot be saved to; save to a file",
-        )));
+    let path = match location {
+        Location::Path(path) => path,
+        #[cfg(feature = "object-store")]
+        Location::Url(url) => return super::remote::write(url, commit, &write),
+        #[cfg(not(feature = "object-store"))]
+        Location::Url(url) => return Err(CommitError::Io(super::without_object_store(url))),
+        Location::Memory(_) => {
+            return Err(CommitError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "bytes in memory cannot be saved to; save to a file",
+            )));
+        }
     };
+    let fsync = commit.fsync;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -143,6 +147,7 @@ fn sync_dir(_: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ObjectStoreOptions;
 
     #[test]
     fn stale_temporaries_of_dead_processes_are_removed_by_the_next_save() {
@@ -163,7 +168,12 @@ mod tests {
                 std::slice::from_ref(&stale)
             );
         }
-        write_atomically::<io::Error>(&Location::Path(target.clone()), false, |sink| {
+        let commit = Commit {
+            fsync: false,
+            remote: &ObjectStoreOptions::new(),
+            size_hint: 3,
+        };
+        write_atomically::<io::Error>(&Location::Path(target.clone()), &commit, |sink| {
             std::io::Write::write_all(sink, b"new")
         })
         .unwrap();

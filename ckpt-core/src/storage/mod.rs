@@ -3,15 +3,22 @@
 //! Formats read through a [`Source`], a fixed-length object read by byte ranges, and write
 //! into a [`Sink`]; they never name a file system. What stands behind a source is this
 //! module's business: a memory-mapped or read local file (`local.rs`), bytes already in memory
-//! (`memory.rs`). Writes to a [`Location`] are atomic: the bytes go to a temporary object that
-//! is committed whole, or not at all (`atomic.rs`).
+//! (`memory.rs`), an object in an object store behind a URL (`remote/`, with the
+//! `object-store` feature). Writes to a [`Location`] are atomic: the bytes go to a temporary
+//! object that is committed whole, or not at all (`atomic.rs`; for object stores, the
+//! multipart upload's completion is the commit).
 //!
-//! A new backend (a remote object store) is a new `Source`, a new way to commit, and a new
-//! kind of `Location` here; no format changes.
+//! A new backend is a new `Source`, a new way to commit, and a new kind of `Location` here;
+//! no format changes.
 
 pub(crate) mod atomic;
+mod commit;
 pub(crate) mod local;
 pub(crate) mod memory;
+mod options;
+#[cfg(feature = "object-store")]
+pub(crate) mod remote;
+mod url;
 
 use std::fmt;
 use std::io::{self, Seek, Write};
@@ -19,14 +26,31 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use self::options::ObjectStoreOptions;
+pub use self::url::ObjectUrl;
 use crate::tensor::Backing;
 
-/// Where a checkpoint is: a file, or bytes in memory. Errors name it.
+/// Where a checkpoint is: a file, an object behind a URL, or bytes in memory. Errors name it.
+///
+/// A path whose text starts with a scheme ckpt knows (`s3://`, `gs://`, `az://`, `http://`,
+/// `https://`, `memory://`) is a URL; `file://` URLs are local files.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::storage::Location;
+/// use std::path::Path;
+///
+/// assert!(Location::from(Path::new("s3://bucket/model.ckpt")).url().is_some());
+/// assert_eq!(Location::from(Path::new("file:///tmp/m.ckpt")).path(), Some(Path::new("/tmp/m.ckpt")));
+/// assert_eq!(Location::from(Path::new("m.ckpt")).path(), Some(Path::new("m.ckpt")));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Location {
     /// A file on a local file system.
     Path(PathBuf),
+    /// An object in an object store (with the `object-store` feature).
+    Url(ObjectUrl),
     /// Bytes in memory, under a name for messages (`<memory>`).
     Memory(String),
 }
@@ -36,7 +60,15 @@ impl Location {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Location::Path(path) => Some(path),
-            Location::Memory(_) => None,
+            Location::Url(_) | Location::Memory(_) => None,
+        }
+    }
+
+    /// The object's URL, for an object in a store.
+    pub fn url(&self) -> Option<&ObjectUrl> {
+        match self {
+            Location::Url(url) => Some(url),
+            Location::Path(_) | Location::Memory(_) => None,
         }
     }
 
@@ -48,6 +80,7 @@ impl Location {
                 let dir = path.parent().unwrap_or(Path::new(""));
                 Some(Location::Path(dir.join(name)))
             }
+            Location::Url(url) => Some(Location::Url(url.sibling(name))),
             Location::Memory(_) => None,
         }
     }
@@ -56,6 +89,7 @@ impl Location {
     pub(crate) fn file_name(&self) -> Option<&str> {
         match self {
             Location::Path(path) => path.file_name()?.to_str(),
+            Location::Url(url) => url.file_name(),
             Location::Memory(name) => Some(name),
         }
     }
@@ -65,22 +99,31 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Path(path) => write!(f, "{}", path.display()),
+            Location::Url(url) => write!(f, "{url}"),
             Location::Memory(name) => f.write_str(name),
         }
     }
 }
 
 impl From<&Path> for Location {
+    /// A local file, or the object behind a URL if the path's text starts with a scheme ckpt
+    /// knows.
     fn from(path: &Path) -> Self {
-        Location::Path(path.to_owned())
+        match url::parse(path) {
+            url::Parsed::Path(path) => Location::Path(path),
+            url::Parsed::Url(url) => Location::Url(url),
+        }
     }
 }
 
 impl From<PathBuf> for Location {
     fn from(path: PathBuf) -> Self {
-        Location::Path(path)
+        Location::from(path.as_path())
     }
 }
+
+/// Bytes a source lends: a backing, and the range of it they occupy.
+pub type Lent = (Arc<dyn Backing>, Range<usize>);
 
 /// An object of fixed length that formats read by byte ranges.
 ///
@@ -107,14 +150,25 @@ pub trait Source: Send + Sync {
     fn backing(&self) -> Option<Arc<dyn Backing>> {
         None
     }
+
+    /// The bytes of each of `ranges`, in order, lent or read. A remote source
+    /// fetches them several at a time; the default reads them one by one.
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Lent>> {
+        ranges.iter().map(|r| shared(self, r.clone())).collect()
+    }
+
+    /// Brings the whole object into memory, if it is not there already, so that
+    /// [`backing`](Source::backing) lends it from then on: for a load that reads everything,
+    /// which a remote source then fetches with several ranged GETs in flight rather than one
+    /// range at a time. Local sources hold their object already: the default does nothing.
+    fn fetch_whole(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The bytes at `range` of `source` as a backing and the range of it they occupy: lent in place
 /// when the source holds the object in memory, read otherwise.
-pub(crate) fn shared(
-    source: &dyn Source,
-    range: Range<u64>,
-) -> io::Result<(Arc<dyn Backing>, Range<usize>)> {
+pub(crate) fn shared<S: Source + ?Sized>(source: &S, range: Range<u64>) -> io::Result<Lent> {
     let len = source.len();
     if range.start > range.end || range.end > len {
         return Err(io::Error::new(
@@ -149,13 +203,37 @@ pub trait Sink: Write + Seek {}
 impl<T: Write + Seek + ?Sized> Sink for T {}
 
 /// Opens the object at `location` for reading: a local file memory-mapped (or, without `mmap`,
-/// read whole), once; bytes in memory cannot be opened by name.
-pub(crate) fn open(location: &Location, mmap: bool) -> io::Result<Arc<dyn Source>> {
+/// read whole), once; an object behind a URL by its length, to be read by ranges (with the
+/// `object-store` feature); bytes in memory cannot be opened by name.
+pub(crate) fn open(
+    location: &Location,
+    mmap: bool,
+    remote: &ObjectStoreOptions,
+) -> io::Result<Arc<dyn Source>> {
     match location {
         Location::Path(path) => Ok(Arc::new(local::open(path, mmap)?)),
+        #[cfg(feature = "object-store")]
+        Location::Url(url) => Ok(Arc::new(remote::open(url, remote)?)),
+        #[cfg(not(feature = "object-store"))]
+        Location::Url(url) => {
+            let _ = remote;
+            Err(without_object_store(url))
+        }
         Location::Memory(name) => Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!("{name} is bytes in memory, which have no neighbours to open"),
         )),
     }
+}
+
+/// The error for a URL in a build without the `object-store` feature.
+#[cfg(not(feature = "object-store"))]
+pub(crate) fn without_object_store(url: &ObjectUrl) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{}:// URLs need ckpt's `object-store` feature (ckpt = {{ features = \"object-store\" }})",
+            url.scheme()
+        ),
+    )
 }

@@ -65,7 +65,7 @@ pub(crate) fn cast_into<T: Element>(
 }
 
 impl TensorView<'_> {
-    /// Checks that every value fits `dtype` when cast as [`Tensor::copy_from`] would cast it.
+    /// Checks that every value fits `dtype` when cast as [`Tensor::copy_from`](super::Tensor::copy_from) would cast it.
     pub fn check_cast(&self, dtype: DType) -> Result<(), TensorError> {
         fn check<S: Element>(src: &ArrayViewD<'_, S>, to: DType) -> Result<(), TensorError> {
             // Only integer targets can be out of range: float targets saturate to ±inf and bool

@@ -33,6 +33,31 @@ pub(super) enum Src<'a> {
     Cuda(&'a Arc<super::cuda::CudaStorage>),
 }
 
+impl TensorView<'static> {
+    /// A view of `dtype` and `shape` whose every element is zero, all of them one element in
+    /// memory: what a load's checks see of a tensor whose data is not fetched yet (its dtype
+    /// and shape; never its values, which only a copy would read). `None` if the shape's size
+    /// overflows.
+    pub(crate) fn placeholder(dtype: DType, shape: &[usize]) -> Option<Self> {
+        fn zeros<T: Element>(shape: &[usize]) -> Option<HostView<'static>> {
+            use ndarray::ShapeBuilder;
+            // Zero bytes aligned for every element type, whose zero (or, for F8_E8M0, whose
+            // code 0) is all zero bits: one element for the whole view.
+            #[repr(align(16))]
+            struct Zeros([u8; 16]);
+            static ZEROS: Zeros = Zeros([0; 16]);
+            let zero = T::cast_bytes(&ZEROS.0[..size_of::<T>()])?.first()?;
+            let strides = vec![0; shape.len()];
+            let shape = ndarray::IxDyn(shape).strides(ndarray::IxDyn(&strides));
+            let view = ArrayView::from_shape(shape, std::slice::from_ref(zero)).ok()?;
+            Some(T::wrap_view(view))
+        }
+        super::check_size(dtype, shape).ok()?;
+        let host = with_element!(dtype, T => zeros::<T>(shape))?;
+        Some(TensorView::host(host))
+    }
+}
+
 impl<'a> TensorView<'a> {
     pub(super) fn host(host: HostView<'a>) -> Self {
         TensorView {

@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "ckpt",
     version,
-    about = "Inspect, compare, convert and verify checkpoint files"
+    about = "Inspect, compare, convert and verify checkpoint files",
+    long_about = "Inspect, compare, convert and verify checkpoint files. Built with the \
+                  `object-store` feature, every FILE may be a URL (s3://bucket/key, gs://, \
+                  az://, https://), reached with the environment's credentials (AWS_*, \
+                  GOOGLE_*, AZURE_*)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,6 +33,10 @@ enum Command {
     /// List every tensor (key, dtype, shape, size, device) and plain value, with totals, from
     /// the file's structure alone: no tensor data is read, so a damaged file is listed too.
     Inspect {
+        #[arg(
+            help = "A file, or with the `object-store` feature a URL (s3://bucket/key, \
+                      gs://, az://, https://), read by ranges: only the header is fetched"
+        )]
         file: PathBuf,
         /// One JSON object: {"format", "entries": [{"key", "dtype", "shape", "sha256"} or
         /// {"key", "value"}]}, entries in file order, nested keys joined with '.'. Reads and

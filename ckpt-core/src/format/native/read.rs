@@ -9,7 +9,7 @@ use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, MAGIC, MAJOR, MAX_DEPTH, NAME, PREFIX_LEN, cbor};
 use crate::device::Device;
 use crate::dtype::{DType, TorchDType};
-use crate::format::{Corruption, FormatError, FormatErrorKind, TensorInfo};
+use crate::format::{Checksum, Corruption, FormatError, FormatErrorKind, TensorData, TensorInfo};
 use crate::state::KeyPath;
 use crate::storage::{self, Source};
 use crate::tensor::{Backing, Tensor, TensorError, check_size};
@@ -435,6 +435,27 @@ impl crate::format::Opened for Opened {
         })
     }
 
+    /// Every key the tree holds a tensor under, in the tree's order, with its record's range
+    /// and xxh3.
+    fn tensor_data(&self) -> Option<Vec<TensorData>> {
+        let mut data = Vec::with_capacity(self.header.tensors.len());
+        tensor_keys(&self.header.root, &mut KeyPath::new(), &mut |key, index| {
+            // References were checked in `open`; every one names a record.
+            let index = index as usize;
+            let (Some(record), Some((dtype, shape, _))) =
+                (self.header.tensors.get(index), self.parsed.get(index))
+            else {
+                return;
+            };
+            let range = record.offset..record.offset + record.len;
+            data.push(
+                TensorData::new(key, *dtype, shape.clone(), range)
+                    .with_checksum(Checksum::Xxh3(record.xxh3)),
+            );
+        });
+        Some(data)
+    }
+
     /// The saved value, every tensor reading the file in place.
     fn value(&self) -> Result<Value<'static>, FormatError> {
         let tensors = self
@@ -472,6 +493,32 @@ fn plain_values(node: &Node, path: &mut KeyPath, out: &mut Vec<(String, Value<'s
         }
         Node::Tensor(_) => {}
         leaf => out.push((path.as_str().to_owned(), build(leaf, &[]))),
+    }
+}
+
+/// Calls `f` with the key of every tensor reference below `node`, in order, and its record.
+fn tensor_keys(node: &Node, path: &mut KeyPath, f: &mut dyn FnMut(&str, u64)) {
+    let mut child = |path: &mut KeyPath, segment: &dyn std::fmt::Display, node: &Node| {
+        path.push(segment);
+        tensor_keys(node, path, f);
+        path.pop();
+    };
+    match node {
+        Node::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                child(path, &i, item);
+            }
+        }
+        Node::Map(entries) => {
+            for (k, v) in entries {
+                match k {
+                    NodeKey::Str(s) => child(path, s, v),
+                    NodeKey::Int(i) => child(path, i, v),
+                }
+            }
+        }
+        Node::Tensor(index) => f(path.as_str(), *index),
+        _ => {}
     }
 }
 

@@ -21,6 +21,8 @@ use crate::storage::Source;
 const EOCD_LEN: u64 = 22;
 /// The longest comment a zip file can have.
 const MAX_COMMENT: u64 = u16::MAX as u64;
+/// The tail read first, in which an archive without a comment has its end record.
+const TAIL_FIRST: u64 = 512;
 const EOCD_SIGNATURE: u32 = 0x0605_4b50;
 const ZIP64_LOCATOR_SIGNATURE: u32 = 0x0706_4b50;
 const ZIP64_EOCD_SIGNATURE: u32 = 0x0606_4b50;
@@ -150,9 +152,6 @@ fn locate_end(source: &dyn Source) -> Result<End, PtError> {
             "a zip archive of {len} bytes, shorter than its end record"
         )));
     }
-    let window = (EOCD_LEN + MAX_COMMENT).min(len);
-    let mut tail = vec![0; window as usize];
-    source.read_at(len - window, &mut tail)?;
     let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let u64_at = |b: &[u8], i: usize| {
@@ -161,11 +160,29 @@ fn locate_end(source: &dyn Source) -> Result<End, PtError> {
         u64::from_le_bytes(x)
     };
     // The one place the record may start: where its comment, as long as it says, ends the file.
-    let at = (0..=tail.len() - EOCD_LEN as usize).rev().find(|&i| {
-        u32_at(&tail, i) == EOCD_SIGNATURE
-            && i + EOCD_LEN as usize + usize::from(u16_at(&tail, i + 20)) == tail.len()
-    });
-    let Some(at) = at else {
+    let find = |tail: &[u8]| {
+        (0..=tail.len() - EOCD_LEN as usize).rev().find(|&i| {
+            u32_at(tail, i) == EOCD_SIGNATURE
+                && i + EOCD_LEN as usize + usize::from(u16_at(tail, i + 20)) == tail.len()
+        })
+    };
+    // PyTorch writes no comment, so the last few hundred bytes hold the record (and a zip64
+    // locator before it); the whole window is read only when they do not, which keeps a
+    // ranged read from an object store small. The search runs from the end either way, so
+    // both find the same record.
+    let mut found = None;
+    for window in [TAIL_FIRST.min(len), (EOCD_LEN + MAX_COMMENT).min(len)] {
+        let mut tail = vec![0; window as usize];
+        source.read_at(len - window, &mut tail)?;
+        if let Some(at) = find(&tail) {
+            found = Some((tail, at, window));
+            break;
+        }
+        if window == len {
+            break;
+        }
+    }
+    let Some((tail, at, window)) = found else {
         return Err(PtErrorKind::Zip {
             message: "no end-of-central-directory record ends the file (cut off, or not a zip \
                       archive)"

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 
 use super::table::Table;
 use super::{MAX_HEADER, METADATA, NAME};
-use crate::format::{Corruption, FormatError, FormatErrorKind, Header, TensorInfo};
+use crate::format::{Corruption, FormatError, FormatErrorKind, Header, TensorData, TensorInfo};
 use crate::storage::{self, Source};
 use crate::tensor::Tensor;
 use crate::value::{Key, TensorCow, Value};
@@ -90,6 +90,25 @@ impl crate::format::Opened for Opened {
             tensors,
             values,
         }
+    }
+
+    /// Every tensor in file order; safetensors keeps no checksums.
+    fn tensor_data(&self) -> Option<Vec<TensorData>> {
+        Some(
+            self.table
+                .iter()
+                .map(|entry| {
+                    let (start, stop) = entry.offsets;
+                    let range = self.data_start + start..self.data_start + stop;
+                    TensorData::new(
+                        entry.name.to_owned(),
+                        entry.dtype,
+                        entry.shape.to_vec(),
+                        range,
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// A flat map of tensors in file order, reading the source in place, plus `__metadata__`
