@@ -204,3 +204,63 @@ fn verify_and_errors() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// `inspect --json` of PyTorch's files of every dtype and of the values beyond JSON's is their
+/// manifest; `convert` carries every dtype into each format that has it, and `diff` compares
+/// complex tensors by the modulus of their difference.
+#[test]
+fn every_dtype_and_value_kind_through_inspect_convert_and_diff() {
+    for name in [
+        "dtypes_all.pt",
+        "globals/complex.pt",
+        "globals/bytes.pt",
+        "globals/bytearray.pt",
+        "globals/dtype_objects.pt",
+        "globals/counter.pt",
+    ] {
+        let fixture = format!("tests/fixtures/pytorch/{name}");
+        let out = ckpt(&[&"inspect", &"--json", &fixture]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{fixture}.manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["entries"], manifest["entries"], "{name}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = "tests/fixtures/pytorch/dtypes_all.pt";
+    for out_name in ["all.ckpt", "all.pt"] {
+        let output = dir.path().join(out_name);
+        let out = ckpt(&[&"convert", &input, &output]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = ckpt(&[&"diff", &input, &output]);
+        assert!(out.status.success(), "{out_name}: {}", stdout(&out));
+    }
+    // safetensors has no complex128: the error names the key and says where it fits.
+    let out = ckpt(&[&"convert", &input, &dir.path().join("all.safetensors")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("safetensors has no dtype for C128"), "{err}");
+    // A changed imaginary part is a difference of its size.
+    let a = dir.path().join("a.ckpt");
+    let b = dir.path().join("b.ckpt");
+    let c = |im: f32| Tensor::from(array![ckpt::dtype::Complex::new(1.0f32, im)]);
+    ckpt::save(dict! { "z" => c(2.0) }, &a).unwrap();
+    ckpt::save(dict! { "z" => c(-1.0) }, &b).unwrap();
+    let out = ckpt(&[&"diff", &a, &b]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("max |a-b| z: 3e0"),
+        "{}",
+        stdout(&out)
+    );
+}
