@@ -264,3 +264,105 @@ fn every_dtype_and_value_kind_through_inspect_convert_and_diff() {
         stdout(&out)
     );
 }
+
+/// A training checkpoint PyTorch saved (`epoch`, `model_state_dict`, `optimizer_state_dict`,
+/// `loss`) into safetensors: refused naming the first plain value and the ways out; its model
+/// alone with `--select`; every tensor with `--plain-values drop`, or with the values kept as
+/// metadata. Each output holds PyTorch's tensors, bit for bit.
+#[test]
+fn convert_a_training_checkpoint_to_safetensors() {
+    let input = "tests/fixtures/pytorch/checkpoint_adam.pt";
+    let original = ckpt::load(input).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = |name: &str| dir.path().join(name);
+    let same_tensors = |path: &Path, prefix: &str| {
+        let converted = ckpt::load(path).unwrap();
+        let tensors = converted.tensors();
+        assert!(!tensors.is_empty());
+        for (key, tensor) in &tensors {
+            let theirs = original.value().lookup(&format!("{prefix}{key}"));
+            let theirs = theirs.and_then(Value::as_tensor).unwrap();
+            assert_eq!(
+                theirs.to_le_bytes().unwrap(),
+                tensor.to_le_bytes().unwrap(),
+                "{key}"
+            );
+        }
+        converted
+    };
+
+    let out = ckpt(&[&"convert", &input, &out_path("all.safetensors")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"epoch\": safetensors holds only tensors, and this is an int"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--select KEY") && err.contains("--plain-values drop|metadata"),
+        "{err}"
+    );
+
+    let model = out_path("model.safetensors");
+    let out = ckpt(&[&"convert", &input, &model, &"--select", &"model_state_dict"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let converted = same_tensors(&model, "model_state_dict.");
+    assert_eq!(converted.tensors().len(), 4);
+
+    let dropped = out_path("dropped.safetensors");
+    let out = ckpt(&[&"convert", &input, &dropped, &"--plain-values", &"drop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let converted = same_tensors(&dropped, "");
+    assert_eq!(converted.tensors().len(), original.tensors().len());
+    assert!(converted.value().get_value("__metadata__").is_none());
+
+    let kept = out_path("kept.safetensors");
+    let out = ckpt(&[&"convert", &input, &kept, &"--plain-values", &"metadata"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let converted = same_tensors(&kept, "");
+    let metadata = &converted.value()["__metadata__"];
+    assert_eq!(metadata["epoch"].as_str(), Some("7"));
+    assert_eq!(metadata["loss"].as_str(), Some("0.125"));
+    assert_eq!(
+        metadata["optimizer_state_dict.param_groups.0.lr"].as_str(),
+        Some("0.001")
+    );
+
+    // Metadata is safetensors'; a key the file lacks is named with the ones it has.
+    let out = ckpt(&[
+        &"convert",
+        &input,
+        &out_path("x.ckpt"),
+        &"--plain-values",
+        &"metadata",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--plain-values metadata is for safetensors output"),
+        "{err}"
+    );
+    let out = ckpt(&[
+        &"convert",
+        &input,
+        &out_path("x.safetensors"),
+        &"--select",
+        &"model",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--select \"model\": the file has no such key (its top-level keys: \"epoch\", \"model_state_dict\""),
+        "{err}"
+    );
+}
