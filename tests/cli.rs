@@ -204,3 +204,165 @@ fn verify_and_errors() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// `inspect --json` of PyTorch's files of every dtype and of the values beyond JSON's is their
+/// manifest; `convert` carries every dtype into each format that has it, and `diff` compares
+/// complex tensors by the modulus of their difference.
+#[test]
+fn every_dtype_and_value_kind_through_inspect_convert_and_diff() {
+    for name in [
+        "dtypes_all.pt",
+        "globals/complex.pt",
+        "globals/bytes.pt",
+        "globals/bytearray.pt",
+        "globals/dtype_objects.pt",
+        "globals/counter.pt",
+    ] {
+        let fixture = format!("tests/fixtures/pytorch/{name}");
+        let out = ckpt(&[&"inspect", &"--json", &fixture]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{fixture}.manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["entries"], manifest["entries"], "{name}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = "tests/fixtures/pytorch/dtypes_all.pt";
+    for out_name in ["all.ckpt", "all.pt"] {
+        let output = dir.path().join(out_name);
+        let out = ckpt(&[&"convert", &input, &output]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = ckpt(&[&"diff", &input, &output]);
+        assert!(out.status.success(), "{out_name}: {}", stdout(&out));
+    }
+    // safetensors has no complex128: the error names the key and says where it fits.
+    let out = ckpt(&[&"convert", &input, &dir.path().join("all.safetensors")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("safetensors has no dtype for C128"), "{err}");
+    // A changed imaginary part is a difference of its size.
+    let a = dir.path().join("a.ckpt");
+    let b = dir.path().join("b.ckpt");
+    let c = |im: f32| Tensor::from(array![ckpt::dtype::Complex::new(1.0f32, im)]);
+    ckpt::save(dict! { "z" => c(2.0) }, &a).unwrap();
+    ckpt::save(dict! { "z" => c(-1.0) }, &b).unwrap();
+    let out = ckpt(&[&"diff", &a, &b]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("max |a-b| z: 3e0"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A training checkpoint PyTorch saved (`epoch`, `model_state_dict`, `optimizer_state_dict`,
+/// `loss`) into safetensors: refused naming the first plain value and the ways out; its model
+/// alone with `--select`; every tensor with `--plain-values drop`, or with the values kept as
+/// metadata. Each output holds PyTorch's tensors, bit for bit.
+#[test]
+fn convert_a_training_checkpoint_to_safetensors() {
+    let input = "tests/fixtures/pytorch/checkpoint_adam.pt";
+    let original = ckpt::load(input).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = |name: &str| dir.path().join(name);
+    let same_tensors = |path: &Path, prefix: &str| {
+        let converted = ckpt::load(path).unwrap();
+        let tensors = converted.tensors();
+        assert!(!tensors.is_empty());
+        for (key, tensor) in &tensors {
+            let theirs = original.value().lookup(&format!("{prefix}{key}"));
+            let theirs = theirs.and_then(Value::as_tensor).unwrap();
+            assert_eq!(
+                theirs.to_le_bytes().unwrap(),
+                tensor.to_le_bytes().unwrap(),
+                "{key}"
+            );
+        }
+        converted
+    };
+
+    let out = ckpt(&[&"convert", &input, &out_path("all.safetensors")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"epoch\": safetensors holds only tensors, and this is an int"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--select KEY") && err.contains("--plain-values drop|metadata"),
+        "{err}"
+    );
+
+    let model = out_path("model.safetensors");
+    let out = ckpt(&[&"convert", &input, &model, &"--select", &"model_state_dict"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let converted = same_tensors(&model, "model_state_dict.");
+    assert_eq!(converted.tensors().len(), 4);
+
+    let dropped = out_path("dropped.safetensors");
+    let out = ckpt(&[&"convert", &input, &dropped, &"--plain-values", &"drop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let converted = same_tensors(&dropped, "");
+    assert_eq!(converted.tensors().len(), original.tensors().len());
+    assert!(converted.value().get_value("__metadata__").is_none());
+
+    let kept = out_path("kept.safetensors");
+    let out = ckpt(&[&"convert", &input, &kept, &"--plain-values", &"metadata"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let converted = same_tensors(&kept, "");
+    let metadata = &converted.value()["__metadata__"];
+    assert_eq!(metadata["epoch"].as_str(), Some("7"));
+    assert_eq!(metadata["loss"].as_str(), Some("0.125"));
+    assert_eq!(
+        metadata["optimizer_state_dict.param_groups.0.lr"].as_str(),
+        Some("0.001")
+    );
+
+    // Metadata is safetensors'; a key the file lacks is named with the ones it has.
+    let out = ckpt(&[
+        &"convert",
+        &input,
+        &out_path("x.ckpt"),
+        &"--plain-values",
+        &"metadata",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--plain-values metadata is for safetensors output"),
+        "{err}"
+    );
+    let out = ckpt(&[
+        &"convert",
+        &input,
+        &out_path("x.safetensors"),
+        &"--select",
+        &"model",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--select \"model\": the file has no such key (its top-level keys: \"epoch\", \"model_state_dict\""),
+        "{err}"
+    );
+}

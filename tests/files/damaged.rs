@@ -250,12 +250,12 @@ fn lying_lengths_and_overflowing_shapes() {
 
 #[test]
 fn unknown_dtypes_devices_and_references() {
-    let (_, err) = edited(|f| *f.record(0, "dtype") = Cbor::Text("C64".into()));
+    let (_, err) = edited(|f| *f.record(0, "dtype") = Cbor::Text("F4_E2M1".into()));
     assert_eq!(
         corruption(&err).1,
         &Corruption::Unknown {
             what: "dtype",
-            name: "C64".into()
+            name: "F4_E2M1".into()
         }
     );
     let (_, err) = edited(|f| *f.record(0, "device") = Cbor::Text("tpu:0".into()));

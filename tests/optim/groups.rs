@@ -334,10 +334,10 @@ fn loads_into_other_groups_are_refused_whole() {
         .unwrap_err();
     assert!(err.to_string().starts_with("invalid optimizer state dict at param_groups.0.params: loaded state dict contains a parameter group that doesn't match the size of optimizer's group"), "{err}");
     let mut bad = file["optimizer"].to_owned_value();
-    if let Value::Map(top) = &mut bad {
-        if let Some(Value::List(groups)) = top.get_mut(&ckpt::value::Key::from("param_groups")) {
-            groups[1].insert("momentum", "high");
-        }
+    if let Value::Map(top) = &mut bad
+        && let Some(Value::List(groups)) = top.get_mut(&ckpt::value::Key::from("param_groups"))
+    {
+        groups[1].insert("momentum", "high");
     }
     let mut opt = sgd(&model);
     let before = opt.pytorch_state_dict().to_owned_value();

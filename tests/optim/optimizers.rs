@@ -397,13 +397,13 @@ fn bad_state_dicts_change_nothing() {
         "size mismatch for p1: exp_avg has shape [1], the parameter has shape [2]"
     );
     let mut not_a_tensor = opt.state_dict().to_owned_value();
-    if let Value::Map(top) = &mut not_a_tensor {
-        if let Some(Value::Map(state)) = top.get_mut(&ckpt::value::Key::from("state")) {
-            state
-                .get_mut(&ckpt::value::Key::from("p0"))
-                .unwrap()
-                .insert("exp_avg_sq", "zeros");
-        }
+    if let Value::Map(top) = &mut not_a_tensor
+        && let Some(Value::Map(state)) = top.get_mut(&ckpt::value::Key::from("state"))
+    {
+        state
+            .get_mut(&ckpt::value::Key::from("p0"))
+            .unwrap()
+            .insert("exp_avg_sq", "zeros");
     }
     assert_eq!(
         fresh
@@ -422,12 +422,12 @@ fn bad_state_dicts_change_nothing() {
 fn unknown_state_entries_pass_through() {
     let (_, model, opt) = run("optim_adam", AdamConfig::default().lr(0.01));
     let mut saved = opt.pytorch_state_dict().to_owned_value();
-    if let Value::Map(top) = &mut saved {
-        if let Some(Value::Map(state)) = top.get_mut(&ckpt::value::Key::from("state")) {
-            let p0 = state.get_mut(&ckpt::value::Key::Int(0)).unwrap();
-            p0.insert("momentum_buffer", Tensor::scalar(1.0f32));
-            p0.insert("note", "kept");
-        }
+    if let Value::Map(top) = &mut saved
+        && let Some(Value::Map(state)) = top.get_mut(&ckpt::value::Key::from("state"))
+    {
+        let p0 = state.get_mut(&ckpt::value::Key::Int(0)).unwrap();
+        p0.insert("momentum_buffer", Tensor::scalar(1.0f32));
+        p0.insert("note", "kept");
     }
     let mut loaded: Adam = Optimizer::new(&model, AdamConfig::default());
     loaded.load_pytorch_state_dict(&saved).unwrap();

@@ -116,7 +116,7 @@ fn groups_entry<A: Algorithm>(
     opt.step(&mut model, &grads(&fixture, 4)).unwrap();
     scheduler.step(&mut opt).unwrap();
     let checkpoint = dict! {
-        "model" => model.state_dict().to_owned_tensors().into_iter().collect::<Value<'static>>(),
+        "model" => model.state_dict().to_owned_tensors().unwrap().into_iter().collect::<Value<'static>>(),
         "optimizer" => opt.pytorch_state_dict().to_owned_value(),
         "scheduler" => scheduler.state_dict().to_owned_value(),
         "epoch" => 4,
@@ -132,6 +132,7 @@ fn groups_entry<A: Algorithm>(
             model
                 .state_dict()
                 .to_owned_tensors()
+                .unwrap()
                 .into_iter()
                 .collect::<Value<'static>>(),
         );

@@ -18,7 +18,9 @@ import hashlib
 import json
 import math
 import pathlib
+import pickletools
 import sys
+import zipfile
 
 from needs_torch import require_torch
 
@@ -39,7 +41,30 @@ def main():
         torch.int8: "I8",
         torch.uint8: "U8",
         torch.bool: "BOOL",
+        torch.uint16: "U16",
+        torch.uint32: "U32",
+        torch.uint64: "U64",
+        torch.complex32: "C32",
+        torch.complex64: "C64",
+        torch.complex128: "C128",
+        torch.float8_e4m3fn: "F8_E4M3",
+        torch.float8_e5m2: "F8_E5M2",
+        torch.float8_e4m3fnuz: "F8_E4M3FNUZ",
+        torch.float8_e5m2fnuz: "F8_E5M2FNUZ",
+        torch.float8_e8m0fnu: "F8_E8M0",
     }
+    # What torch.save pickles through _rebuild_tensor_v3 over an untyped storage; the rest go
+    # through _rebuild_tensor_v2 over a typed one.
+    new_dtypes = set(torch.storage._new_dtypes())
+
+    def pickled(path):
+        """The protocol and the GLOBALs of the file's data.pkl."""
+        with zipfile.ZipFile(path) as z:
+            data = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+        ops = list(pickletools.genops(data))
+        proto = ops[0][1] if ops and ops[0][0].name == "PROTO" else None
+        globals_ = {arg.replace(" ", ".") for op, arg, _ in ops if op.name == "GLOBAL"}
+        return proto, globals_
 
     def leaves(obj, prefix=""):
         if isinstance(obj, dict):
@@ -121,6 +146,15 @@ def main():
             ta, tb = flat[a], flat[b]
             if ta.untyped_storage().data_ptr() != tb.untyped_storage().data_ptr():
                 problems.append(f"{a} and {b} do not share storage")
+        proto, globals_ = pickled(path)
+        if proto != 2:
+            problems.append(f"pickle protocol {proto}, not 2 as torch.save writes")
+        tensors = [v for _, v in leaves(obj) if isinstance(v, torch.Tensor)]
+        if any(t.dtype in new_dtypes for t in tensors) and not {
+                "torch._utils._rebuild_tensor_v3", "torch.storage.UntypedStorage"} <= globals_:
+            problems.append("new dtypes not pickled through _rebuild_tensor_v3 over UntypedStorage")
+        if any(t.dtype not in new_dtypes for t in tensors) and "torch._utils._rebuild_tensor_v2" not in globals_:
+            problems.append("classic dtypes not pickled through _rebuild_tensor_v2")
         for expected in manifest.get("types", []):
             found = type(at(obj, expected["key"]))
             if found is not python_types[expected["type"]]:

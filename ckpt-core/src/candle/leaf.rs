@@ -120,8 +120,21 @@ pub(super) fn build(
         DType::I32 => typed::<i32>(src, device),
         DType::I16 => typed::<i16>(src, device),
         DType::U8 => typed::<u8>(src, device),
-        // candle has neither; `to_ckpt` never returns them.
-        DType::I8 | DType::Bool => Err(TensorError::DType {
+        // `to_ckpt` never returns these: candle has no such dtype, or (U32, its float8s) ckpt
+        // does not map it yet.
+        DType::I8
+        | DType::Bool
+        | DType::U16
+        | DType::U32
+        | DType::U64
+        | DType::C32
+        | DType::C64
+        | DType::C128
+        | DType::F8E4M3
+        | DType::F8E5M2
+        | DType::F8E4M3Fnuz
+        | DType::F8E5M2Fnuz
+        | DType::F8E8M0 => Err(TensorError::DType {
             expected: DType::F32,
             actual: dtype,
         }),

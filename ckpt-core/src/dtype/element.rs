@@ -4,9 +4,11 @@ use core::fmt;
 
 use half::{bf16, f16};
 use ndarray::{ArcArray, ArrayViewD, IxDyn};
+use num_complex::{Complex, Complex64};
 
 use super::DType;
-use super::host::{HostArray, HostView};
+use super::float8::{F8E4M3, F8E4M3Fnuz, F8E5M2, F8E5M2Fnuz, F8E8M0};
+use super::host::{C32, C64, C128, HostArray, HostView};
 
 pub(crate) mod sealed {
     use super::*;
@@ -27,8 +29,10 @@ pub(crate) mod sealed {
 
 /// A Rust type that can be the element of a [`Tensor`](crate::Tensor).
 ///
-/// Implemented for `f64`, `f32`, [`half::f16`], [`half::bf16`], `i64`, `i32`, `i16`, `i8`, `u8`
-/// and `bool`. Sealed: every dtype needs support throughout the crate.
+/// Implemented for `f64`, `f32`, [`half::f16`], [`half::bf16`], `i64`, `i32`, `i16`, `i8`, `u8`,
+/// `bool`, `u16`, `u32`, `u64`, [`num_complex::Complex`] of `f16`, `f32` and `f64`, and the
+/// 8-bit floats of [`crate::dtype`] ([`F8E4M3`] and the others). Sealed: every dtype needs support
+/// throughout the crate.
 pub trait Element:
     Copy + Send + Sync + fmt::Debug + PartialEq + Default + 'static + sealed::Sealed
 {
@@ -43,6 +47,16 @@ pub trait Element:
     fn to_i128(self) -> i128;
     #[doc(hidden)]
     fn try_from_i128(value: i128) -> Option<Self>;
+    /// As a complex number: real values have no imaginary part.
+    #[doc(hidden)]
+    fn to_c64(self) -> Complex64 {
+        Complex64::new(self.to_f64(), 0.0)
+    }
+    /// From a complex number: real types keep the real part, as PyTorch's casts do.
+    #[doc(hidden)]
+    fn from_c64(value: Complex64) -> Self {
+        Self::from_f64(value.re)
+    }
 }
 
 /// Reinterprets little-endian bytes as elements, checking alignment and bool validity.
@@ -155,6 +169,44 @@ float_element! {
     f32 => F32, f64::from, |v: f64| v as f32;
     f16 => F16, f16::to_f64, f16::from_f64;
     bf16 => BF16, bf16::to_f64, bf16::from_f64;
+    // Through `f32`, as PyTorch converts them.
+    F8E4M3 => F8E4M3, F8E4M3::to_f64, F8E4M3::from_f64;
+    F8E5M2 => F8E5M2, F8E5M2::to_f64, F8E5M2::from_f64;
+    F8E4M3Fnuz => F8E4M3Fnuz, F8E4M3Fnuz::to_f64, F8E4M3Fnuz::from_f64;
+    F8E5M2Fnuz => F8E5M2Fnuz, F8E5M2Fnuz::to_f64, F8E5M2Fnuz::from_f64;
+    F8E8M0 => F8E8M0, F8E8M0::to_f64, F8E8M0::from_f64;
+}
+
+macro_rules! complex_element {
+    ($($part:ty => $dtype:ident;)*) => {$(
+        impl Element for Complex<$part> {
+            const DTYPE: DType = DType::$dtype;
+            fn to_f64(self) -> f64 {
+                self.re.to_f64()
+            }
+            fn from_f64(value: f64) -> Self {
+                Complex::new(<$part>::from_f64(value), <$part>::from_f64(0.0))
+            }
+            fn to_i128(self) -> i128 {
+                self.re.to_i128()
+            }
+            fn try_from_i128(value: i128) -> Option<Self> {
+                Some(Self::from_f64(value as f64))
+            }
+            fn to_c64(self) -> Complex64 {
+                Complex64::new(self.re.to_f64(), self.im.to_f64())
+            }
+            fn from_c64(value: Complex64) -> Self {
+                Complex::new(<$part>::from_f64(value.re), <$part>::from_f64(value.im))
+            }
+        }
+    )*};
+}
+
+complex_element! {
+    f16 => C32;
+    f32 => C64;
+    f64 => C128;
 }
 
 macro_rules! int_element {
@@ -183,6 +235,9 @@ int_element! {
     i16 => I16;
     i8 => I8;
     u8 => U8;
+    u16 => U16;
+    u32 => U32;
+    u64 => U64;
 }
 
 impl Element for bool {

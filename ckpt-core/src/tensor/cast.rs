@@ -12,8 +12,12 @@ fn int_range(dtype: DType) -> (i128, i128) {
         DType::I16 => (i16::MIN.into(), i16::MAX.into()),
         DType::I8 => (i8::MIN.into(), i8::MAX.into()),
         DType::U8 => (u8::MIN.into(), u8::MAX.into()),
+        DType::U16 => (u16::MIN.into(), u16::MAX.into()),
+        DType::U32 => (u32::MIN.into(), u32::MAX.into()),
+        DType::U64 => (u64::MIN.into(), u64::MAX.into()),
         DType::Bool => (0, 1),
-        DType::F64 | DType::F32 | DType::F16 | DType::BF16 => (i128::MIN, i128::MAX),
+        // Floats and complex numbers hold any integer, rounded.
+        _ => (i128::MIN, i128::MAX),
     }
 }
 
@@ -40,6 +44,16 @@ pub(crate) fn cast_into<T: Element>(
                     .and(src)
                     .for_each(|d, s| *d = T::from_f64(f64::from(u8::from(s.to_f64() != 0.0))));
             }
+            (DTypeKind::Complex, DTypeKind::Bool) => {
+                Zip::from(dst).and(src).for_each(|d, s| {
+                    let z = s.to_c64();
+                    *d = T::from_f64(f64::from(u8::from(z.re != 0.0 || z.im != 0.0)));
+                });
+            }
+            // Into a complex number both parts, out of one the real part, as PyTorch casts.
+            (DTypeKind::Complex, _) | (_, DTypeKind::Complex) => Zip::from(dst)
+                .and(src)
+                .for_each(|d, s| *d = T::from_c64(s.to_c64())),
             _ => Zip::from(dst)
                 .and(src)
                 .for_each(|d, s| *d = T::from_f64(s.to_f64())),
@@ -57,7 +71,9 @@ impl TensorView<'_> {
         fn check<S: Element>(src: &ArrayViewD<'_, S>, to: DType) -> Result<(), TensorError> {
             // Only integer targets can be out of range: float targets saturate to ±inf and bool
             // targets test for non-zero, as PyTorch does.
-            if to.kind() != DTypeKind::Int || S::DTYPE.kind() == DTypeKind::Float {
+            if to.kind() != DTypeKind::Int
+                || matches!(S::DTYPE.kind(), DTypeKind::Float | DTypeKind::Complex)
+            {
                 return Ok(());
             }
             let (min, max) = int_range(to);

@@ -52,17 +52,6 @@ impl Mapped {
             T::wrap_view(array)
         }
         let shape = &self.shape;
-        match self.dtype {
-            DType::F64 => view::<f64>(bytes, shape),
-            DType::F32 => view::<f32>(bytes, shape),
-            DType::F16 => view::<half::f16>(bytes, shape),
-            DType::BF16 => view::<half::bf16>(bytes, shape),
-            DType::I64 => view::<i64>(bytes, shape),
-            DType::I32 => view::<i32>(bytes, shape),
-            DType::I16 => view::<i16>(bytes, shape),
-            DType::I8 => view::<i8>(bytes, shape),
-            DType::U8 => view::<u8>(bytes, shape),
-            DType::Bool => view::<bool>(bytes, shape),
-        }
+        with_element!(self.dtype, T => view::<T>(bytes, shape))
     }
 }

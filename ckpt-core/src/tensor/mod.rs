@@ -77,18 +77,7 @@ impl Tensor {
         fn zeros<T: Element>(shape: &[usize]) -> HostArray {
             T::wrap_array(ArcArray::from_elem(IxDyn(shape), T::default()))
         }
-        let host = match dtype {
-            DType::F64 => zeros::<f64>(shape),
-            DType::F32 => zeros::<f32>(shape),
-            DType::F16 => zeros::<half::f16>(shape),
-            DType::BF16 => zeros::<half::bf16>(shape),
-            DType::I64 => zeros::<i64>(shape),
-            DType::I32 => zeros::<i32>(shape),
-            DType::I16 => zeros::<i16>(shape),
-            DType::I8 => zeros::<i8>(shape),
-            DType::U8 => zeros::<u8>(shape),
-            DType::Bool => zeros::<bool>(shape),
-        };
+        let host = with_element!(dtype, T => zeros::<T>(shape));
         Ok(Tensor::from_host(host))
     }
 
@@ -132,18 +121,7 @@ impl Tensor {
         fn castable<T: Element>(bytes: &[u8]) -> bool {
             T::cast_bytes(bytes).is_some()
         }
-        let in_place = match dtype {
-            DType::F64 => castable::<f64>(bytes),
-            DType::F32 => castable::<f32>(bytes),
-            DType::F16 => castable::<half::f16>(bytes),
-            DType::BF16 => castable::<half::bf16>(bytes),
-            DType::I64 => castable::<i64>(bytes),
-            DType::I32 => castable::<i32>(bytes),
-            DType::I16 => castable::<i16>(bytes),
-            DType::I8 => castable::<i8>(bytes),
-            DType::U8 => castable::<u8>(bytes),
-            DType::Bool => castable::<bool>(bytes),
-        };
+        let in_place = with_element!(dtype, T => castable::<T>(bytes));
         if !in_place {
             // Misaligned, big-endian host, or a bad bool byte, which `from_le_bytes` reports.
             return Tensor::from_le_bytes(dtype, shape, bytes);
@@ -247,29 +225,18 @@ impl Tensor {
                 ArcArray::from_shape_vec(IxDyn(shape), data).expect("length checked against shape");
             T::wrap_array(array)
         }
-        let host = match dtype {
-            DType::F64 => decode::<f64>(shape, bytes),
-            DType::F32 => decode::<f32>(shape, bytes),
-            DType::F16 => decode::<half::f16>(shape, bytes),
-            DType::BF16 => decode::<half::bf16>(shape, bytes),
-            DType::I64 => decode::<i64>(shape, bytes),
-            DType::I32 => decode::<i32>(shape, bytes),
-            DType::I16 => decode::<i16>(shape, bytes),
-            DType::I8 => decode::<i8>(shape, bytes),
-            DType::U8 => decode::<u8>(shape, bytes),
-            DType::Bool => {
-                if let Some(index) = bytes.iter().position(|&b| b > 1) {
-                    return Err(TensorError::InvalidBool {
-                        index,
-                        byte: bytes[index],
-                    });
-                }
-                let data: Vec<bool> = bytes.iter().map(|&b| b == 1).collect();
-                let array = ArcArray::from_shape_vec(IxDyn(shape), data)
-                    .expect("length checked against shape");
-                HostArray::Bool(array)
+        let host = with_element!(dtype, T => decode::<T>(shape, bytes), bool => {
+            if let Some(index) = bytes.iter().position(|&b| b > 1) {
+                return Err(TensorError::InvalidBool {
+                    index,
+                    byte: bytes[index],
+                });
             }
-        };
+            let data: Vec<bool> = bytes.iter().map(|&b| b == 1).collect();
+            let array = ArcArray::from_shape_vec(IxDyn(shape), data)
+                .expect("length checked against shape");
+            HostArray::Bool(array)
+        });
         Ok(Tensor::from_host(host))
     }
 

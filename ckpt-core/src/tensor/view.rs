@@ -49,26 +49,21 @@ impl TensorView<'static> {
     /// and shape; never its values, which only a copy would read). `None` if the shape's size
     /// overflows.
     pub(crate) fn placeholder(dtype: DType, shape: &[usize]) -> Option<Self> {
-        fn zeros<T: Element>(zero: &'static T, shape: &[usize]) -> Option<HostView<'static>> {
+        fn zeros<T: Element>(shape: &[usize]) -> Option<HostView<'static>> {
             use ndarray::ShapeBuilder;
+            // Zero bytes aligned for every element type, whose zero (or, for F8_E8M0, whose
+            // code 0) is all zero bits: one element for the whole view.
+            #[repr(align(16))]
+            struct Zeros([u8; 16]);
+            static ZEROS: Zeros = Zeros([0; 16]);
+            let zero = T::cast_bytes(&ZEROS.0[..size_of::<T>()])?.first()?;
             let strides = vec![0; shape.len()];
             let shape = ndarray::IxDyn(shape).strides(ndarray::IxDyn(&strides));
             let view = ArrayView::from_shape(shape, std::slice::from_ref(zero)).ok()?;
             Some(T::wrap_view(view))
         }
         super::check_size(dtype, shape).ok()?;
-        let host = match dtype {
-            DType::F64 => zeros(&0.0f64, shape),
-            DType::F32 => zeros(&0.0f32, shape),
-            DType::F16 => zeros(&half::f16::ZERO, shape),
-            DType::BF16 => zeros(&half::bf16::ZERO, shape),
-            DType::I64 => zeros(&0i64, shape),
-            DType::I32 => zeros(&0i32, shape),
-            DType::I16 => zeros(&0i16, shape),
-            DType::I8 => zeros(&0i8, shape),
-            DType::U8 => zeros(&0u8, shape),
-            DType::Bool => zeros(&false, shape),
-        }?;
+        let host = with_element!(dtype, T => zeros::<T>(shape))?;
         Some(TensorView::host(host))
     }
 }
@@ -326,7 +321,8 @@ impl<'a> TensorView<'a> {
         })
     }
 
-    /// Every value as `f64` in C order (integers and bools converted exactly where `f64` can).
+    /// Every value as `f64` in C order (integers and bools converted exactly where `f64` can;
+    /// complex numbers give their real parts).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>, DeviceError> {
         Ok(self.f64_values()?.collect())
     }
@@ -336,7 +332,15 @@ impl<'a> TensorView<'a> {
         Ok(dispatch!(self.host_view()?, HostView, v => Box::new(v.into_iter().map(|x| x.to_f64()))))
     }
 
-    /// The largest absolute difference between corresponding elements, compared as `f64`:
+    /// Every value as a complex number, in C order.
+    fn complex_values(
+        &self,
+    ) -> Result<Box<dyn Iterator<Item = num_complex::Complex64> + '_>, DeviceError> {
+        Ok(dispatch!(self.host_view()?, HostView, v => Box::new(v.into_iter().map(|x| x.to_c64()))))
+    }
+
+    /// The largest absolute difference between corresponding elements, compared as `f64`
+    /// (complex numbers by the modulus of their difference):
     /// NaN if one side has a NaN where the other has not; empty tensors differ by 0. An error
     /// if the shapes differ.
     ///
@@ -358,11 +362,13 @@ impl<'a> TensorView<'a> {
             });
         }
         let mut max = 0.0f64;
-        for (a, b) in self.f64_values()?.zip(other.f64_values()?) {
+        // As complex numbers, so that a complex tensor's difference is its modulus; a real
+        // number has no imaginary part.
+        for (a, b) in self.complex_values()?.zip(other.complex_values()?) {
             let d = match (a.is_nan(), b.is_nan()) {
                 (true, true) => 0.0,
                 (false, false) if a == b => 0.0,
-                _ => (a - b).abs(),
+                _ => (a - b).norm(),
             };
             if d.is_nan() {
                 return Ok(f64::NAN);

@@ -349,7 +349,16 @@ impl<'a> Value<'a> {
 
     /// Looks up a flattened key: an exact map key first (state dicts keep dots in their keys),
     /// else one segment at a time.
-    fn lookup(&self, key: &str) -> Option<&Value<'a>> {
+    ///
+    /// ```
+    /// # use ckpt_core as ckpt;
+    /// use ckpt::{Tensor, dict};
+    ///
+    /// let checkpoint = dict! { "model" => dict! { "fc.weight" => Tensor::scalar(1.0f32) } };
+    /// assert!(checkpoint.lookup("model.fc.weight").unwrap().as_tensor().is_some());
+    /// assert!(checkpoint.lookup("model.fc").is_none());
+    /// ```
+    pub fn lookup(&self, key: &str) -> Option<&Value<'a>> {
         if let Some(found) = self.get_value(key) {
             return Some(found);
         }

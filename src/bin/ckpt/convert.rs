@@ -1,26 +1,59 @@
 //! `ckpt convert`: one format to another, with the keys of every state dict renamed by the
-//! library's key map.
+//! library's key map, optionally one sub-tree of the file only, and what is not a tensor
+//! dropped or kept as safetensors metadata.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ckpt::format::Registry;
 use ckpt::keymap::KeyMap;
+use ckpt::state::KeyPath;
 use ckpt::value::Key;
 use ckpt::{Checkpoint, SaveOptions, Value};
 
-/// Writes `checkpoint` to `output` in `format` (by name; else by extension), each prefix of
-/// `strip` removed from the keys of every state dict that carries it.
+/// What `convert` does with the values of the file that are not tensors (`epoch`, `lr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PlainValues {
+    /// Leave them out: the output holds the tensors alone.
+    Drop,
+    /// Keep each in the safetensors header's `__metadata__`, under its flattened key: a string
+    /// as itself, anything else as JSON (`"30"`, `"0.001"`, `"[1,2]"`). safetensors only.
+    Metadata,
+}
+
+/// How `convert` writes its output.
+pub(crate) struct Plan<'a> {
+    /// Prefixes removed from the keys of every state dict that carries them.
+    pub strip: &'a [String],
+    /// The output format, by name; else by the output's extension.
+    pub format: Option<&'a str>,
+    /// The flattened key of the one sub-tree to write (`model_state_dict`).
+    pub select: Option<&'a str>,
+    /// What to do with values that are not tensors; `None`: keep them, where the format can.
+    pub plain_values: Option<PlainValues>,
+}
+
+/// Writes `checkpoint` to `output` as `plan` says.
 pub(crate) fn convert(
     checkpoint: &Checkpoint,
     output: &Path,
-    strip: &[String],
-    format: Option<&str>,
+    plan: &Plan<'_>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let map = strip.iter().fold(KeyMap::new(), |map, prefix| {
+    let mut root = checkpoint.value();
+    if let Some(key) = plan.select {
+        root = root.lookup(key).ok_or_else(|| {
+            format!(
+                "{}: --select {key:?}: the file has no such key (its top-level keys: {})",
+                checkpoint.location(),
+                top_level_keys(root)
+            )
+        })?;
+    }
+    let map = plan.strip.iter().fold(KeyMap::new(), |map, prefix| {
         map.strip_prefix(prefix.as_str())
     });
     let mut matched = vec![false; map.rules().len()];
-    let value = rename(checkpoint.value(), &map, &mut matched)?;
+    let value = rename(root, &map, &mut matched)?;
     let unmatched: Vec<String> = map
         .rules()
         .iter()
@@ -36,16 +69,94 @@ pub(crate) fn convert(
         )
         .into());
     }
+    let registry = Registry::builtin();
     let mut options = SaveOptions::new();
-    if let Some(name) = format {
-        let registry = Registry::builtin();
+    if let Some(name) = plan.format {
         let format = registry
             .by_name(name)
             .ok_or_else(|| format!("no format named {name:?}"))?;
         options.format = Some(format.clone());
     }
-    ckpt::save_with(value, output, &options)?;
+    let value = match plan.plain_values {
+        None => value,
+        Some(PlainValues::Drop) => tensors_only(&value, None),
+        Some(PlainValues::Metadata) => {
+            let format = options
+                .format
+                .as_ref()
+                .or_else(|| registry.by_extension(output))
+                .map(|f| f.name());
+            if format != Some("safetensors") {
+                return Err(format!(
+                    "--plain-values metadata is for safetensors output; {} is {}: \
+                     that format keeps plain values as they are",
+                    output.display(),
+                    format.unwrap_or("of no known format")
+                )
+                .into());
+            }
+            let mut metadata = BTreeMap::new();
+            let mut value = tensors_only(&value, Some(&mut metadata));
+            if !metadata.is_empty() {
+                let entries: Value<'_> = metadata
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::from(v)))
+                    .collect();
+                value.insert("__metadata__", entries);
+            }
+            value
+        }
+    };
+    ckpt::save_with(value, output, &options).map_err(|e| {
+        let hint = plan.plain_values.is_none() && e.to_string().contains("holds only tensors");
+        if hint {
+            format!(
+                "{e}\n(or write only the tensors: --select KEY for one sub-tree such as \
+                 \"model_state_dict\", --plain-values drop|metadata for the values)"
+            )
+            .into()
+        } else {
+            Box::<dyn std::error::Error>::from(e)
+        }
+    })?;
     Ok(())
+}
+
+/// The top-level keys of `value`, for an error message: `"a", "b"`, or what it is instead.
+fn top_level_keys(value: &Value<'_>) -> String {
+    match value.as_map() {
+        Some(map) => map
+            .keys()
+            .map(|k| format!("{:?}", k.to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => format!("none: it is {}", value.kind()),
+    }
+}
+
+/// The tensors of `value`, each under its flattened key, the way safetensors stores them;
+/// every other leaf goes into `metadata` (a string as itself, anything else as JSON), if given.
+fn tensors_only<'v>(
+    value: &'v Value<'_>,
+    mut metadata: Option<&mut BTreeMap<String, String>>,
+) -> Value<'v> {
+    let mut out = Value::map();
+    value.walk(&mut KeyPath::new(), &mut |key, leaf| match leaf {
+        Value::Tensor(_) => {
+            out.insert(key, leaf.reborrow());
+        }
+        Value::String(s) => {
+            if let Some(m) = metadata.as_deref_mut() {
+                m.insert(key.to_owned(), s.to_string());
+            }
+        }
+        other => {
+            if let Some(m) = metadata.as_deref_mut() {
+                m.insert(key.to_owned(), crate::entries::plain(other).to_string());
+            }
+        }
+    });
+    out
 }
 
 /// `value` with `map` applied to the keys of every state dict (a map of tensors) in it,

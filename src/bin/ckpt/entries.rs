@@ -30,7 +30,7 @@ pub(crate) fn human(bytes: u64) -> String {
 /// A plain value as JSON; what JSON has no literal for is a tagged object, as in the PyTorch
 /// fixtures' manifests: `{"$float": "inf"}`, `{"$complex": [re, im]}`, `{"$bytes": hex}`,
 /// `{"$bytearray": hex}`, `{"$dtype": "float32"}`.
-fn plain(value: &Value<'_>) -> serde_json::Value {
+pub(crate) fn plain(value: &Value<'_>) -> serde_json::Value {
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     match value {
         Value::None => serde_json::Value::Null,

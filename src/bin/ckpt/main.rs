@@ -59,6 +59,15 @@ enum Command {
         /// The output format.
         #[arg(long, value_parser = format_names())]
         format: Option<String>,
+        /// Write only this sub-tree of the file, by its key (nested keys joined with '.'), such
+        /// as a training checkpoint's `model_state_dict`.
+        #[arg(long, value_name = "KEY")]
+        select: Option<String>,
+        /// What to do with values that are not tensors (an epoch, a learning rate), which
+        /// safetensors cannot hold: drop them, or keep them as safetensors metadata. Without
+        /// it they are kept, and safetensors output refuses them naming the key.
+        #[arg(long, value_enum)]
+        plain_values: Option<convert::PlainValues>,
     },
     /// Check a file: structure, and every checksum where the format has them.
     Verify { file: PathBuf },
@@ -99,9 +108,17 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             output,
             strip_prefix,
             format,
+            select,
+            plain_values,
         } => {
             let checkpoint = load(&input)?;
-            convert::convert(&checkpoint, &output, &strip_prefix, format.as_deref())?;
+            let plan = convert::Plan {
+                strip: &strip_prefix,
+                format: format.as_deref(),
+                select: select.as_deref(),
+                plain_values,
+            };
+            convert::convert(&checkpoint, &output, &plan)?;
             eprintln!(
                 "converted {} ({}) to {}",
                 input.display(),

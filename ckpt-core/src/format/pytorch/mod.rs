@@ -327,11 +327,11 @@ impl Opened for PtOpened {
             .iter()
             .zip(&self.pickle.storages)
             .map(|((backing, range), storage)| {
-                let bytes = rebuild::little_endian(
-                    &backing.bytes()[range.clone()],
-                    storage.dtype.size_in_bytes(),
-                    self.big_endian,
-                );
+                // A complex number is two floats, each in the file's byte order.
+                let unit =
+                    storage.dtype.size_in_bytes() / if storage.dtype.is_complex() { 2 } else { 1 };
+                let bytes =
+                    rebuild::little_endian(&backing.bytes()[range.clone()], unit, self.big_endian);
                 let backing = matches!(bytes, Cow::Borrowed(_)).then(|| Arc::clone(backing));
                 Storage { bytes, backing }
             })

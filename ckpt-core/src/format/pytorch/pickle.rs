@@ -163,24 +163,31 @@ impl<'v> Pickler<'v> {
             return Ok(());
         }
         let key = self.storages.len().to_string();
-        self.global("torch._utils\n_rebuild_tensor_v2\n");
+        // As torch.save: the dtypes of before PyTorch 2.1 through `_rebuild_tensor_v2` over a
+        // typed storage of `numel` elements; the newer ones (`torch.storage._new_dtypes()`)
+        // through `_rebuild_tensor_v3` over an untyped storage of `numel` bytes and the dtype.
+        let dtype = view.dtype();
+        let typed = typed_storage(dtype);
+        self.global(match typed {
+            Some(_) => "torch._utils\n_rebuild_tensor_v2\n",
+            None => "torch._utils\n_rebuild_tensor_v3\n",
+        });
         self.out.extend_from_slice(&[op::MARK, op::MARK]);
         self.string("storage")?;
-        self.global(match view.dtype() {
-            DType::F64 => "torch\nDoubleStorage\n",
-            DType::F32 => "torch\nFloatStorage\n",
-            DType::F16 => "torch\nHalfStorage\n",
-            DType::BF16 => "torch\nBFloat16Storage\n",
-            DType::I64 => "torch\nLongStorage\n",
-            DType::I32 => "torch\nIntStorage\n",
-            DType::I16 => "torch\nShortStorage\n",
-            DType::I8 => "torch\nCharStorage\n",
-            DType::U8 => "torch\nByteStorage\n",
-            DType::Bool => "torch\nBoolStorage\n",
-        });
-        self.string(&key)?;
-        self.string("cpu")?;
-        self.usize(view.numel())?;
+        match typed {
+            Some(class) => {
+                self.global(&format!("torch\n{class}\n"));
+                self.string(&key)?;
+                self.string("cpu")?;
+                self.usize(view.numel())?;
+            }
+            None => {
+                self.global("torch.storage\nUntypedStorage\n");
+                self.string(&key)?;
+                self.string("cpu")?;
+                self.usize(view.nbytes())?;
+            }
+        }
         self.out.extend_from_slice(&[op::TUPLE, op::BINPERSID]);
         self.int(0);
         let shape = view.shape().to_vec();
@@ -196,6 +203,9 @@ impl<'v> Pickler<'v> {
         // backward_hooks: an empty OrderedDict, as PyTorch writes it.
         self.global("collections\nOrderedDict\n");
         self.out.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
+        if typed.is_none() {
+            self.global(&format!("torch\n{}\n", dtype.torch_name()));
+        }
         self.out.extend_from_slice(&[op::TUPLE, op::REDUCE]);
         let slot = self.put();
         self.written
@@ -306,4 +316,32 @@ impl<'v> Pickler<'v> {
         self.out.extend_from_slice(s.as_bytes());
         Ok(())
     }
+}
+
+/// The legacy typed storage class `torch.save` pickles a tensor of `dtype` with, if it pickles
+/// it through one.
+fn typed_storage(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::F64 => "DoubleStorage",
+        DType::F32 => "FloatStorage",
+        DType::F16 => "HalfStorage",
+        DType::BF16 => "BFloat16Storage",
+        DType::I64 => "LongStorage",
+        DType::I32 => "IntStorage",
+        DType::I16 => "ShortStorage",
+        DType::I8 => "CharStorage",
+        DType::U8 => "ByteStorage",
+        DType::Bool => "BoolStorage",
+        DType::C64 => "ComplexFloatStorage",
+        DType::C128 => "ComplexDoubleStorage",
+        DType::U16
+        | DType::U32
+        | DType::U64
+        | DType::C32
+        | DType::F8E4M3
+        | DType::F8E5M2
+        | DType::F8E4M3Fnuz
+        | DType::F8E5M2Fnuz
+        | DType::F8E8M0 => return None,
+    })
 }

@@ -224,26 +224,46 @@ impl Convert<'_, '_> {
 }
 
 /// Negates (`neg`) and conjugates (`conj`) the little-endian elements of `dtype` in `bytes`.
-/// Floats negate by their sign bit, as IEEE negation does (NaNs and zeros included); integers
-/// wrap, as PyTorch's do.
+/// Floats negate by their sign bit, as IEEE negation does (NaNs and zeros included), except
+/// that the fnuz 8-bit floats keep their one zero and their one NaN; integers wrap, as PyTorch's
+/// do; a complex number is two floats, its imaginary part negated by `conj`.
 fn apply_bits(dtype: DType, neg: bool, conj: bool, bytes: &mut [u8]) -> Result<(), String> {
-    if conj {
-        return Err(format!(
-            "a conj bit on a {dtype} tensor, which is not complex"
-        ));
-    }
-    if !neg {
-        return Ok(());
-    }
+    let flip = |part: &mut [u8]| {
+        if let Some(top) = part.last_mut() {
+            *top ^= 0x80;
+        }
+    };
     let item = dtype.size_in_bytes();
     match dtype.kind() {
-        DTypeKind::Float => {
+        DTypeKind::Complex => {
             for element in bytes.chunks_exact_mut(item) {
-                if let Some(top) = element.last_mut() {
-                    *top ^= 0x80;
+                let (re, im) = element.split_at_mut(item / 2);
+                if neg {
+                    flip(re);
+                }
+                if neg != conj {
+                    flip(im);
+                }
+            }
+            return Ok(());
+        }
+        _ if conj => {
+            return Err(format!(
+                "a conj bit on a {dtype} tensor, which is not complex"
+            ));
+        }
+        _ if !neg => {}
+        DTypeKind::Float if matches!(dtype, DType::F8E4M3Fnuz | DType::F8E5M2Fnuz) => {
+            for byte in bytes.iter_mut() {
+                if *byte & 0x7f != 0 {
+                    *byte ^= 0x80;
                 }
             }
         }
+        DTypeKind::Float if dtype == DType::F8E8M0 => {
+            return Err("a neg bit on an F8_E8M0 tensor, which has no sign".to_owned());
+        }
+        DTypeKind::Float => bytes.chunks_exact_mut(item).for_each(flip),
         DTypeKind::Int => {
             for element in bytes.chunks_exact_mut(item) {
                 // Two's complement negation, little-endian: invert, then add one.
@@ -255,7 +275,7 @@ fn apply_bits(dtype: DType, neg: bool, conj: bool, bytes: &mut [u8]) -> Result<(
                 }
             }
         }
-        DTypeKind::Bool => return Err("a neg bit on a BOOL tensor".to_owned()),
+        _ => return Err(format!("a neg bit on a {dtype} tensor")),
     }
     Ok(())
 }

@@ -728,8 +728,11 @@ impl<'a> Machine<'a> {
         let stride = self.ints(args.get(3).copied(), "stride")?;
         self.use_storage(storage, dtype)?;
         let (neg, conj) = self.tensor_metadata(metadata)?;
-        // Every dtype ckpt has is real.
-        if conj {
+        let is_complex = self
+            .storages
+            .get(storage)
+            .is_some_and(|s| s.dtype.is_complex());
+        if conj && !is_complex {
             // PyTorch fails an internal assertion here.
             return Err(self.error(format!(
                 "{name}: a conj bit on a tensor that is not complex"

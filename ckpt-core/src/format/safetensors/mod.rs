@@ -74,12 +74,22 @@ fn dtype_from(dtype: Dtype) -> Option<DType> {
         Dtype::I8 => DType::I8,
         Dtype::U8 => DType::U8,
         Dtype::BOOL => DType::Bool,
+        Dtype::U16 => DType::U16,
+        Dtype::U32 => DType::U32,
+        Dtype::U64 => DType::U64,
+        Dtype::C64 => DType::C64,
+        Dtype::F8_E4M3 => DType::F8E4M3,
+        Dtype::F8_E5M2 => DType::F8E5M2,
+        Dtype::F8_E4M3FNUZ => DType::F8E4M3Fnuz,
+        Dtype::F8_E5M2FNUZ => DType::F8E5M2Fnuz,
+        Dtype::F8_E8M0 => DType::F8E8M0,
         _ => return None,
     })
 }
 
-fn dtype_to(dtype: DType) -> Dtype {
-    match dtype {
+/// safetensors' name for `dtype`, if it has one: not for `C32` and `C128`.
+fn dtype_to(dtype: DType) -> Option<Dtype> {
+    Some(match dtype {
         DType::F64 => Dtype::F64,
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
@@ -90,5 +100,15 @@ fn dtype_to(dtype: DType) -> Dtype {
         DType::I8 => Dtype::I8,
         DType::U8 => Dtype::U8,
         DType::Bool => Dtype::BOOL,
-    }
+        DType::U16 => Dtype::U16,
+        DType::U32 => Dtype::U32,
+        DType::U64 => Dtype::U64,
+        DType::C64 => Dtype::C64,
+        DType::F8E4M3 => Dtype::F8_E4M3,
+        DType::F8E5M2 => Dtype::F8_E5M2,
+        DType::F8E4M3Fnuz => Dtype::F8_E4M3FNUZ,
+        DType::F8E5M2Fnuz => Dtype::F8_E5M2FNUZ,
+        DType::F8E8M0 => Dtype::F8_E8M0,
+        DType::C32 | DType::C128 => return None,
+    })
 }

@@ -26,6 +26,17 @@ pub(super) fn write_flat(
     sink: &mut dyn Sink,
 ) -> Result<(), FormatError> {
     let io = |e: std::io::Error| FormatError::writing(NAME, e);
+    if let Some((name, t)) = tensors.iter().find(|(_, t)| dtype_to(t.dtype()).is_none()) {
+        let dtype = t.dtype();
+        return Err(FormatError::writing(
+            NAME,
+            FormatErrorKind::Unsupported(format!(
+                "safetensors has no dtype for {dtype} (torch.{}); save it as .ckpt or .pt",
+                dtype.torch_name()
+            )),
+        )
+        .at_key(name));
+    }
     // The crate's order: by descending dtype, then by name.
     let mut order: Vec<&(String, TensorView<'_>)> = tensors.iter().collect();
     order.sort_by(|(a, x), (b, y)| {
@@ -40,7 +51,8 @@ pub(super) fn write_flat(
             let start = offset;
             offset += t.nbytes();
             let info = TensorInfo {
-                dtype: dtype_to(t.dtype()),
+                // Checked above.
+                dtype: dtype_to(t.dtype()).unwrap_or(safetensors::Dtype::U8),
                 shape: t.shape().to_vec(),
                 data_offsets: (start, offset),
             };
