@@ -391,7 +391,7 @@ fn pickle_memory_cases(scale: usize) -> Vec<Case> {
                     p.none();
                 }
                 p.op(op::APPENDS);
-                p.op(op::POP);
+                // The list stays below the tuple: STOP takes the top, as PyTorch's does.
                 p.op(op::MARK);
                 for _ in 0..refs {
                     p.op(op::BINGET);
@@ -1226,7 +1226,6 @@ pub fn zip_stored(records: &[(String, Vec<u8>)]) -> Vec<u8> {
 mod op {
     pub const MARK: u8 = b'(';
     pub const STOP: u8 = b'.';
-    pub const POP: u8 = b'0';
     pub const BININT: u8 = b'J';
     pub const BININT1: u8 = b'K';
     pub const BININT2: u8 = b'M';

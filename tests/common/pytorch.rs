@@ -42,13 +42,79 @@ pub(crate) fn manifest_of(value: &Value<'_>) -> Vec<Json> {
             Value::None => serde_json::json!({ "key": key, "value": null }),
             Value::Bool(b) => serde_json::json!({ "key": key, "value": b }),
             Value::Int(i) => serde_json::json!({ "key": key, "value": i }),
-            Value::Float(x) => serde_json::json!({ "key": key, "value": x }),
+            Value::Float(x) => serde_json::json!({ "key": key, "value": float_json(*x) }),
             Value::String(s) => serde_json::json!({ "key": key, "value": s }),
+            // What JSON has no literal for is a tagged object, as the fixtures' generator
+            // writes it.
+            Value::Complex(z) => serde_json::json!({
+                "key": key,
+                "value": { "$complex": [float_json(z.re), float_json(z.im)] },
+            }),
+            Value::Bytes(b) => serde_json::json!({ "key": key, "value": { "$bytes": hex(b) } }),
+            Value::ByteArray(b) => {
+                serde_json::json!({ "key": key, "value": { "$bytearray": hex(b) } })
+            }
+            Value::DType(d) => serde_json::json!({ "key": key, "value": { "$dtype": d.name() } }),
             other => panic!("walk gave a container {other:?}"),
         };
         entries.push(entry);
     });
     entries
+}
+
+/// A float as the manifests hold it: a number, or `{"$float": "inf"}` where JSON has none.
+fn float_json(x: f64) -> Json {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        let name = if x.is_nan() {
+            "nan"
+        } else if x > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        };
+        serde_json::json!({ "$float": name })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The containers of a value whose Python type a manifest's entries do not show (a
+/// `collections.Counter`, a `set`), with their flattened keys: what `check_written.py`
+/// asserts PyTorch gives back.
+pub(crate) fn types_of(value: &Value<'_>) -> Vec<Json> {
+    fn visit(value: &Value<'_>, path: &mut ckpt::state::KeyPath, out: &mut Vec<Json>) {
+        let name = match value {
+            Value::Counter(_) => Some("Counter"),
+            Value::Set(_) => Some("set"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            out.push(serde_json::json!({ "key": path.as_str(), "type": name }));
+        }
+        let children: Vec<(String, &Value<'_>)> = match value {
+            Value::Map(m) | Value::Counter(m) => {
+                m.iter().map(|(k, v)| (k.to_string(), v)).collect()
+            }
+            Value::List(items) | Value::Set(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (k, v) in children {
+            path.push(k);
+            visit(v, path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    visit(value, &mut ckpt::state::KeyPath::new(), &mut out);
+    out
 }
 
 /// Checks a loaded value against `NAME.manifest.json`, key for key, in order.

@@ -159,7 +159,7 @@ fn foreign_files_and_newer_versions() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: written in ckpt format 2.0, newer than the 1.x this version reads; upgrade ckpt",
+            "{}: written in ckpt format 2.1, newer than the 1.x this version reads; upgrade ckpt",
             path.display()
         )
     );

@@ -5,12 +5,19 @@ values by equality, state dicts as OrderedDicts, and tied tensors still sharing 
 
     python tests/python/check_written.py
 
+Values JSON has no literal for are compared as the manifests tag them: {"$complex": [re, im]},
+{"$bytes": hex}, {"$bytearray": hex}, {"$dtype": "float32"}, {"$float": "inf"}; a Counter walks
+like a dict and a set like a list in ascending order, and the manifest's "types" says which keys
+must come back as a collections.Counter or a set.
+
 Without torch it prints SKIP and exits 0, or fails under CI=true (see needs_torch.py).
 """
 
 import collections
 import hashlib
 import json
+import math
+import os
 import pathlib
 import sys
 
@@ -40,6 +47,8 @@ def main():
             items = ((str(k), v) for k, v in obj.items())
         elif isinstance(obj, (list, tuple)):
             items = ((str(i), v) for i, v in enumerate(obj))
+        elif isinstance(obj, (set, frozenset)):
+            items = ((str(i), v) for i, v in enumerate(sorted(obj)))
         else:
             yield prefix, obj
             return
@@ -55,7 +64,35 @@ def main():
                 "shape": list(leaf.shape),
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
-        return {"key": key, "value": leaf}
+        return {"key": key, "value": tagged(leaf)}
+
+    def number(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return {"$float": "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")}
+        return x
+
+    def tagged(leaf):
+        if isinstance(leaf, torch.dtype):
+            return {"$dtype": str(leaf).removeprefix("torch.")}
+        if isinstance(leaf, complex):
+            return {"$complex": [number(leaf.real), number(leaf.imag)]}
+        if isinstance(leaf, bytearray):
+            return {"$bytearray": leaf.hex()}
+        if isinstance(leaf, bytes):
+            return {"$bytes": leaf.hex()}
+        return number(leaf)
+
+    def at(obj, key):
+        for part in key.split(".") if key else []:
+            if isinstance(obj, dict):
+                obj = obj[next(k for k in obj if str(k) == part)]
+            elif isinstance(obj, (set, frozenset)):
+                obj = sorted(obj)[int(part)]
+            else:
+                obj = obj[int(part)]
+        return obj
+
+    python_types = {"Counter": collections.Counter, "set": set}
 
     failures = 0
     # Files with a manifest; adam_resume.pt is checked by resume_in_pytorch.py instead.
@@ -69,6 +106,9 @@ def main():
         flat = dict(leaves(obj))
         actual = [entry(k, v) for k, v in leaves(obj)]
         problems = []
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        if unsafe:
+            problems.append(f"globals outside the weights_only allow-list: {unsafe}")
         if actual != manifest["entries"]:
             for a, e in zip(actual, manifest["entries"]):
                 if a != e:
@@ -80,6 +120,10 @@ def main():
             ta, tb = flat[a], flat[b]
             if ta.untyped_storage().data_ptr() != tb.untyped_storage().data_ptr():
                 problems.append(f"{a} and {b} do not share storage")
+        for expected in manifest.get("types", []):
+            found = type(at(obj, expected["key"]))
+            if found is not python_types[expected["type"]]:
+                problems.append(f"{expected['key']} is a {found.__name__}, not a {expected['type']}")
         for key in ("model_state_dict",):
             if isinstance(obj, dict) and key in obj and type(obj[key]) is not collections.OrderedDict:
                 problems.append(f"{key} is a {type(obj[key]).__name__}, not an OrderedDict")

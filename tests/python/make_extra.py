@@ -3,7 +3,8 @@
     python tests/python/make_extra.py
 
 - protocol2.pt / protocol4.pt: one state dict saved with pickle_protocol=2 (the default) and 4
-  (FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL); ckpt must read both alike.
+  (FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL); torch.load(weights_only=True) reads only
+  the first, and ckpt, whose unpickler has exactly its opcodes, refuses the second as it does.
 - parameters.pt: nn.Parameter values (pickled through torch._utils._rebuild_parameter), a
   torch.Size and a torch.device, as training scripts sometimes save them.
 """

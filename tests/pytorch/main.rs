@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod globals;
 mod interop;
 mod read;
 mod resnet18;

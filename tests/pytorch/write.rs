@@ -219,6 +219,28 @@ fn write_errors_name_the_file() {
     );
 }
 
+/// Every kind of value beyond JSON's that a `.pt` file holds: what a scheduler's state dict
+/// (a `Counter` of milestones) and a training script's extras hold.
+fn python_objects() -> Value<'static> {
+    use ckpt::dtype::TorchDType;
+    let counts = [(10i64, 1i64), (25, 2), (40, 1)]
+        .into_iter()
+        .map(|(k, v)| (Key::Int(k), Value::Int(v)))
+        .collect();
+    let dtype = |name| Value::DType(TorchDType::from_name(name).unwrap());
+    dict! {
+        "milestones" => Value::Counter(counts),
+        "no_milestones" => Value::Counter(Default::default()),
+        "ids" => Value::Set(vec![Value::Int(1), Value::Int(2), Value::Int(3)]),
+        "z" => Value::Complex(ckpt::value::Complex64::new(1.5, -2.0)),
+        "raw" => Value::Bytes(b"\x00ab\x80\xff".to_vec()),
+        "empty" => Value::Bytes(Vec::new()),
+        "buf" => Value::ByteArray(vec![0, 1, 0xfe, 0xff]),
+        "dtype" => dtype("bfloat16"),
+        "dtypes" => vec![dtype("float8_e4m3fn"), dtype("uint16"), dtype("quint4x2"), dtype("bool")],
+    }
+}
+
 /// The files `tests/python/check_written.py` loads with PyTorch, and their manifests. Set
 /// `CKPT_REGENERATE=1` to rewrite them after a deliberate change to the writer.
 #[test]
@@ -232,11 +254,16 @@ fn written_files_match_the_committed_ones() {
             tied(&embedding, &column_major),
             vec![["embed.weight", "head.weight"]],
         ),
+        ("python_objects.pt", python_objects(), vec![]),
     ];
     let regenerate = std::env::var_os("CKPT_REGENERATE").is_some();
     for (name, value, tied_keys) in cases {
         let bytes = write_to_vec(&value);
-        let manifest = serde_json::json!({ "entries": manifest_of(&value), "tied": tied_keys });
+        let manifest = serde_json::json!({
+            "entries": manifest_of(&value),
+            "tied": tied_keys,
+            "types": types_of(&value),
+        });
         let manifest = format!("{}\n", serde_json::to_string_pretty(&manifest).unwrap());
         let path = fixture_path(&format!("written/{name}"));
         let manifest_path = fixture_path(&format!("written/{name}.manifest.json"));

@@ -4,6 +4,7 @@
 #[macro_use]
 mod host;
 mod element;
+mod torch;
 
 use core::fmt;
 use core::str::FromStr;
@@ -157,6 +158,7 @@ impl FromStr for DType {
 pub use self::element::Element;
 pub(crate) use self::element::{bytes_mut, wrap_view};
 pub(crate) use self::host::{HostArray, HostView};
+pub use self::torch::TorchDType;
 
 #[cfg(test)]
 mod tests {

@@ -11,10 +11,12 @@ use std::fmt;
 use std::ops::Index;
 
 use indexmap::IndexMap;
+pub use num_complex::Complex64;
 
 pub use self::cow::TensorCow;
 pub use self::error::ValueError;
 pub use self::key::Key;
+use crate::dtype::TorchDType;
 use crate::state::KeyPath;
 use crate::tensor::TensorView;
 
@@ -60,6 +62,20 @@ pub enum Value<'a> {
     Map(IndexMap<Key, Value<'a>>),
     /// A tensor.
     Tensor(TensorCow<'a>),
+    /// Python's `bytes`.
+    Bytes(Vec<u8>),
+    /// Python's `bytearray`: bytes too, kept apart so that a file written back holds the same
+    /// type.
+    ByteArray(Vec<u8>),
+    /// A Python `complex`.
+    Complex(Complex64),
+    /// A Python `set`, its items in the order the file lists them.
+    Set(Vec<Value<'a>>),
+    /// A `collections.Counter`, such as the `milestones` of a `MultiStepLR`'s state dict: a
+    /// map from items to their counts, which indexes and walks like a map.
+    Counter(IndexMap<Key, Value<'a>>),
+    /// A `torch.dtype` object (`torch.bfloat16`), saved as a value.
+    DType(TorchDType),
     /// Something that cannot be saved, and that a load from is an error, saying why: what a
     /// [`Checkpoint`](crate::Checkpoint) gives for an entry it does not have
     /// (`checkpoint["typo"]`, which reads as `None`), and what a state dict in which two
@@ -118,7 +134,7 @@ impl<'a> Value<'a> {
     /// The value under a string key of a map.
     pub fn get_value(&self, key: &str) -> Option<&Value<'a>> {
         match self {
-            Value::Map(map) => map.get(&Key::Str(key.to_owned())),
+            Value::Map(map) | Value::Counter(map) => map.get(&Key::Str(key.to_owned())),
             _ => None,
         }
     }
@@ -191,10 +207,10 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// The entries, if this is a map.
+    /// The entries, if this is a map or a [`Counter`](Value::Counter).
     pub fn as_map(&self) -> Option<&IndexMap<Key, Value<'a>>> {
         match self {
-            Value::Map(map) => Some(map),
+            Value::Map(map) | Value::Counter(map) => Some(map),
             _ => None,
         }
     }
@@ -210,6 +226,12 @@ impl<'a> Value<'a> {
             Value::List(_) => "list",
             Value::Map(_) => "map",
             Value::Tensor(_) => "tensor",
+            Value::Bytes(_) => "bytes",
+            Value::ByteArray(_) => "bytearray",
+            Value::Complex(_) => "complex",
+            Value::Set(_) => "set",
+            Value::Counter(_) => "Counter",
+            Value::DType(_) => "dtype",
             Value::Defect(_) => "defect",
         }
     }
@@ -232,6 +254,16 @@ impl<'a> Value<'a> {
             Value::Tensor(TensorCow::Borrowed(v)) => {
                 Value::Tensor(TensorCow::Owned(v.to_owned_tensor()))
             }
+            Value::Set(items) => Value::Set(items.iter().map(Value::to_owned_value).collect()),
+            Value::Counter(map) => Value::Counter(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), v.to_owned_value()))
+                    .collect(),
+            ),
+            Value::Bytes(b) => Value::Bytes(b.clone()),
+            Value::ByteArray(b) => Value::ByteArray(b.clone()),
+            Value::Complex(z) => Value::Complex(*z),
+            Value::DType(d) => Value::DType(*d),
             Value::Defect(d) => Value::Defect(d.clone()),
         }
     }
@@ -249,6 +281,14 @@ impl<'a> Value<'a> {
                 Value::Map(map.iter().map(|(k, v)| (k.clone(), v.reborrow())).collect())
             }
             Value::Tensor(t) => Value::Tensor(TensorCow::Borrowed(t.view())),
+            Value::Set(items) => Value::Set(items.iter().map(Value::reborrow).collect()),
+            Value::Counter(map) => {
+                Value::Counter(map.iter().map(|(k, v)| (k.clone(), v.reborrow())).collect())
+            }
+            Value::Bytes(b) => Value::Bytes(b.clone()),
+            Value::ByteArray(b) => Value::ByteArray(b.clone()),
+            Value::Complex(z) => Value::Complex(*z),
+            Value::DType(d) => Value::DType(*d),
             Value::Defect(d) => Value::Defect(d.clone()),
         }
     }
@@ -288,12 +328,12 @@ impl<'a> Value<'a> {
             path.pop();
         };
         match self {
-            Value::List(items) => {
+            Value::List(items) | Value::Set(items) => {
                 for (i, item) in items.iter().enumerate() {
                     descend(path, &i, item);
                 }
             }
-            Value::Map(map) => {
+            Value::Map(map) | Value::Counter(map) => {
                 for (k, v) in map {
                     descend(path, k, v);
                 }
@@ -309,11 +349,11 @@ impl<'a> Value<'a> {
             return Some(found);
         }
         match self {
-            Value::Map(map) => map.iter().find_map(|(k, v)| {
+            Value::Map(map) | Value::Counter(map) => map.iter().find_map(|(k, v)| {
                 let rest = key.strip_prefix(&k.to_string())?.strip_prefix('.')?;
                 v.lookup(rest)
             }),
-            Value::List(items) => {
+            Value::List(items) | Value::Set(items) => {
                 let (first, rest) = key.split_once('.').unwrap_or((key, ""));
                 let item = items.get(first.parse::<usize>().ok()?)?;
                 if rest.is_empty() {
@@ -345,7 +385,7 @@ impl<'a> Index<usize> for Value<'a> {
     fn index(&self, index: usize) -> &Value<'a> {
         let found = match self {
             Value::List(items) => items.get(index),
-            Value::Map(map) => i64::try_from(index)
+            Value::Map(map) | Value::Counter(map) => i64::try_from(index)
                 .ok()
                 .and_then(|i| map.get(&Key::Int(i))),
             _ => None,

@@ -72,14 +72,19 @@ fn to_cbor(value: &Value<'_>, path: &mut KeyPath) -> Result<ciborium::Value, Val
         Value::Int(i) => C::Integer((*i).into()),
         Value::Float(x) => C::Float(*x),
         Value::String(s) => C::Text(s.clone()),
-        Value::List(items) => C::Array(
+        // Python's other values read as the nearest serde data: bytes as bytes, a complex
+        // number as `[re, im]`, a set as a sequence, a dtype as its name (`"float32"`).
+        Value::Bytes(b) | Value::ByteArray(b) => C::Bytes(b.clone()),
+        Value::Complex(z) => C::Array(vec![C::Float(z.re), C::Float(z.im)]),
+        Value::DType(d) => C::Text(d.name().to_owned()),
+        Value::List(items) | Value::Set(items) => C::Array(
             items
                 .iter()
                 .enumerate()
                 .map(|(i, v)| child(path, i.to_string(), v))
                 .collect::<Result<_, _>>()?,
         ),
-        Value::Map(map) => C::Map(
+        Value::Map(map) | Value::Counter(map) => C::Map(
             map.iter()
                 .map(|(k, v)| {
                     let key = match k {

@@ -27,18 +27,34 @@ pub(crate) fn human(bytes: u64) -> String {
     }
 }
 
-/// A plain value as JSON.
+/// A plain value as JSON; what JSON has no literal for is a tagged object, as in the PyTorch
+/// fixtures' manifests: `{"$float": "inf"}`, `{"$complex": [re, im]}`, `{"$bytes": hex}`,
+/// `{"$bytearray": hex}`, `{"$dtype": "float32"}`.
 fn plain(value: &Value<'_>) -> serde_json::Value {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     match value {
         Value::None => serde_json::Value::Null,
         Value::Bool(b) => json!(b),
         Value::Int(i) => json!(i),
-        Value::Float(x) => json!(x),
+        Value::Float(x) => float(*x),
         Value::String(s) => json!(s),
-        // Empty lists and maps are the only containers that reach here.
-        Value::List(_) => json!([]),
-        Value::Map(_) => json!({}),
+        Value::Complex(z) => json!({"$complex": [float(z.re), float(z.im)]}),
+        Value::Bytes(b) => json!({"$bytes": hex(b)}),
+        Value::ByteArray(b) => json!({"$bytearray": hex(b)}),
+        Value::DType(d) => json!({"$dtype": d.name()}),
+        // Empty containers are the only ones that reach here.
+        Value::List(_) | Value::Set(_) => json!([]),
+        Value::Map(_) | Value::Counter(_) => json!({}),
         _ => serde_json::Value::Null,
+    }
+}
+
+fn float(x: f64) -> serde_json::Value {
+    match x {
+        x if x.is_nan() => json!({"$float": "nan"}),
+        f64::INFINITY => json!({"$float": "inf"}),
+        f64::NEG_INFINITY => json!({"$float": "-inf"}),
+        x => json!(x),
     }
 }
 

@@ -27,6 +27,44 @@ pub(crate) enum Node {
     Map(Vec<(NodeKey, Node)>),
     /// Index into `Header::tensors`.
     Tensor(u64),
+    // Since minor version 1: the rest of what a `.pt` file may hold.
+    Bytes(Bytes),
+    ByteArray(Bytes),
+    Complex(f64, f64),
+    Set(Vec<Node>),
+    Counter(Vec<(NodeKey, Node)>),
+    /// A `torch.dtype` by its name in the `torch` module: `"float32"`.
+    DType(String),
+}
+
+/// Bytes as one CBOR byte string, rather than serde's default of an array of numbers (one
+/// header item per byte).
+#[derive(Debug)]
+pub(crate) struct Bytes(pub(crate) Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
 }
 
 /// A map key.

@@ -8,12 +8,17 @@ use xxhash_rust::xxh3::Xxh3;
 use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, MAGIC, MAJOR, MAX_DEPTH, NAME, PREFIX_LEN, cbor};
 use crate::device::Device;
+<<<<<<< HEAD
 use crate::dtype::DType;
 use crate::format::{Checksum, Corruption, FormatError, FormatErrorKind, TensorData, TensorInfo};
+=======
+use crate::dtype::{DType, TorchDType};
+use crate::format::{Corruption, FormatError, FormatErrorKind, TensorInfo};
+>>>>>>> pt-core~0
 use crate::state::KeyPath;
 use crate::storage::{self, Source};
 use crate::tensor::{Backing, Tensor, TensorError, check_size};
-use crate::value::{Key, TensorCow, Value};
+use crate::value::{Complex64, Key, TensorCow, Value};
 
 /// A file whose structure has been checked, tensor data not yet read.
 pub(crate) struct Opened {
@@ -205,12 +210,12 @@ fn name_records(
                 })?;
             slot.get_or_insert_with(|| path.as_str().to_owned());
         }
-        Node::List(items) => {
+        Node::List(items) | Node::Set(items) => {
             for (i, item) in items.iter().enumerate() {
                 child(path, &i, item)?;
             }
         }
-        Node::Map(entries) => {
+        Node::Map(entries) | Node::Counter(entries) => {
             for (k, v) in entries {
                 match k {
                     NodeKey::Str(s) => child(path, s, v)?,
@@ -218,7 +223,21 @@ fn name_records(
                 }
             }
         }
-        Node::None | Node::Bool(_) | Node::Int(_) | Node::Float(_) | Node::Str(_) => {}
+        Node::DType(name) if TorchDType::from_name(name).is_none() => {
+            return Err((
+                path.as_str().to_owned(),
+                Corruption::Header(format!("unknown torch dtype {name:?}")),
+            ));
+        }
+        Node::None
+        | Node::Bool(_)
+        | Node::Int(_)
+        | Node::Float(_)
+        | Node::Str(_)
+        | Node::Bytes(_)
+        | Node::ByteArray(_)
+        | Node::Complex(..)
+        | Node::DType(_) => {}
     }
     Ok(())
 }
@@ -464,12 +483,12 @@ fn plain_values(node: &Node, path: &mut KeyPath, out: &mut Vec<(String, Value<'s
         path.pop();
     };
     match node {
-        Node::List(items) => {
+        Node::List(items) | Node::Set(items) => {
             for (i, item) in items.iter().enumerate() {
                 child(path, &i, item);
             }
         }
-        Node::Map(entries) => {
+        Node::Map(entries) | Node::Counter(entries) => {
             for (k, v) in entries {
                 match k {
                     NodeKey::Str(s) => child(path, s, v),
@@ -519,22 +538,31 @@ fn build(node: &Node, tensors: &[Tensor]) -> Value<'static> {
         Node::Float(x) => Value::Float(*x),
         Node::Str(s) => Value::String(s.clone()),
         Node::List(items) => Value::List(items.iter().map(|n| build(n, tensors)).collect()),
-        Node::Map(entries) => Value::Map(
-            entries
-                .iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        NodeKey::Str(s) => Key::Str(s.clone()),
-                        NodeKey::Int(i) => Key::Int(*i),
-                    };
-                    (key, build(v, tensors))
-                })
-                .collect::<IndexMap<_, _>>(),
-        ),
+        Node::Set(items) => Value::Set(items.iter().map(|n| build(n, tensors)).collect()),
+        Node::Map(entries) => Value::Map(build_entries(entries, tensors)),
+        Node::Counter(entries) => Value::Counter(build_entries(entries, tensors)),
+        Node::Bytes(b) => Value::Bytes(b.0.clone()),
+        Node::ByteArray(b) => Value::ByteArray(b.0.clone()),
+        Node::Complex(re, im) => Value::Complex(Complex64::new(*re, *im)),
+        // Names were checked in `open`.
+        Node::DType(name) => TorchDType::from_name(name).map_or(Value::None, Value::DType),
         // References were checked in `open`; every record has a tensor.
         Node::Tensor(index) => match tensors.get(*index as usize) {
             Some(tensor) => Value::Tensor(TensorCow::Owned(tensor.clone())),
             None => Value::None,
         },
     }
+}
+
+fn build_entries(entries: &[(NodeKey, Node)], tensors: &[Tensor]) -> IndexMap<Key, Value<'static>> {
+    entries
+        .iter()
+        .map(|(k, v)| {
+            let key = match k {
+                NodeKey::Str(s) => Key::Str(s.clone()),
+                NodeKey::Int(i) => Key::Int(*i),
+            };
+            (key, build(v, tensors))
+        })
+        .collect()
 }

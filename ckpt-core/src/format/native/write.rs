@@ -6,7 +6,9 @@ use std::io::{self, SeekFrom};
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
+use indexmap::IndexMap;
+
+use super::header::{Bytes, Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, NAME, PREFIX_LEN};
 use crate::device::{Device, DeviceError};
 use crate::format::{FormatError, FormatErrorKind};
@@ -183,21 +185,29 @@ impl<'v> Encoder<'v> {
             Value::Float(x) => Node::Float(*x),
             Value::String(s) => Node::Str(s.clone()),
             Value::List(items) => Node::List(items.iter().map(|v| self.node(v)).collect()),
-            Value::Map(map) => Node::Map(
-                map.iter()
-                    .map(|(k, v)| {
-                        let key = match k {
-                            Key::Str(s) => NodeKey::Str(s.clone()),
-                            Key::Int(i) => NodeKey::Int(*i),
-                        };
-                        (key, self.node(v))
-                    })
-                    .collect(),
-            ),
+            Value::Set(items) => Node::Set(items.iter().map(|v| self.node(v)).collect()),
+            Value::Map(map) => Node::Map(self.entries(map)),
+            Value::Counter(map) => Node::Counter(self.entries(map)),
+            Value::Bytes(b) => Node::Bytes(Bytes(b.clone())),
+            Value::ByteArray(b) => Node::ByteArray(Bytes(b.clone())),
+            Value::Complex(z) => Node::Complex(z.re, z.im),
+            Value::DType(d) => Node::DType(d.name().to_owned()),
             Value::Tensor(t) => Node::Tensor(self.tensor(t.view())),
             // Refused before writing starts; `None` keeps this total.
             Value::Defect(_) => Node::None,
         }
+    }
+
+    fn entries(&mut self, map: &'v IndexMap<Key, Value<'_>>) -> Vec<(NodeKey, Node)> {
+        map.iter()
+            .map(|(k, v)| {
+                let key = match k {
+                    Key::Str(s) => NodeKey::Str(s.clone()),
+                    Key::Int(i) => NodeKey::Int(*i),
+                };
+                (key, self.node(v))
+            })
+            .collect()
     }
 
     fn tensor(&mut self, view: TensorView<'v>) -> u64 {

@@ -134,7 +134,7 @@ pub(crate) fn parse(data: &[u8], budget: &mut Budget) -> Result<Legacy, PtError>
 }
 
 fn little_endian(sys_info: &Pickle) -> bool {
-    let Obj::Dict(pairs) = sys_info.root() else {
+    let Obj::Dict(_, pairs) = sys_info.root() else {
         return true;
     };
     pairs

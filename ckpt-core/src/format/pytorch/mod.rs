@@ -30,6 +30,7 @@
 mod archive;
 mod budget;
 mod error;
+mod globals;
 mod legacy;
 mod opcode;
 mod pickle;

@@ -48,6 +48,8 @@ pub(crate) const BINBYTES8: u8 = 0x8e;
 pub(crate) const STACK_GLOBAL: u8 = 0x93;
 pub(crate) const MEMOIZE: u8 = 0x94;
 pub(crate) const FRAME: u8 = 0x95;
+pub(crate) const NEWOBJ: u8 = 0x81;
+pub(crate) const EMPTY_SET: u8 = 0x8f;
 
 /// The name `pickletools` gives an opcode, or `"not an opcode"`.
 pub(crate) fn name(op: u8) -> &'static str {
@@ -94,7 +96,7 @@ pub(crate) fn name(op: u8) -> &'static str {
         SETITEMS => "SETITEMS",
         BINFLOAT => "BINFLOAT",
         PROTO => "PROTO",
-        0x81 => "NEWOBJ",
+        NEWOBJ => "NEWOBJ",
         0x82 => "EXT1",
         0x83 => "EXT2",
         0x84 => "EXT4",
@@ -110,7 +112,7 @@ pub(crate) fn name(op: u8) -> &'static str {
         SHORT_BINUNICODE => "SHORT_BINUNICODE",
         BINUNICODE8 => "BINUNICODE8",
         BINBYTES8 => "BINBYTES8",
-        0x8f => "EMPTY_SET",
+        EMPTY_SET => "EMPTY_SET",
         0x90 => "ADDITEMS",
         0x91 => "FROZENSET",
         0x92 => "NEWOBJ_EX",

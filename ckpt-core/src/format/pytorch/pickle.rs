@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use indexmap::IndexMap;
+
 use super::error::{PtError, PtErrorKind};
 use super::opcode as op;
 use super::rebuild::MAX_DEPTH;
@@ -41,7 +43,7 @@ struct Pickler<'v> {
     out: Vec<u8>,
     next_memo: u32,
     /// Memo slots of globals already written.
-    globals: HashMap<&'static str, u32>,
+    globals: HashMap<String, u32>,
     /// Tensors already written, by dtype and shape, with their memo slots.
     written: HashMap<(DType, Vec<usize>), Vec<Written<'v>>>,
     storages: Vec<TensorView<'v>>,
@@ -66,16 +68,7 @@ impl<'v> Pickler<'v> {
                 self.out.extend_from_slice(&x.to_be_bytes());
             }
             Value::String(s) => self.string(s)?,
-            Value::List(items) => {
-                self.out.push(op::EMPTY_LIST);
-                if !items.is_empty() {
-                    self.out.push(op::MARK);
-                    for item in items {
-                        self.value(item, depth + 1)?;
-                    }
-                    self.out.push(op::APPENDS);
-                }
-            }
+            Value::List(items) => self.list(items, depth)?,
             Value::Map(map) => {
                 if map.keys().all(|k| matches!(k, Key::Str(_))) {
                     self.global("collections\nOrderedDict\n");
@@ -83,20 +76,79 @@ impl<'v> Pickler<'v> {
                 } else {
                     self.out.push(op::EMPTY_DICT);
                 }
-                if !map.is_empty() {
-                    self.out.push(op::MARK);
-                    for (k, v) in map {
-                        match k {
-                            Key::Str(s) => self.string(s)?,
-                            Key::Int(i) => self.int(*i),
-                        }
-                        self.value(v, depth + 1)?;
-                    }
-                    self.out.push(op::SETITEMS);
-                }
+                self.entries(map, depth)?;
             }
             Value::Tensor(t) => self.tensor(t.view())?,
+            // The rest as Python's pickler writes them with protocol 2, which PyTorch's
+            // weights_only unpickler reads back as the same objects.
+            Value::Set(items) => {
+                self.global("__builtin__\nset\n");
+                self.list(items, depth)?;
+                self.out.extend_from_slice(&[op::TUPLE1, op::REDUCE]);
+            }
+            Value::Counter(map) => {
+                self.global("collections\nCounter\n");
+                self.out.push(op::EMPTY_DICT);
+                self.entries(map, depth)?;
+                self.out.extend_from_slice(&[op::TUPLE1, op::REDUCE]);
+            }
+            Value::Complex(z) => {
+                self.global("__builtin__\ncomplex\n");
+                for part in [z.re, z.im] {
+                    self.out.push(op::BINFLOAT);
+                    self.out.extend_from_slice(&part.to_be_bytes());
+                }
+                self.out.extend_from_slice(&[op::TUPLE2, op::REDUCE]);
+            }
+            Value::Bytes(bytes) => self.bytes(bytes)?,
+            Value::ByteArray(bytes) => {
+                self.global("__builtin__\nbytearray\n");
+                self.bytes(bytes)?;
+                self.out.extend_from_slice(&[op::TUPLE1, op::REDUCE]);
+            }
+            Value::DType(dtype) => self.global(&format!("torch\n{}\n", dtype.name())),
         }
+        Ok(())
+    }
+
+    /// `bytes` as protocol 2 pickles them, `_codecs.encode(text, 'latin1')` with one character
+    /// per byte; also for `b''`, which Python itself pickles as `bytes()`, a call PyTorch
+    /// refuses.
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), PtError> {
+        self.global("_codecs\nencode\n");
+        let text: String = bytes.iter().map(|&b| char::from(b)).collect();
+        self.string(&text)?;
+        self.string("latin1")?;
+        self.out.extend_from_slice(&[op::TUPLE2, op::REDUCE]);
+        Ok(())
+    }
+
+    fn list(&mut self, items: &'v [Value<'_>], depth: usize) -> Result<(), PtError> {
+        self.out.push(op::EMPTY_LIST);
+        if !items.is_empty() {
+            self.out.push(op::MARK);
+            for item in items {
+                self.value(item, depth + 1)?;
+            }
+            self.out.push(op::APPENDS);
+        }
+        Ok(())
+    }
+
+    /// The entries of a map after its empty dict: `MARK k v … SETITEMS`.
+    fn entries(&mut self, map: &'v IndexMap<Key, Value<'_>>, depth: usize) -> Result<(), PtError> {
+        if map.is_empty() {
+            return Ok(());
+        }
+        self.out.push(op::MARK);
+        for (k, v) in map {
+            match k {
+                Key::Str(s) => self.string(s)?,
+                Key::Int(i) => self.int(*i),
+            }
+            self.value(v, depth + 1)?;
+        }
+        self.out.push(op::SETITEMS);
         Ok(())
     }
 
@@ -175,7 +227,7 @@ impl<'v> Pickler<'v> {
     }
 
     /// Writes a global once and fetches it from the memo afterwards, as Python's pickler does.
-    fn global(&mut self, module_and_name: &'static str) {
+    fn global(&mut self, module_and_name: &str) {
         if let Some(&slot) = self.globals.get(module_and_name) {
             self.get(slot);
             return;
@@ -183,7 +235,7 @@ impl<'v> Pickler<'v> {
         self.out.push(op::GLOBAL);
         self.out.extend_from_slice(module_and_name.as_bytes());
         let slot = self.put();
-        self.globals.insert(module_and_name, slot);
+        self.globals.insert(module_and_name.to_owned(), slot);
     }
 
     fn put(&mut self) -> u32 {

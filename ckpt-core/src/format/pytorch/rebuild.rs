@@ -10,12 +10,12 @@ use indexmap::IndexMap;
 
 use super::budget::Budget;
 use super::error::{PtError, PtErrorKind};
-use super::unpickle::{Ix, Obj, Pickle, StorageRef, TensorSpec};
-use crate::dtype::DType;
+use super::unpickle::{DictKind, Global, Ix, Obj, Pickle, StorageRef, TensorSpec, kind};
+use crate::dtype::{DType, DTypeKind};
 use crate::format::TensorInfo;
 use crate::state::KeyPath;
 use crate::tensor::{Backing, Tensor, check_size};
-use crate::value::{Key, TensorCow, Value};
+use crate::value::{Complex64, Key, TensorCow, Value};
 
 /// A storage's bytes, little-endian, and the backing they borrow from when they do: then
 /// contiguous views read them in place instead of being copied.
@@ -57,11 +57,15 @@ const VALUE_COST: usize = size_of::<Value<'static>>();
 const ITEM_COST: usize = size_of::<Value<'static>>();
 const ENTRY_COST: usize = 2 * (size_of::<Key>() + 8) + size_of::<Value<'static>>() + 16;
 
+/// A view of a storage: storage, offset, shape, strides, and the neg and conj bits.
+type ViewKey = (usize, i64, Vec<i64>, Vec<i64>, (bool, bool));
+
 struct Convert<'p, 's> {
     pickle: &'p Pickle,
     storages: &'p [Storage<'s>],
     by_object: HashMap<Ix, Tensor>,
-    by_view: HashMap<(usize, i64, Vec<i64>, Vec<i64>), Tensor>,
+    /// Tensors by the view of a storage they read, with their neg and conj bits.
+    by_view: HashMap<ViewKey, Tensor>,
     budget: Budget,
 }
 
@@ -78,55 +82,72 @@ impl Convert<'_, '_> {
             Obj::Bool(b) => Value::Bool(*b),
             Obj::Int(i) => Value::Int(*i),
             Obj::Float(x) => Value::Float(*x),
+            Obj::Complex(re, im) => Value::Complex(Complex64::new(*re, *im)),
             Obj::Str(s) => Value::String(self.copy_str(s)?),
+            Obj::Bytes(bytes) => Value::Bytes(self.copy_bytes(bytes)?),
+            Obj::ByteArray(bytes) => Value::ByteArray(self.copy_bytes(bytes)?),
             Obj::BigInt(bytes) => {
                 return Err(unsupported(format!(
                     "an integer of {} bytes, beyond 64 bits",
                     bytes.len()
                 )));
             }
-            Obj::Bytes(bytes) => {
-                return Err(unsupported(format!(
-                    "a bytes object of {} bytes",
-                    bytes.len()
-                )));
+            Obj::Global(Global::DType(dtype)) => Value::DType(*dtype),
+            Obj::Global(Global::Unrepresentable(what)) => {
+                return Err(unsupported((*what).to_owned()));
             }
             Obj::Global(g) => return Err(unsupported(format!("the global {g:?} as a value"))),
             Obj::Storage(_) => {
                 return Err(unsupported("a storage outside a tensor".to_owned()));
             }
-            Obj::List(items) | Obj::Tuple(items) => Value::List({
-                self.budget
-                    .charge(items.len().saturating_mul(ITEM_COST), "the values built")?;
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &item)| {
-                        self.value(item, depth + 1)
-                            .map_err(|e| nested(e, depth, &i))
-                    })
-                    .collect::<Result<_, _>>()?
-            }),
-            Obj::Dict(pairs) => {
-                let mut map = IndexMap::with_capacity(pairs.len());
-                for &(k, v) in pairs {
-                    self.budget.charge(ENTRY_COST, "the values built")?;
-                    let key = match self.pickle.obj(k) {
-                        Obj::Str(s) => Key::Str(self.copy_str(s)?),
-                        Obj::Int(i) => Key::Int(*i),
-                        other => {
-                            return Err(unsupported(format!("a dict key that is {}", kind(other))));
-                        }
-                    };
-                    let value = self
-                        .value(v, depth + 1)
-                        .map_err(|e| nested(e, depth, &key))?;
-                    map.insert(key, value);
-                }
-                Value::Map(map)
-            }
+            Obj::List(items) | Obj::Tuple(items) => Value::List(self.items(items, depth)?),
+            Obj::Set(items) => Value::Set(self.items(items, depth)?),
+            Obj::Dict(DictKind::Counter, pairs) => Value::Counter(self.entries(pairs, depth)?),
+            Obj::Dict(_, pairs) => Value::Map(self.entries(pairs, depth)?),
             Obj::Tensor(spec) => Value::Tensor(TensorCow::Owned(self.tensor(ix, spec)?)),
         })
+    }
+
+    fn items(&mut self, items: &[Ix], depth: usize) -> Result<Vec<Value<'static>>, PtError> {
+        self.budget
+            .charge(items.len().saturating_mul(ITEM_COST), "the values built")?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, &item)| {
+                self.value(item, depth + 1)
+                    .map_err(|e| nested(e, depth, &i))
+            })
+            .collect()
+    }
+
+    fn entries(
+        &mut self,
+        pairs: &[(Ix, Ix)],
+        depth: usize,
+    ) -> Result<IndexMap<Key, Value<'static>>, PtError> {
+        let mut map = IndexMap::with_capacity(pairs.len());
+        for &(k, v) in pairs {
+            self.budget.charge(ENTRY_COST, "the values built")?;
+            let key = match self.pickle.obj(k) {
+                Obj::Str(s) => Key::Str(self.copy_str(s)?),
+                Obj::Int(i) => Key::Int(*i),
+                other => {
+                    return Err(unsupported(format!("a dict key that is {}", kind(other))));
+                }
+            };
+            let value = self
+                .value(v, depth + 1)
+                .map_err(|e| nested(e, depth, &key))?;
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+
+    /// Bytes copied out of the pickle, paid for as strings are.
+    fn copy_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, PtError> {
+        self.budget.charge(bytes.len(), "the bytes built")?;
+        Ok(bytes.to_vec())
     }
 
     /// A string copied out of the pickle, paid for from the same budget as tensor data: a long
@@ -145,6 +166,7 @@ impl Convert<'_, '_> {
             spec.offset,
             spec.shape.clone(),
             spec.stride.clone(),
+            (spec.neg, spec.conj),
         );
         if let Some(t) = self.by_view.get(&view_key) {
             return Ok(t.clone());
@@ -156,12 +178,24 @@ impl Convert<'_, '_> {
                 "a tensor whose storage was never loaded".to_owned(),
             ));
         };
-        let (shape, data) = cut_view(storage, &bytes.bytes, spec).map_err(|message| {
+        let (shape, mut data) = cut_view(storage, &bytes.bytes, spec).map_err(|message| {
             PtError::from(PtErrorKind::Tensor {
                 key: storage.key.clone(),
                 message,
             })
         })?;
+        // The conj and neg bits are resolved here, as `resolve_conj()` and `resolve_neg()`
+        // would: the stored values are the raw ones, the tensor's are these.
+        if spec.neg || spec.conj {
+            let mut owned = data.into_owned();
+            apply_bits(storage.dtype, spec.neg, spec.conj, &mut owned).map_err(|message| {
+                PtError::from(PtErrorKind::Tensor {
+                    key: storage.key.clone(),
+                    message,
+                })
+            })?;
+            data = Cow::Owned(owned);
+        }
         let copied = match &data {
             Cow::Owned(bytes) => bytes.len(),
             Cow::Borrowed(_) => 0,
@@ -187,6 +221,43 @@ impl Convert<'_, '_> {
         self.by_view.insert(view_key, tensor.clone());
         Ok(tensor)
     }
+}
+
+/// Negates (`neg`) and conjugates (`conj`) the little-endian elements of `dtype` in `bytes`.
+/// Floats negate by their sign bit, as IEEE negation does (NaNs and zeros included); integers
+/// wrap, as PyTorch's do.
+fn apply_bits(dtype: DType, neg: bool, conj: bool, bytes: &mut [u8]) -> Result<(), String> {
+    if conj {
+        return Err(format!(
+            "a conj bit on a {dtype} tensor, which is not complex"
+        ));
+    }
+    if !neg {
+        return Ok(());
+    }
+    let item = dtype.size_in_bytes();
+    match dtype.kind() {
+        DTypeKind::Float => {
+            for element in bytes.chunks_exact_mut(item) {
+                if let Some(top) = element.last_mut() {
+                    *top ^= 0x80;
+                }
+            }
+        }
+        DTypeKind::Int => {
+            for element in bytes.chunks_exact_mut(item) {
+                // Two's complement negation, little-endian: invert, then add one.
+                let mut carry = true;
+                for byte in element {
+                    let (sum, overflow) = (!*byte).overflowing_add(u8::from(carry));
+                    *byte = sum;
+                    carry = overflow;
+                }
+            }
+        }
+        DTypeKind::Bool => return Err("a neg bit on a BOOL tensor".to_owned()),
+    }
+    Ok(())
 }
 
 /// Where `part` lies within `whole`, if it is a sub-slice of it.
@@ -330,23 +401,6 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
     true
 }
 
-fn kind(obj: &Obj) -> &'static str {
-    match obj {
-        Obj::None => "None",
-        Obj::Bool(_) => "a bool",
-        Obj::Int(_) | Obj::BigInt(_) => "an int",
-        Obj::Float(_) => "a float",
-        Obj::Str(_) => "a string",
-        Obj::Bytes(_) => "bytes",
-        Obj::List(_) => "a list",
-        Obj::Tuple(_) => "a tuple",
-        Obj::Dict(_) => "a dict",
-        Obj::Global(_) => "a global",
-        Obj::Storage(_) => "a storage",
-        Obj::Tensor(_) => "a tensor",
-    }
-}
-
 /// Adds a key segment to an error from a child, unless the error is about depth itself (whose
 /// key would be as deep as the nesting).
 fn nested(e: PtError, depth: usize, segment: &dyn std::fmt::Display) -> PtError {
@@ -424,14 +478,14 @@ impl Describe<'_, '_> {
         self.budget
             .charge(VISIT_COST, "walking the pickle's objects")?;
         match self.pickle.obj(ix) {
-            Obj::List(items) | Obj::Tuple(items) => {
+            Obj::List(items) | Obj::Tuple(items) | Obj::Set(items) => {
                 for (i, &item) in items.iter().enumerate() {
                     path.push(i);
                     self.walk(item, path, depth + 1)?;
                     path.pop();
                 }
             }
-            Obj::Dict(pairs) => {
+            Obj::Dict(_, pairs) => {
                 for &(k, v) in pairs {
                     match self.pickle.obj(k) {
                         Obj::Str(s) => path.push(s),
@@ -474,6 +528,12 @@ impl Describe<'_, '_> {
             Obj::Int(i) => self.value(path, Value::Int(*i), 0)?,
             Obj::Float(x) => self.value(path, Value::Float(*x), 0)?,
             Obj::Str(s) => self.value(path, Value::String(s.to_string()), s.len())?,
+            Obj::Complex(re, im) => {
+                self.value(path, Value::Complex(Complex64::new(*re, *im)), 0)?;
+            }
+            Obj::Bytes(b) => self.value(path, Value::Bytes(b.clone()), b.len())?,
+            Obj::ByteArray(b) => self.value(path, Value::ByteArray(b.clone()), b.len())?,
+            Obj::Global(Global::DType(dtype)) => self.value(path, Value::DType(*dtype), 0)?,
             other => return Err(unsupported(format!("{} as a value", kind(other)))),
         }
         Ok(())

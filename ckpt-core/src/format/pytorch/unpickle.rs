@@ -11,8 +11,10 @@ use std::collections::HashMap;
 
 use super::budget::Budget;
 use super::error::{PtError, PtErrorKind, truncated};
+pub(crate) use super::globals::Global;
+use super::globals::resolve;
 use super::opcode as op;
-use crate::dtype::DType;
+use crate::dtype::{DType, TorchDType};
 
 /// The most dimensions a tensor may have; PyTorch's own limit is lower in practice.
 const MAX_DIMS: usize = 64;
@@ -22,33 +24,20 @@ const MAX_DEVICE_NAME: usize = 64;
 /// An index into the objects a pickle has built.
 pub(crate) type Ix = usize;
 
-/// The allowed globals, as the tags `REDUCE` and `BINPERSID` dispatch on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Global {
-    /// `collections.OrderedDict`: called with no arguments for an empty dict.
-    OrderedDict,
-    /// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)`.
-    RebuildTensorV2,
-    /// `torch._utils._rebuild_parameter(data, requires_grad, hooks)`.
-    RebuildParameter,
-    /// A typed storage class (`torch.FloatStorage`), naming the dtype of a persistent storage.
-    Storage(DType),
-    /// `torch.UntypedStorage`: bytes.
-    UntypedStorage,
-    /// `torch.Size(tuple)`.
-    Size,
-    /// `torch.device(type[, index])`.
-    Device,
-}
-
-/// A tensor as `_rebuild_tensor_v2` describes it: a view into a storage.
+/// A tensor as `_rebuild_tensor_v2` and `_v3` describe it: a view into a storage.
 #[derive(Clone, Debug)]
 pub(crate) struct TensorSpec {
     /// Index into [`Pickle::storages`].
     pub(crate) storage: usize,
+    /// In elements, as are the shape and the strides.
     pub(crate) offset: i64,
     pub(crate) shape: Vec<i64>,
     pub(crate) stride: Vec<i64>,
+    /// The tensor's negative bit (`x.conj().imag` is saved as the raw imaginary parts with
+    /// it): its values are the stored ones negated.
+    pub(crate) neg: bool,
+    /// The conjugate bit (`x.conj()`): its values are the conjugates of the stored ones.
+    pub(crate) conj: bool,
 }
 
 /// A storage the pickle refers to by persistent id.
@@ -56,9 +45,29 @@ pub(crate) struct TensorSpec {
 pub(crate) struct StorageRef {
     /// The record name under `data/` (zip) or the key in the storage list (legacy).
     pub(crate) key: String,
+    /// The element type: the typed storage's, or for a `torch.storage.UntypedStorage` the
+    /// dtype `_rebuild_tensor_v3` first gives it (bytes until then).
     pub(crate) dtype: DType,
-    /// The element count the pickle gives.
+    /// The element count: the pickle's, or for an untyped storage its bytes over the size of
+    /// the dtype it was given.
     pub(crate) numel: u64,
+    /// The storage type and element count the persistent id gives, which every later reference
+    /// must repeat.
+    declared: (Global, u64),
+    /// Whether a `_rebuild_tensor_v3` has given an untyped storage its dtype.
+    typed: bool,
+}
+
+/// Which dict type a dict is: what `BUILD` and `SETITEMS` may do to it, and what ckpt writes
+/// back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DictKind {
+    /// `{}`: a plain dict.
+    Plain,
+    /// `collections.OrderedDict`, which may carry attributes (a state dict's `_metadata`).
+    Ordered,
+    /// `collections.Counter`.
+    Counter,
 }
 
 #[derive(Clone, Debug)]
@@ -69,11 +78,15 @@ pub(crate) enum Obj {
     /// An integer beyond `i64`; kept as its little-endian two's complement bytes.
     BigInt(Vec<u8>),
     Float(f64),
+    Complex(f64, f64),
     Str(String),
     Bytes(Vec<u8>),
+    ByteArray(Vec<u8>),
     List(Vec<Ix>),
     Tuple(Vec<Ix>),
-    Dict(Vec<(Ix, Ix)>),
+    /// Without duplicates, in the order first seen.
+    Set(Vec<Ix>),
+    Dict(DictKind, Vec<(Ix, Ix)>),
     Global(Global),
     Storage(usize),
     /// Boxed: a tensor is rare next to the ints and strings around it, and `Obj` stays small.
@@ -162,16 +175,13 @@ impl<'a> Machine<'a> {
         loop {
             self.op_pos = self.pos;
             let code = self.byte("an opcode")?;
+            // Exactly the opcodes of PyTorch's weights_only unpickler: a pickle it refuses (any
+            // of protocol 4's, say) is refused here too.
             match code {
                 op::PROTO => {
-                    let version = self.byte("the protocol version")?;
-                    if version > 5 {
-                        return Err(self.error(format!("unknown pickle protocol {version}")));
-                    }
-                }
-                op::FRAME => {
-                    // Frames only help buffered readers; the whole pickle is in memory.
-                    self.take(8, "a frame length")?;
+                    // PyTorch warns about a protocol other than 2 and reads on; what it cannot
+                    // read is refused at the first opcode of that protocol.
+                    self.byte("the protocol version")?;
                 }
                 op::STOP => return self.pop(),
                 op::MARK => {
@@ -180,16 +190,6 @@ impl<'a> Machine<'a> {
                         self.marks_peak = self.marks.len();
                         self.budget.charge(16, "the pickle's marks")?;
                     }
-                }
-                op::POP => {
-                    self.pop()?;
-                }
-                op::POP_MARK => {
-                    self.pop_mark()?;
-                }
-                op::DUP => {
-                    let top = self.top()?;
-                    self.push_ix(top)?;
                 }
                 op::NONE => self.push_ix(NONE)?,
                 op::NEWTRUE => self.push_ix(TRUE)?,
@@ -211,55 +211,23 @@ impl<'a> Machine<'a> {
                     let bytes = self.take(n, "a LONG1")?;
                     self.push(long(bytes))?;
                 }
-                op::LONG4 => {
-                    let n = self.length4("a LONG4 length")?;
-                    let bytes = self.take(n, "a LONG4")?;
-                    self.push(long(bytes))?;
-                }
                 op::BINFLOAT => {
                     let b = self.array::<8>("a BINFLOAT")?;
                     self.push(Obj::Float(f64::from_be_bytes(b)))?;
-                }
-                op::SHORT_BINUNICODE => {
-                    let n = usize::from(self.byte("a string length")?);
-                    self.unicode(n)?;
                 }
                 op::BINUNICODE => {
                     let n = self.length4("a string length")?;
                     self.unicode(n)?;
                 }
-                op::BINUNICODE8 => {
-                    let n = self.length8("a string length")?;
+                op::SHORT_BINSTRING => {
+                    // Decoded as `torch.load`'s default encoding, UTF-8, strictly.
+                    let n = usize::from(self.byte("a string length")?);
                     self.unicode(n)?;
                 }
-                op::SHORT_BINSTRING => {
-                    let n = usize::from(self.byte("a string length")?);
-                    let bytes = self.take(n, "a string")?;
-                    self.push(string_or_bytes(bytes))?;
-                }
-                op::BINSTRING => {
-                    let n = self.length4("a string length")?;
-                    let bytes = self.take(n, "a string")?;
-                    self.push(string_or_bytes(bytes))?;
-                }
-                op::SHORT_BINBYTES => {
-                    let n = usize::from(self.byte("a bytes length")?);
-                    let bytes = self.take(n, "bytes")?;
-                    self.push(Obj::Bytes(bytes.to_vec()))?;
-                }
-                op::BINBYTES => {
-                    let n = self.length4("a bytes length")?;
-                    let bytes = self.take(n, "bytes")?;
-                    self.push(Obj::Bytes(bytes.to_vec()))?;
-                }
-                op::BINBYTES8 => {
-                    let n = self.length8("a bytes length")?;
-                    let bytes = self.take(n, "bytes")?;
-                    self.push(Obj::Bytes(bytes.to_vec()))?;
-                }
-                op::EMPTY_DICT => self.push(Obj::Dict(Vec::new()))?,
+                op::EMPTY_DICT => self.push(Obj::Dict(DictKind::Plain, Vec::new()))?,
                 op::EMPTY_LIST => self.push(Obj::List(Vec::new()))?,
                 op::EMPTY_TUPLE => self.push(Obj::Tuple(Vec::new()))?,
+                op::EMPTY_SET => self.push(Obj::Set(Vec::new()))?,
                 op::TUPLE => {
                     let items = self.pop_mark()?;
                     self.push(Obj::Tuple(items))?;
@@ -268,15 +236,6 @@ impl<'a> Machine<'a> {
                     let n = usize::from(code - op::TUPLE1 + 1);
                     let items = self.pop_n(n)?;
                     self.push(Obj::Tuple(items))?;
-                }
-                op::LIST => {
-                    let items = self.pop_mark()?;
-                    self.push(Obj::List(items))?;
-                }
-                op::DICT => {
-                    let items = self.pop_mark()?;
-                    let pairs = self.pairs(&items)?;
-                    self.push(Obj::Dict(pairs))?;
                 }
                 op::APPEND => {
                     let item = self.pop()?;
@@ -304,11 +263,6 @@ impl<'a> Machine<'a> {
                     let i = u32::from_le_bytes(self.array::<4>("a memo index")?);
                     self.put(i)?;
                 }
-                op::MEMOIZE => {
-                    let i = u32::try_from(self.memo.len())
-                        .map_err(|_| self.error("memo full".to_owned()))?;
-                    self.put(i)?;
-                }
                 op::BINGET => {
                     let i = self.byte("a memo index")?;
                     self.get(u32::from(i))?;
@@ -320,24 +274,19 @@ impl<'a> Machine<'a> {
                 op::GLOBAL => {
                     let module = self.line("a GLOBAL module name")?;
                     let name = self.line("a GLOBAL name")?;
-                    let global = self.resolve(module, name)?;
-                    self.push(Obj::Global(global))?;
-                }
-                op::STACK_GLOBAL => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    let (Some(Obj::Str(module)), Some(Obj::Str(name))) =
-                        (self.objs.get(module), self.objs.get(name))
-                    else {
-                        return Err(self.error("STACK_GLOBAL needs two strings".to_owned()));
-                    };
-                    let global = self.resolve(module, name)?;
+                    let global = resolve(module, name)?;
                     self.push(Obj::Global(global))?;
                 }
                 op::REDUCE => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let result = self.reduce(callable, args)?;
+                    self.push_ix(result)?;
+                }
+                op::NEWOBJ => {
+                    let args = self.pop()?;
+                    let class = self.pop()?;
+                    let result = self.new_object(class, args)?;
                     self.push_ix(result)?;
                 }
                 op::BUILD => {
@@ -404,11 +353,6 @@ impl<'a> Machine<'a> {
         usize::try_from(n).map_err(|_| self.error(format!("length {n} does not fit in memory")))
     }
 
-    fn length8(&mut self, what: &str) -> Result<usize, PtError> {
-        let n = u64::from_le_bytes(self.array::<8>(what)?);
-        usize::try_from(n).map_err(|_| truncated(format!("{what} of {n} bytes")))
-    }
-
     fn line(&mut self, what: &str) -> Result<&'a str, PtError> {
         let rest = self.data.get(self.pos..).unwrap_or_default();
         let Some(n) = rest.iter().position(|&b| b == b'\n') else {
@@ -432,17 +376,7 @@ impl<'a> Machine<'a> {
 
     /// A new object, charged with its heap data, pushed on the stack.
     fn push(&mut self, obj: Obj) -> Result<(), PtError> {
-        let heap = match &obj {
-            Obj::Str(s) => s.len(),
-            Obj::Bytes(b) | Obj::BigInt(b) => b.len(),
-            Obj::List(items) | Obj::Tuple(items) => items.len() * size_of::<Ix>(),
-            Obj::Dict(pairs) => pairs.len() * size_of::<(Ix, Ix)>(),
-            Obj::Tensor(spec) => {
-                size_of::<TensorSpec>() + (spec.shape.len() + spec.stride.len()) * size_of::<i64>()
-            }
-            Obj::None | Obj::Bool(_) | Obj::Int(_) | Obj::Float(_) => 0,
-            Obj::Global(_) | Obj::Storage(_) => 0,
-        };
+        let heap = heap_of(&obj);
         self.budget
             .charge(OBJ_COST + heap, "the pickle's objects")?;
         self.objs.push(obj);
@@ -530,11 +464,15 @@ impl<'a> Machine<'a> {
         )?;
         let target = self.top()?;
         match self.objs.get_mut(target) {
-            Some(Obj::Dict(dict)) => {
+            Some(Obj::Dict(_, dict)) => {
                 dict.extend(pairs);
                 Ok(())
             }
-            _ => Err(self.error("SETITEM on something that is not a dict".to_owned())),
+            _ => Err(self.error(
+                "SETITEM on something that is not a dict, collections.OrderedDict or \
+                 collections.Counter"
+                    .to_owned(),
+            )),
         }
     }
 
@@ -554,35 +492,6 @@ impl<'a> Machine<'a> {
         self.push_ix(ix)
     }
 
-    /// The allow-list of `torch._weights_only_unpickler`, reduced to what ckpt can represent.
-    fn resolve(&self, module: &str, name: &str) -> Result<Global, PtError> {
-        let global = match (module, name) {
-            ("collections", "OrderedDict") => Global::OrderedDict,
-            ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
-            ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
-            ("torch", "UntypedStorage") | ("torch.storage", "UntypedStorage") => {
-                Global::UntypedStorage
-            }
-            ("torch", "Size") => Global::Size,
-            ("torch", "device") => Global::Device,
-            ("torch", storage) if storage.ends_with("Storage") => match storage_dtype(storage) {
-                Some(dtype) => Global::Storage(dtype),
-                None => {
-                    return Err(self.error(format!(
-                        "torch.{storage} holds a dtype ckpt does not support"
-                    )));
-                }
-            },
-            _ => {
-                return Err(PtErrorKind::UnsupportedGlobal {
-                    name: format!("{module}.{name}"),
-                }
-                .into());
-            }
-        };
-        Ok(global)
-    }
-
     fn reduce(&mut self, callable: Ix, args: Ix) -> Result<Ix, PtError> {
         let Some(Obj::Global(global)) = self.objs.get(callable) else {
             return Err(self.error("REDUCE of something that is not an allowed global".to_owned()));
@@ -593,42 +502,106 @@ impl<'a> Machine<'a> {
         };
         // No allowed callable takes more; checked before the copy so that a huge tuple fetched
         // again and again from the memo costs nothing.
-        if args.len() > 7 {
+        if args.len() > MAX_ARGS {
             return Err(self.error(format!("REDUCE with {} arguments", args.len())));
         }
         let args = args.clone();
+        let obj = self.call(global, &args, 0)?;
+        self.new_obj(obj)
+    }
+
+    /// What calling the allowed `global` with `args` gives, as PyTorch's REDUCE would call it;
+    /// `depth` counts the calls `_rebuild_from_type_v2` makes inside one another.
+    fn call(&mut self, global: Global, args: &[Ix], depth: usize) -> Result<Called, PtError> {
         let arg = |i: usize| args.get(i).and_then(|&ix| self.objs.get(ix));
+        let n = args.len();
         let obj = match global {
-            Global::OrderedDict if args.is_empty() => Obj::Dict(Vec::new()),
-            Global::RebuildTensorV2 if (6..=7).contains(&args.len()) => {
-                let Some(Obj::Storage(storage)) = arg(0) else {
-                    return Err(self.error("_rebuild_tensor_v2 needs a storage".to_owned()));
-                };
-                let Some(Obj::Int(offset)) = arg(1) else {
-                    return Err(self.error("_rebuild_tensor_v2 needs an integer offset".to_owned()));
-                };
-                let shape = self.ints(args.get(2).copied(), "size")?;
-                let stride = self.ints(args.get(3).copied(), "stride")?;
-                Obj::Tensor(Box::new(TensorSpec {
-                    storage: *storage,
-                    offset: *offset,
-                    shape,
-                    stride,
-                }))
-            }
-            Global::RebuildParameter if args.len() == 3 => {
-                if let (Some(Obj::Tensor(_)), Some(&data)) = (arg(0), args.first()) {
-                    // A parameter is its data: hand back the tensor object itself.
-                    return Ok(data);
+            Global::OrderedDict if n == 0 => Obj::Dict(DictKind::Ordered, Vec::new()),
+            // `Counter.__reduce__` gives `(Counter, (dict(self),))`.
+            Global::Counter if n <= 1 => match arg(0) {
+                None => Obj::Dict(DictKind::Counter, Vec::new()),
+                Some(Obj::Dict(_, pairs)) => {
+                    let pairs = pairs.clone();
+                    self.charge_items(pairs.len() * 2)?;
+                    Obj::Dict(DictKind::Counter, pairs)
                 }
-                return Err(self.error("_rebuild_parameter needs a tensor".to_owned()));
+                Some(other) => {
+                    return Err(self.error(format!(
+                        "collections.Counter of {}: ckpt reads counters made from a dict, as \
+                         torch.save writes them",
+                        kind(other)
+                    )));
+                }
+            },
+            // `set.__reduce__` gives `(set, (list(self),))`.
+            Global::Set if n <= 1 => match arg(0) {
+                None => Obj::Set(Vec::new()),
+                Some(Obj::List(items) | Obj::Tuple(items) | Obj::Set(items)) => {
+                    let items = items.clone();
+                    self.charge_items(items.len())?;
+                    Obj::Set(self.distinct(&items)?)
+                }
+                Some(other) => {
+                    return Err(self.error(format!("builtins.set of {}", kind(other))));
+                }
+            },
+            Global::Complex if n <= 2 => {
+                let part = |i: usize| match arg(i) {
+                    None => Ok((0.0, 0.0)),
+                    Some(Obj::Int(x)) => Ok((*x as f64, 0.0)),
+                    Some(Obj::Bool(b)) => Ok((f64::from(u8::from(*b)), 0.0)),
+                    Some(Obj::Float(x)) => Ok((*x, 0.0)),
+                    Some(Obj::Complex(re, im)) => Ok((*re, *im)),
+                    Some(other) => Err(self.error(format!(
+                        "builtins.complex of {}: ckpt reads complex numbers from numbers",
+                        kind(other)
+                    ))),
+                };
+                // complex(a, b) is a + b·i, for complex a and b too.
+                let ((a_re, a_im), (b_re, b_im)) = (part(0)?, part(1)?);
+                Obj::Complex(a_re - b_im, a_im + b_re)
             }
-            Global::Size if args.len() == 1 => match (arg(0), args.first()) {
+            Global::ByteArray if n <= 1 => match arg(0) {
+                None => Obj::ByteArray(Vec::new()),
+                Some(Obj::Bytes(b) | Obj::ByteArray(b)) => Obj::ByteArray(b.clone()),
+                Some(other) => {
+                    // `bytearray(n)` would allocate n zeros: never from a file.
+                    return Err(self.error(format!(
+                        "builtins.bytearray of {}: ckpt reads bytearrays made from bytes, as \
+                         torch.save writes them",
+                        kind(other)
+                    )));
+                }
+            },
+            // Protocol 2 pickles `bytes` as `_codecs.encode(text, 'latin1')`.
+            Global::Encode if (1..=3).contains(&n) => {
+                let (Some(Obj::Str(text)), encoding, errors) = (arg(0), arg(1), arg(2)) else {
+                    return Err(self.error("_codecs.encode needs a string".to_owned()));
+                };
+                let encoding = match encoding {
+                    None => "utf-8",
+                    Some(Obj::Str(e)) => e.as_str(),
+                    Some(_) => {
+                        return Err(
+                            self.error("_codecs.encode's encoding is not a string".to_owned())
+                        );
+                    }
+                };
+                if !matches!(errors, None | Some(Obj::Str(_)))
+                    || matches!(errors, Some(Obj::Str(e)) if e != "strict")
+                {
+                    return Err(self.error(
+                        "_codecs.encode with an error handler other than 'strict'".to_owned(),
+                    ));
+                }
+                Obj::Bytes(encode(text, encoding).map_err(|e| self.error(e))?)
+            }
+            Global::Size if n == 1 => match (arg(0), args.first()) {
                 // Tuples are immutable: the size is its tuple, shared rather than copied.
-                (Some(Obj::Tuple(_)), Some(&tuple)) => return Ok(tuple),
+                (Some(Obj::Tuple(_)), Some(&tuple)) => return Ok(Called::Existing(tuple)),
                 _ => return Err(self.error("torch.Size needs a tuple".to_owned())),
             },
-            Global::Device if (1..=2).contains(&args.len()) => match (arg(0), arg(1)) {
+            Global::Device if (1..=2).contains(&n) => match (arg(0), arg(1)) {
                 (Some(Obj::Str(kind)), _) if kind.len() > MAX_DEVICE_NAME => {
                     return Err(self.error(format!(
                         "torch.device name of {} bytes (at most {MAX_DEVICE_NAME})",
@@ -641,16 +614,252 @@ impl<'a> Machine<'a> {
                 }
                 _ => return Err(self.error("torch.device needs a string".to_owned())),
             },
+            Global::RebuildTensor if n == 4 => self.tensor("_rebuild_tensor", args, None, None)?,
+            Global::RebuildTensorV2 if (6..=7).contains(&n) => {
+                self.tensor("_rebuild_tensor_v2", args, None, args.get(6).copied())?
+            }
+            Global::RebuildTensorV3 if (7..=8).contains(&n) => {
+                let Some(Obj::Global(Global::DType(dtype))) = arg(6) else {
+                    return Err(self.error("_rebuild_tensor_v3 needs a dtype".to_owned()));
+                };
+                let dtype = *dtype;
+                self.tensor(
+                    "_rebuild_tensor_v3",
+                    args,
+                    Some(dtype),
+                    args.get(7).copied(),
+                )?
+            }
+            // A parameter is its data: the tensor object itself. Its `requires_grad`, and the
+            // Python attributes `_with_state` carries, are not kept.
+            Global::RebuildParameter | Global::RebuildParameterWithState
+                if n == 3 + usize::from(global == Global::RebuildParameterWithState) =>
+            {
+                return match (arg(0), args.first()) {
+                    (Some(Obj::Tensor(_)), Some(&data)) => Ok(Called::Existing(data)),
+                    _ => Err(self.error(format!("{global:?} needs a tensor"))),
+                };
+            }
+            // `func(*args)`, a plain tensor or a parameter, with Python attributes (dropped).
+            Global::RebuildFromTypeV2 if n == 4 => {
+                let (Some(Obj::Global(func)), Some(Obj::Global(class)), Some(Obj::Tuple(inner))) =
+                    (arg(0), arg(1), arg(2))
+                else {
+                    return Err(self.error(
+                        "_rebuild_from_type_v2 needs a function, a class and a tuple".to_owned(),
+                    ));
+                };
+                let (func, class, inner) = (*func, *class, inner.clone());
+                if !matches!(class, Global::TensorClass | Global::ParameterClass) {
+                    return Err(self.error(format!(
+                        "_rebuild_from_type_v2 of {class:?}, which is not a tensor class"
+                    )));
+                }
+                if depth > 0 || inner.len() > MAX_ARGS {
+                    return Err(self.error(
+                        "_rebuild_from_type_v2 nested in itself, or with too many arguments"
+                            .to_owned(),
+                    ));
+                }
+                let called = self.call(func, &inner, depth + 1)?;
+                let is_tensor = match &called {
+                    Called::New(obj) => matches!(obj, Obj::Tensor(_)),
+                    Called::Existing(ix) => matches!(self.objs.get(*ix), Some(Obj::Tensor(_))),
+                };
+                if !is_tensor {
+                    return Err(self.error(format!(
+                        "_rebuild_from_type_v2 of {func:?}, which makes no tensor"
+                    )));
+                }
+                return Ok(called);
+            }
+            Global::Unrepresentable(what) => {
+                return Err(PtErrorKind::Unsupported {
+                    what: what.to_owned(),
+                }
+                .into());
+            }
             other => {
-                return Err(self.error(format!(
-                    "cannot call {other:?} with {} arguments",
-                    args.len()
-                )));
+                return Err(self.error(format!("cannot call {other:?} with {n} arguments")));
             }
         };
-        self.budget.charge(OBJ_COST, "the pickle's objects")?;
-        self.objs.push(obj);
-        Ok(self.objs.len() - 1)
+        Ok(Called::New(obj))
+    }
+
+    /// `NEWOBJ`, which PyTorch allows for `nn.Parameter(data[, requires_grad])` alone among the
+    /// classes ckpt has values for.
+    fn new_object(&mut self, class: Ix, args: Ix) -> Result<Ix, PtError> {
+        let (Some(Obj::Global(class)), Some(Obj::Tuple(args))) =
+            (self.objs.get(class), self.objs.get(args))
+        else {
+            return Err(self.error("NEWOBJ needs a class and a tuple".to_owned()));
+        };
+        match (class, args.as_slice()) {
+            (Global::ParameterClass, [data] | [data, _]) => {
+                if let Some(Obj::Tensor(_)) = self.objs.get(*data) {
+                    return Ok(*data);
+                }
+                Err(self.error("nn.Parameter needs a tensor".to_owned()))
+            }
+            (class, _) => Err(self.error(format!(
+                "NEWOBJ of {class:?}; ckpt creates only nn.Parameter objects this way"
+            ))),
+        }
+    }
+
+    /// A tensor rebuilt by `name` from `args` (storage, offset, size, stride, …), its storage
+    /// given `dtype` if `_rebuild_tensor_v3` names one, with the conj and neg bits the
+    /// metadata dict at `metadata` sets.
+    fn tensor(
+        &mut self,
+        name: &str,
+        args: &[Ix],
+        dtype: Option<TorchDType>,
+        metadata: Option<Ix>,
+    ) -> Result<Obj, PtError> {
+        let arg = |i: usize| args.get(i).and_then(|&ix| self.objs.get(ix));
+        let Some(&Obj::Storage(storage)) = arg(0) else {
+            return Err(self.error(format!("{name} needs a storage")));
+        };
+        let Some(&Obj::Int(offset)) = arg(1) else {
+            return Err(self.error(format!("{name} needs an integer offset")));
+        };
+        let shape = self.ints(args.get(2).copied(), "size")?;
+        let stride = self.ints(args.get(3).copied(), "stride")?;
+        self.use_storage(storage, dtype)?;
+        let (neg, conj) = self.tensor_metadata(metadata)?;
+        // Every dtype ckpt has is real.
+        if conj {
+            // PyTorch fails an internal assertion here.
+            return Err(self.error(format!(
+                "{name}: a conj bit on a tensor that is not complex"
+            )));
+        }
+        Ok(Obj::Tensor(Box::new(TensorSpec {
+            storage,
+            offset,
+            shape,
+            stride,
+            neg,
+            conj,
+        })))
+    }
+
+    /// Records that a tensor reads `storage` as `dtype` (`_rebuild_tensor_v3`'s argument, or
+    /// else the storage's own dtype): an untyped storage takes the dtype of its first tensor,
+    /// and every other tensor must read it alike, as `torch.save` ensures.
+    fn use_storage(&mut self, storage: usize, dtype: Option<TorchDType>) -> Result<(), PtError> {
+        let op_pos = self.op_pos;
+        let error = |message: String| -> PtError {
+            PtErrorKind::Pickle {
+                offset: op_pos,
+                message,
+            }
+            .into()
+        };
+        let wanted = match dtype {
+            None => None,
+            Some(torch) => Some(torch.dtype().ok_or_else(|| -> PtError {
+                PtErrorKind::Unsupported {
+                    what: format!("a tensor of {torch}, a dtype ckpt does not have,"),
+                }
+                .into()
+            })?),
+        };
+        let Some(s) = self.storages.get_mut(storage) else {
+            return Err(error("a tensor whose storage was never loaded".to_owned()));
+        };
+        let untyped = s.declared.0 == Global::UntypedStorage;
+        match wanted {
+            Some(dtype) if untyped && !s.typed => {
+                let bytes = s.declared.1;
+                let item = dtype.size_in_bytes() as u64;
+                if bytes % item != 0 {
+                    return Err(error(format!(
+                        "storage {} of {bytes} bytes is not a whole number of {dtype} elements",
+                        s.key
+                    )));
+                }
+                s.dtype = dtype;
+                s.numel = bytes / item;
+            }
+            Some(dtype) if dtype != s.dtype => {
+                return Err(error(format!(
+                    "storage {} is read as {} and as {dtype}; torch.save writes one dtype per \
+                     storage",
+                    s.key, s.dtype
+                )));
+            }
+            _ => {}
+        }
+        s.typed = true;
+        Ok(())
+    }
+
+    /// The neg and conj bits of `_rebuild_tensor_v2`'s optional last argument, a dict such as
+    /// `{'neg': True}`; as in PyTorch, a key that is present sets its bit and others are ignored.
+    fn tensor_metadata(&self, metadata: Option<Ix>) -> Result<(bool, bool), PtError> {
+        let pairs = match metadata.and_then(|ix| self.objs.get(ix)) {
+            None | Some(Obj::None) => return Ok((false, false)),
+            Some(Obj::Dict(_, pairs)) => pairs,
+            Some(other) => {
+                return Err(self.error(format!("tensor metadata is {}, not a dict", kind(other))));
+            }
+        };
+        let has = |name: &str| {
+            pairs
+                .iter()
+                .any(|&(k, _)| matches!(self.objs.get(k), Some(Obj::Str(s)) if s == name))
+        };
+        Ok((has("neg"), has("conj")))
+    }
+
+    /// The items of a set without repeats, as Python's `set(list)` keeps them; an item Python
+    /// cannot hash (a list, a dict) is refused as it would be there.
+    fn distinct(&mut self, items: &[Ix]) -> Result<Vec<Ix>, PtError> {
+        let op_pos = self.op_pos;
+        let (objs, budget) = (&self.objs, &mut *self.budget);
+        let mut seen_objects = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for &ix in items {
+            // One object listed twice is one item, without comparing it to itself again.
+            if !seen_objects.insert(ix) {
+                continue;
+            }
+            let key = hash_key(objs, ix, budget, 0).map_err(|message| -> PtError {
+                match message {
+                    Ok(message) => PtErrorKind::Pickle {
+                        offset: op_pos,
+                        message,
+                    }
+                    .into(),
+                    Err(limit) => limit,
+                }
+            })?;
+            if seen.insert(key) {
+                out.push(ix);
+            }
+        }
+        Ok(out)
+    }
+
+    fn charge_items(&mut self, n: usize) -> Result<(), PtError> {
+        self.budget
+            .charge(n.saturating_mul(size_of::<Ix>()), "the pickle's objects")
+    }
+
+    /// Stores the object a call made, unless it handed back one that exists.
+    fn new_obj(&mut self, called: Called) -> Result<Ix, PtError> {
+        match called {
+            Called::Existing(ix) => Ok(ix),
+            Called::New(obj) => {
+                self.budget
+                    .charge(OBJ_COST + heap_of(&obj), "the pickle's objects")?;
+                self.objs.push(obj);
+                Ok(self.objs.len() - 1)
+            }
+        }
     }
 
     fn ints(&self, ix: Option<Ix>, what: &str) -> Result<Vec<i64>, PtError> {
@@ -672,22 +881,40 @@ impl<'a> Machine<'a> {
             .collect()
     }
 
-    /// `BUILD` sets attributes. PyTorch uses it to attach `_metadata` (per-module versions) to a
-    /// state dict's `OrderedDict`; ckpt keeps the items and drops the attributes, as
-    /// `load_state_dict` needs only the items.
+    /// `BUILD` sets attributes, on the objects PyTorch allows it for: an `OrderedDict` keeps
+    /// them (a state dict's `_metadata`, the per-module versions `load_state_dict` reads);
+    /// the other allowed types may be built with no state at all, as pickle does for them.
     fn build(&mut self, target: Ix, state: Ix) -> Result<(), PtError> {
-        match (self.objs.get(target), self.objs.get(state)) {
-            (Some(Obj::Dict(_)), Some(Obj::Dict(_) | Obj::None)) => Ok(()),
-            // `(state, slotstate)`, as `__reduce_ex__` gives it.
-            (Some(Obj::Dict(_)), Some(Obj::Tuple(parts)))
-                if parts.len() == 2
-                    && parts
-                        .iter()
-                        .all(|&p| matches!(self.objs.get(p), Some(Obj::Dict(_) | Obj::None))) =>
-            {
-                Ok(())
+        let state_obj = self.objs.get(state);
+        let empty = match state_obj {
+            Some(Obj::None) => true,
+            Some(Obj::Dict(_, pairs)) => pairs.is_empty(),
+            _ => false,
+        };
+        match self.objs.get(target) {
+            // `inst.__dict__.update(state)`.
+            Some(Obj::Dict(DictKind::Ordered, _)) => match state_obj {
+                // The attributes (a state dict's `_metadata`) are not kept yet.
+                Some(Obj::Dict(..)) => Ok(()),
+                _ => Err(self
+                    .error("BUILD of an OrderedDict with a state that is not a dict".to_owned())),
+            },
+            Some(
+                Obj::Dict(DictKind::Counter, _)
+                | Obj::Set(_)
+                | Obj::Complex(..)
+                | Obj::ByteArray(_),
+            ) if empty => Ok(()),
+            Some(Obj::Tensor(_)) => Err(PtErrorKind::Unsupported {
+                what: "a tensor built by BUILD (a file of PyTorch before 0.4)".to_owned(),
             }
-            _ => Err(self.error("BUILD on something other than a dict".to_owned())),
+            .into()),
+            Some(other) => Err(self.error(format!(
+                "BUILD of {}: PyTorch builds only tensors, parameters, OrderedDicts and \
+                 allow-listed types",
+                kind(other)
+            ))),
+            None => Err(self.error("BUILD of nothing".to_owned())),
         }
     }
 
@@ -713,9 +940,17 @@ impl<'a> Machine<'a> {
             Obj::Int(i) => i.to_string().into(),
             _ => return Err(self.error("storage key is not a string".to_owned())),
         };
+        let storage_type = *storage_type;
         let dtype = match storage_type {
-            Global::Storage(dtype) => *dtype,
+            Global::TypedStorage(torch) => torch.dtype().ok_or_else(|| {
+                self.error(format!(
+                    "a storage of {torch}, a dtype ckpt does not support"
+                ))
+            })?,
             Global::UntypedStorage => DType::U8,
+            Global::Unrepresentable(what) => {
+                return Err(self.error(format!("a persistent storage of {what}")));
+            }
             _ => return Err(self.error("persistent id names no storage type".to_owned())),
         };
         let numel = match field(4) {
@@ -730,7 +965,7 @@ impl<'a> Machine<'a> {
         }
         if let Some(&i) = self.storage_index.get(&*key) {
             let seen = self.storages.get(i);
-            if seen.is_some_and(|s| s.dtype != dtype || s.numel != numel) {
+            if seen.is_some_and(|s| s.declared != (storage_type, numel)) {
                 return Err(self.error(format!(
                     "storage {key} is used with two different types or sizes"
                 )));
@@ -743,28 +978,152 @@ impl<'a> Machine<'a> {
             "the pickle's storages",
         )?;
         self.storage_index.insert(key.clone(), self.storages.len());
-        self.storages.push(StorageRef { key, dtype, numel });
+        self.storages.push(StorageRef {
+            key,
+            dtype,
+            numel,
+            declared: (storage_type, numel),
+            typed: false,
+        });
         Ok(self.storages.len() - 1)
     }
 }
 
-fn storage_dtype(name: &str) -> Option<DType> {
-    Some(match name {
-        "DoubleStorage" => DType::F64,
-        "FloatStorage" => DType::F32,
-        "HalfStorage" => DType::F16,
-        "BFloat16Storage" => DType::BF16,
-        "LongStorage" => DType::I64,
-        "IntStorage" => DType::I32,
-        "ShortStorage" => DType::I16,
-        "CharStorage" => DType::I8,
-        "ByteStorage" => DType::U8,
-        "BoolStorage" => DType::Bool,
-        _ => return None,
+/// The most arguments an allowed callable takes (`_rebuild_tensor_v3`'s eight).
+const MAX_ARGS: usize = 8;
+
+/// What a call gives: a new object, or one the pickle already has (a parameter is its tensor).
+enum Called {
+    New(Obj),
+    Existing(Ix),
+}
+
+/// A set item as Python compares it: `1`, `1.0`, `True` and `1+0j` are one item.
+#[derive(PartialEq, Eq, Hash)]
+enum HashKey<'o> {
+    None,
+    Int(i64),
+    Float(u64),
+    Complex(u64, u64),
+    Str(&'o str),
+    Bytes(&'o [u8]),
+    Tuple(Vec<HashKey<'o>>),
+    /// Tensors, storages and globals hash by identity in Python.
+    Object(Ix),
+}
+
+/// How deep tuples inside a set's items may nest.
+const MAX_HASH_DEPTH: usize = 64;
+
+/// The key of the item at `ix`, charging `budget` for every part built (a tuple fetched from
+/// the memo many times is compared part by part each time); an item Python cannot hash (a
+/// list, a dict) is an error, `Ok(message)`, as it would be there; `Err` is the budget's.
+fn hash_key<'o>(
+    objs: &'o [Obj],
+    ix: Ix,
+    budget: &mut Budget,
+    depth: usize,
+) -> Result<HashKey<'o>, Result<String, PtError>> {
+    budget
+        .charge(size_of::<HashKey<'_>>(), "comparing a set's items")
+        .map_err(Err)?;
+    let number = |x: f64| {
+        if x.fract() == 0.0 && x.abs() < 9.2e18 {
+            HashKey::Int(x as i64)
+        } else {
+            HashKey::Float(x.to_bits())
+        }
+    };
+    Ok(match objs.get(ix) {
+        None | Some(Obj::None) => HashKey::None,
+        Some(Obj::Bool(b)) => HashKey::Int(i64::from(*b)),
+        Some(Obj::Int(i)) => HashKey::Int(*i),
+        Some(Obj::Float(x)) => number(*x),
+        Some(Obj::Complex(re, im)) if *im == 0.0 => number(*re),
+        Some(Obj::Complex(re, im)) => HashKey::Complex(re.to_bits(), im.to_bits()),
+        Some(Obj::Str(s)) => HashKey::Str(s),
+        Some(Obj::Bytes(b) | Obj::BigInt(b)) => HashKey::Bytes(b),
+        Some(Obj::Tuple(items)) if depth < MAX_HASH_DEPTH => HashKey::Tuple(
+            items
+                .iter()
+                .map(|&i| hash_key(objs, i, budget, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(Obj::Tuple(_)) => {
+            return Err(Ok(format!(
+                "a set item of tuples nested deeper than {MAX_HASH_DEPTH}"
+            )));
+        }
+        Some(Obj::Tensor(_) | Obj::Storage(_) | Obj::Global(_)) => HashKey::Object(ix),
+        Some(other) => {
+            return Err(Ok(format!(
+                "a set item that is {}, which Python cannot hash",
+                kind(other)
+            )));
+        }
     })
 }
 
-/// A little-endian two's complement integer, as `LONG1`/`LONG4` store it.
+/// The heap data an object holds, which its charge adds to [`OBJ_COST`].
+fn heap_of(obj: &Obj) -> usize {
+    match obj {
+        Obj::Str(s) => s.len(),
+        Obj::Bytes(b) | Obj::ByteArray(b) | Obj::BigInt(b) => b.len(),
+        Obj::List(items) | Obj::Tuple(items) | Obj::Set(items) => items.len() * size_of::<Ix>(),
+        Obj::Dict(_, pairs) => pairs.len() * size_of::<(Ix, Ix)>(),
+        Obj::Tensor(spec) => {
+            size_of::<TensorSpec>() + (spec.shape.len() + spec.stride.len()) * size_of::<i64>()
+        }
+        Obj::None | Obj::Bool(_) | Obj::Int(_) | Obj::Float(_) | Obj::Complex(..) => 0,
+        Obj::Global(_) | Obj::Storage(_) => 0,
+    }
+}
+
+/// What an object is, for messages.
+pub(crate) fn kind(obj: &Obj) -> &'static str {
+    match obj {
+        Obj::None => "None",
+        Obj::Bool(_) => "a bool",
+        Obj::Int(_) | Obj::BigInt(_) => "an int",
+        Obj::Float(_) => "a float",
+        Obj::Complex(..) => "a complex",
+        Obj::Str(_) => "a string",
+        Obj::Bytes(_) => "bytes",
+        Obj::ByteArray(_) => "a bytearray",
+        Obj::List(_) => "a list",
+        Obj::Tuple(_) => "a tuple",
+        Obj::Set(_) => "a set",
+        Obj::Dict(DictKind::Plain, _) => "a dict",
+        Obj::Dict(DictKind::Ordered, _) => "an OrderedDict",
+        Obj::Dict(DictKind::Counter, _) => "a Counter",
+        Obj::Global(_) => "a global",
+        Obj::Storage(_) => "a storage",
+        Obj::Tensor(_) => "a tensor",
+    }
+}
+
+/// `text.encode(encoding)` for the encodings a pickle of bytes uses; `latin1` is what protocol 2
+/// writes. A character the encoding cannot hold is an error, as in Python.
+fn encode(text: &str, encoding: &str) -> Result<Vec<u8>, String> {
+    let normalized = encoding.to_ascii_lowercase().replace(['-', '_', ' '], "");
+    match normalized.as_str() {
+        "latin1" | "iso88591" | "l1" | "8859" | "cp819" | "latin" => text
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).ok())
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| format!("_codecs.encode: {text:?} has a character beyond latin1")),
+        "ascii" | "usascii" => match text.is_ascii() {
+            true => Ok(text.as_bytes().to_vec()),
+            false => Err(format!("_codecs.encode: {text:?} is not ASCII")),
+        },
+        "utf8" | "u8" | "utf" => Ok(text.as_bytes().to_vec()),
+        _ => Err(format!(
+            "_codecs.encode with the encoding {encoding:?}; ckpt reads latin1, ASCII and UTF-8"
+        )),
+    }
+}
+
+/// A little-endian two's complement integer, as `LONG1` stores it.
 fn long(bytes: &[u8]) -> Obj {
     let negative = bytes.last().is_some_and(|&b| b & 0x80 != 0);
     let fill = if negative { 0xff } else { 0 };
@@ -785,11 +1144,4 @@ fn long(bytes: &[u8]) -> Obj {
         return Obj::BigInt(bytes.to_vec());
     }
     Obj::Int(value)
-}
-
-fn string_or_bytes(bytes: &[u8]) -> Obj {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Obj::Str(s.to_owned()),
-        Err(_) => Obj::Bytes(bytes.to_vec()),
-    }
 }
