@@ -8,13 +8,8 @@ use xxhash_rust::xxh3::Xxh3;
 use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, MAGIC, MAJOR, MAX_DEPTH, NAME, PREFIX_LEN, cbor};
 use crate::device::Device;
-<<<<<<< HEAD
-use crate::dtype::DType;
-use crate::format::{Checksum, Corruption, FormatError, FormatErrorKind, TensorData, TensorInfo};
-=======
 use crate::dtype::{DType, TorchDType};
-use crate::format::{Corruption, FormatError, FormatErrorKind, TensorInfo};
->>>>>>> pt-core~0
+use crate::format::{Checksum, Corruption, FormatError, FormatErrorKind, TensorData, TensorInfo};
 use crate::state::KeyPath;
 use crate::storage::{self, Source};
 use crate::tensor::{Backing, Tensor, TensorError, check_size};
