@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 
 /// The layers of `ckpt-core`, bottom first: each may use only the ones before it.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "dtype",
     "device",
     "tensor",
+    "shard",
     "state",
     "keymap",
     "loading",
