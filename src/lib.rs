@@ -10,7 +10,9 @@ pub use ckpt_core::{
     SaveHandle, SaveOptions, StateDict, StateDictOptions, Tensor, Value, dict, inspect,
     inspect_with, load, load_with, save, save_async, save_async_with, save_with,
 };
-pub use ckpt_core::{device, dtype, format, keymap, loading, model, state, storage, tensor, value};
+pub use ckpt_core::{
+    dcp, device, dtype, format, keymap, loading, model, shard, state, storage, tensor, value,
+};
 /// Derives [`StateDict`](trait@StateDict) for a struct: its fields are the key segments of its
 /// tensors (`encoder.layers.0.weight`), as PyTorch's attribute names are.
 ///

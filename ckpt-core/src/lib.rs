@@ -39,6 +39,7 @@ pub use crate::device::Device;
 #[cfg(feature = "cuda")]
 pub use crate::device::cuda;
 pub use crate::dtype::DType;
+pub use crate::file::dcp;
 pub use crate::file::{
     Checkpoint, Error, LoadFrom, LoadOptions, SaveHandle, SaveOptions, inspect, inspect_with, load,
     load_with, save, save_async, save_async_with, save_with,

@@ -2,6 +2,7 @@
 //! files. Each test binary includes this module and uses a part of it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod dcp;
 pub mod entries;
 pub mod fixtures;
 pub mod hostile;
