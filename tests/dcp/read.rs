@@ -1,6 +1,6 @@
 //! Reading what `torch.distributed.checkpoint.save` wrote, consolidated into one process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ckpt::keymap::KeyMap;
 use ckpt::{LoadFrom, LoadOptions, StateDictOptions, Tensor, Value};
@@ -107,4 +107,51 @@ fn a_model_loads_from_a_sharded_directory() {
         };
         assert_eq!(tensor.view(), saved.view(), "{key}");
     }
+}
+
+/// Resharded loads: every tensor of every fixture loaded by each of 3 ranks, split along a
+/// dimension of its own (rows or columns, unevenly, across the saved chunks' boundaries), is
+/// the matching part of the consolidated tensor; the ranks' parts together are all of it.
+#[test]
+fn every_fixture_reshards_into_three_ranks() {
+    use ckpt::shard::{Chunk, copy_overlap};
+    for name in FIXTURES {
+        let whole = ckpt::load(fixture(name)).unwrap();
+        for (i, (key, tensor)) in whole.tensors().into_iter().enumerate() {
+            let global: Vec<u64> = tensor.shape().iter().map(|&d| d as u64).collect();
+            let parts = if global.is_empty() {
+                vec![Chunk::whole(global.clone()).unwrap()]
+            } else {
+                Chunk::split(&global, i % global.len(), 3).unwrap()
+            };
+            let all = Chunk::whole(global).unwrap();
+            let bytes = tensor.to_le_bytes().unwrap();
+            for part in parts {
+                let wanted = HashMap::from([(key.clone(), part.clone())]);
+                let local = ckpt::dcp::load_shards(fixture(name), &wanted, &LoadOptions::new())
+                    .unwrap_or_else(|e| panic!("{name} {key}: {e}"));
+                let mut expected = vec![0u8; part.buffer_len(tensor.dtype()).unwrap()];
+                copy_overlap(tensor.dtype(), &all, &bytes, &part, &mut expected).unwrap();
+                let got = local[&key].to_le_bytes().unwrap();
+                assert!(*got == expected[..], "{name} {key} {part:?}");
+            }
+        }
+    }
+}
+
+/// A rank asking for a tensor of another global shape is refused as `dcp.load` refuses it.
+#[test]
+fn a_resharded_load_checks_the_global_shape() {
+    let wanted = HashMap::from([(
+        "model.0.weight".to_owned(),
+        ckpt::shard::Chunk::whole(vec![5, 4]).unwrap(),
+    )]);
+    let err = ckpt::dcp::load_shards(fixture("world2_dtensor"), &wanted, &LoadOptions::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"model.0.weight\": invalid DCP metadata: size mismatch"),
+        "{err}"
+    );
+    assert!(err.contains(".metadata"), "{err}");
 }

@@ -1,7 +1,8 @@
 //! PyTorch Distributed Checkpoint directories: [`save`] one from a single process, or one per
 //! rank with [`write_rank`] and then [`commit`] by the coordinator, as
-//! `torch.distributed.checkpoint.save` does. Loading one is [`load`](crate::load) of the
-//! directory.
+//! `torch.distributed.checkpoint.save` does. Loading one into one process is
+//! [`load`](crate::load) of the directory; into one rank of another sharding,
+//! [`load_shards`].
 //!
 //! A multi-rank save, each rank holding half the rows of `w` and all of `b`:
 //!
@@ -36,12 +37,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{Error, SaveOptions};
+use super::{Error, LoadOptions, SaveOptions};
 use crate::format::dcp as format;
 pub use crate::format::dcp::{Dcp, DcpError, RankWrite};
 use crate::shard::Chunk;
-use crate::storage::Location;
 use crate::storage::atomic::Commit;
+use crate::storage::{self, Location};
+use crate::tensor::Tensor;
 use crate::value::Value;
 
 /// Saves `value` as a DCP checkpoint of one rank in the directory `dir` (made if missing),
@@ -121,4 +123,44 @@ pub fn commit(
         size_hint: 0,
     };
     Ok(format::commit(&dir, parts, &commit)?)
+}
+
+/// Resharded load, for one rank of a job whose sharding differs from the one that saved: the
+/// part `chunk` of each tensor `wanted` names (a row block, a column block, any box of the
+/// global tensor), read only from the items of the saved chunks that overlap it. Memory
+/// mapped local files are touched only where the overlaps lie. Each key must be a tensor of
+/// the checkpoint whose global shape is the chunk's, as `dcp.load` requires.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use std::collections::HashMap;
+/// use ckpt::shard::Chunk;
+/// use ckpt::{LoadOptions, Tensor, dict};
+///
+/// # let tmp = tempfile::tempdir()?;
+/// let dir = tmp.path().join("ckpt");
+/// let w = Tensor::from_vec((0..12).map(|i| i as f32).collect(), &[3, 4])?;
+/// ckpt::dcp::save(dict! { "w" => &w }, &dir)?;
+///
+/// // Rank 1 of 2, sharded by columns: columns 2..4.
+/// let mine = Chunk::split(&[3, 4], 1, 2)?.remove(1);
+/// let wanted = HashMap::from([("w".to_owned(), mine)]);
+/// let local = ckpt::dcp::load_shards(&dir, &wanted, &LoadOptions::new())?;
+/// assert_eq!(local["w"].view().to_f64_vec()?, [2., 3., 6., 7., 10., 11.]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn load_shards(
+    dir: impl AsRef<Path>,
+    wanted: &HashMap<String, Chunk>,
+    options: &LoadOptions,
+) -> Result<HashMap<String, Tensor>, Error> {
+    let dir = Location::from(dir.as_ref());
+    let metadata = format::metadata_of(&dir).unwrap_or_else(|| dir.child(format::METADATA));
+    let source = storage::open(&metadata, options.mmap, &options.object_store)
+        .map_err(|e| Error::io(&metadata, e))?;
+    let opened = format::open(source, options.mmap, &options.object_store)?;
+    wanted
+        .iter()
+        .map(|(key, chunk)| Ok((key.clone(), opened.shard(key, chunk)?)))
+        .collect()
 }

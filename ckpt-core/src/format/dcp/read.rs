@@ -270,15 +270,50 @@ impl DcpOpened {
     /// The tensor `key`, assembled from its chunks: each item's tensor checked to have the
     /// metadata's dtype and the chunk's shape, and copied into its place.
     fn tensor(&self, key: &str, tensor: &TensorMeta) -> Result<Tensor, FormatError> {
+        let whole = Chunk::whole(tensor.size.clone())
+            .map_err(|e| FormatError::new(&self.location, NAME, shard(e)).at_key(key))?;
+        self.read_chunk(key, tensor, &whole)
+    }
+
+    /// The part `target` of the tensor `key`, as a rank of another world size holds it: read
+    /// from the items of the saved chunks that overlap it, and from no other.
+    pub(crate) fn shard(&self, key: &str, target: &Chunk) -> Result<Tensor, FormatError> {
+        let error = |e: DcpError| FormatError::new(&self.location, NAME, e).at_key(key);
+        let Some(Entry::Tensor(tensor)) = self.metadata.entries.get(key) else {
+            return Err(error(DcpError::Invalid(
+                "no tensor of this key in the checkpoint".to_owned(),
+            )));
+        };
+        if target.global_shape() != tensor.size {
+            return Err(error(DcpError::Invalid(format!(
+                "size mismatch: the checkpoint's tensor has shape {:?}, the chunk asked for is \
+                 of a tensor of shape {:?}",
+                tensor.size,
+                target.global_shape()
+            ))));
+        }
+        self.read_chunk(key, tensor, target)
+    }
+
+    fn read_chunk(
+        &self,
+        key: &str,
+        tensor: &TensorMeta,
+        target: &Chunk,
+    ) -> Result<Tensor, FormatError> {
         let at = |location: &Location, e: DcpError| {
             FormatError::new(location, NAME, e).at_key(key.to_owned())
         };
-        let whole = Chunk::whole(tensor.size.clone()).map_err(|e| at(&self.location, shard(e)))?;
-        let len = whole
+        let len = target
             .buffer_len(tensor.dtype)
             .map_err(|e| at(&self.location, shard(e)))?;
         let mut data = vec![0u8; len];
         for chunk in self.chunks[key].iter().filter(|c| !c.is_empty()) {
+            match chunk.intersect(target) {
+                Ok(Some(overlap)) if !overlap.is_empty() => {}
+                Ok(_) => continue,
+                Err(e) => return Err(at(&self.location, shard(e))),
+            }
             let index = item_key(key, chunk);
             let (opened, location) = self.item(&index)?;
             let value = opened.value().map_err(|e| e.at_key(key.to_owned()))?;
@@ -308,13 +343,15 @@ impl DcpOpened {
                     )),
                 ));
             }
+            // Borrowed from the memory map where the item's tensor is contiguous: only the
+            // pages of the overlap are touched.
             let bytes = part
                 .to_le_bytes()
                 .map_err(|e| at(&location, DcpError::Item(e.to_string())))?;
-            copy_overlap(tensor.dtype, chunk, &bytes, &whole, &mut data)
+            copy_overlap(tensor.dtype, chunk, &bytes, target, &mut data)
                 .map_err(|e| at(&location, shard(e)))?;
         }
-        let shape = usize_shape(&tensor.size).map_err(|e| at(&self.location, e))?;
+        let shape = usize_shape(target.sizes()).map_err(|e| at(&self.location, e))?;
         Tensor::from_le_bytes(tensor.dtype, &shape, &data)
             .map_err(|e| at(&self.location, DcpError::Item(e.to_string())))
     }
