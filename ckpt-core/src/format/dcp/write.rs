@@ -26,8 +26,9 @@ use crate::tensor::TensorView;
 use crate::value::{Key, Value};
 
 /// What one rank wrote into its data file: each tensor chunk and value it holds, where it
-/// lies, and how its key nests. The coordinator gives every rank's to [`commit`]; it is
-/// serde-serializable, so that it can travel between processes.
+/// lies, and how its key nests. The coordinator gives every rank's to
+/// [`commit`](crate::dcp::commit); it is serde-serializable, so that it can travel between
+/// processes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RankWrite {
     rank: usize,
