@@ -17,6 +17,7 @@ const LAYERS: [&str; 13] = [
     "dtype",
     "device",
     "tensor",
+    "shard",
     "state",
     "keymap",
     "loading",

@@ -366,3 +366,44 @@ fn convert_a_training_checkpoint_to_safetensors() {
         "{err}"
     );
 }
+
+/// A PyTorch Distributed Checkpoint directory through the tool: `inspect` lists its tensors by
+/// global shape, `verify` checks every item's CRC-32s, and `convert` writes it consolidated as
+/// a `.pt` file and as ckpt's format, which load as the directory does.
+#[test]
+fn dcp_directories_inspect_verify_and_convert() {
+    let dcp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dcp/world2_dtensor");
+    let out = ckpt(&[&"inspect", &dcp]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = stdout(&out);
+    assert!(
+        table.contains("model.0.weight") && table.contains("[6, 4]"),
+        "{table}"
+    );
+    let out = ckpt(&[&"verify", &dcp]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let consolidated = ckpt::load(&dcp).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["consolidated.pt", "consolidated.ckpt"] {
+        let target = dir.path().join(name);
+        let out = ckpt(&[&"convert", &dcp, &target]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            ckpt::load(&target).unwrap().value(),
+            consolidated.value(),
+            "{name}"
+        );
+    }
+}

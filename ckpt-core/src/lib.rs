@@ -9,6 +9,7 @@
 //! | [`dtype`] | element types: `DType`, the Rust types that are elements, per-dtype storage |
 //! | [`device`] | where tensors live: `Device`, `MapLocation`, the CUDA driver |
 //! | [`tensor`] | `Tensor` and `TensorView`, host, memory-mapped or on a GPU |
+//! | [`shard`] | the geometry of sharded tensors: chunks, overlaps, tilings, byte ranges |
 //! | [`state`] | the vocabulary of state dicts: key paths, roles, visitors, leaves, maps, sources |
 //! | [`keymap`] | rules that rename a checkpoint's keys |
 //! | [`loading`] | `load_state_dict`'s semantics: options, report, errors, layout differences |
@@ -30,6 +31,7 @@ pub mod format;
 pub mod keymap;
 pub mod loading;
 pub mod model;
+pub mod shard;
 pub mod state;
 pub mod state_dict;
 pub mod storage;
@@ -47,6 +49,7 @@ pub use crate::device::Device;
 #[cfg(feature = "cuda")]
 pub use crate::device::cuda;
 pub use crate::dtype::DType;
+pub use crate::file::dcp;
 pub use crate::file::{
     Checkpoint, Error, LoadFrom, LoadOptions, SaveHandle, SaveOptions, inspect, inspect_with, load,
     load_with, save, save_async, save_async_with, save_with,

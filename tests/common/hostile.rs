@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 pub struct Case {
     /// The class: `zero-dim`, `eocd-flood`, `pickle-memory`, `ckpt-memory`, ...
     pub class: &'static str,
-    /// `ckpt`, `safetensors`, `sharded`, `pt-zip` or `pt-legacy`.
+    /// `ckpt`, `safetensors`, `sharded`, `pt-zip`, `pt-legacy` or `dcp`.
     pub format: &'static str,
     /// What is special about this input, unique within a class and format.
     pub name: String,
@@ -93,6 +93,7 @@ pub fn fixed_cases() -> Vec<Case> {
     out.extend(zero_dim_cases());
     out.extend(truncated_safetensors_cases());
     out.extend(duplicate_zip_cases());
+    out.extend(dcp_cases());
     out
 }
 
@@ -105,6 +106,7 @@ pub fn growing_cases(scale: usize) -> Vec<Case> {
     out.extend(ckpt_memory_cases(scale));
     out.extend(safetensors_memory_cases(scale));
     out.extend(did_you_mean_cases(scale));
+    out.extend(dcp_memory_cases(scale));
     out
 }
 
@@ -1440,4 +1442,352 @@ fn pt_legacy_state_dict(tensors: &[TensorSpec]) -> Vec<u8> {
         .map(|(k, t)| (k, t.data.len() / item_size(t.dtype), t.data.clone()))
         .collect();
     pt_legacy_pickle(&pickle, &storages)
+}
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch Distributed Checkpoints: a `.metadata` pickle beside `__0_0.distcp`.
+
+/// The file every DCP case is loaded by: the checkpoint's `.metadata`.
+pub const DCP_METADATA: &str = ".metadata";
+/// Its one data file.
+pub const DCP_DATA: &str = "__0_0.distcp";
+
+/// A tensor as a DCP `.metadata` describes it: its key, dtype, global size and chunks.
+struct DcpTensor {
+    key: String,
+    dtype: &'static str,
+    size: Vec<i64>,
+    /// (offsets, sizes) of each chunk.
+    chunks: Vec<(Vec<i64>, Vec<i64>)>,
+}
+
+/// Where an item is: its key, its chunk's offsets (none for a value), file, offset, length.
+type DcpItem = (String, Option<Vec<i64>>, String, i64, i64);
+
+fn torch_dtype(dtype: &str) -> &'static str {
+    match dtype {
+        "F64" => "float64",
+        "F32" => "float32",
+        "I64" => "int64",
+        _ => "uint8",
+    }
+}
+
+/// `cls.__new__(cls)` then `BUILD` of the dict `fields` pushes, as pickle writes a dataclass.
+fn dcp_object(p: &mut Pickle, class: &str, fields: impl FnOnce(&mut Pickle)) {
+    let module = if class == "_StorageInfo" {
+        "torch.distributed.checkpoint.filesystem"
+    } else {
+        "torch.distributed.checkpoint.metadata"
+    };
+    p.global(module, class);
+    p.op(op::EMPTY_TUPLE);
+    p.op(dcp_op::NEWOBJ);
+    p.op(op::EMPTY_DICT);
+    p.op(op::MARK);
+    fields(p);
+    p.op(op::SETITEMS);
+    p.op(dcp_op::BUILD);
+}
+
+/// `torch.Size(items)`.
+fn dcp_size(p: &mut Pickle, items: &[i64]) {
+    p.global("torch", "Size");
+    p.int_tuple(items);
+    p.op(dcp_op::TUPLE1);
+    p.op(op::REDUCE);
+}
+
+mod dcp_op {
+    pub const NEWOBJ: u8 = 0x81;
+    pub const BUILD: u8 = b'b';
+    pub const TUPLE1: u8 = 0x85;
+}
+
+/// A `.metadata` of `tensors` and their items, as `torch.distributed.checkpoint` pickles it
+/// (protocol 2).
+fn dcp_metadata(tensors: &[DcpTensor], items: &[DcpItem]) -> Vec<u8> {
+    let mut p = Pickle::new();
+    dcp_object(&mut p, "Metadata", |p| {
+        p.str("state_dict_metadata");
+        p.op(op::EMPTY_DICT);
+        p.op(op::MARK);
+        for t in tensors {
+            p.str(&t.key);
+            dcp_object(p, "TensorStorageMetadata", |p| {
+                p.str("properties");
+                p.global("torch.distributed.checkpoint.metadata", "TensorProperties");
+                p.op(op::EMPTY_TUPLE);
+                p.op(dcp_op::NEWOBJ);
+                p.op(op::MARK);
+                p.global("torch", torch_dtype(t.dtype));
+                p.global("torch.serialization", "_get_layout");
+                p.str("torch.strided");
+                p.op(dcp_op::TUPLE1);
+                p.op(op::REDUCE);
+                p.op(op::NEWFALSE);
+                p.int(0);
+                p.op(op::NEWFALSE);
+                p.op(op::TUPLE);
+                p.op(dcp_op::BUILD);
+                p.str("size");
+                dcp_size(p, &t.size);
+                p.str("chunks");
+                p.op(op::EMPTY_LIST);
+                p.op(op::MARK);
+                for (offsets, sizes) in &t.chunks {
+                    dcp_object(p, "ChunkStorageMetadata", |p| {
+                        p.str("offsets");
+                        dcp_size(p, offsets);
+                        p.str("sizes");
+                        dcp_size(p, sizes);
+                    });
+                }
+                p.op(op::APPENDS);
+            });
+        }
+        p.op(op::SETITEMS);
+        p.str("storage_data");
+        p.op(op::EMPTY_DICT);
+        p.op(op::MARK);
+        for (key, offsets, file, offset, length) in items {
+            dcp_object(p, "MetadataIndex", |p| {
+                p.str("fqn");
+                p.str(key);
+                if let Some(offsets) = offsets {
+                    p.str("offset");
+                    dcp_size(p, offsets);
+                }
+            });
+            dcp_object(p, "_StorageInfo", |p| {
+                p.str("relative_path");
+                p.str(file);
+                p.str("offset");
+                p.int(*offset);
+                p.str("length");
+                p.int(*length);
+            });
+        }
+        p.op(op::SETITEMS);
+    });
+    p.finish()
+}
+
+/// A `torch.save` archive of one tensor: a DCP item.
+fn dcp_tensor_item(dtype: &str, shape: &[i64], data: &[u8]) -> Vec<u8> {
+    let spec = TensorSpec {
+        key: String::new(),
+        dtype: if dtype == "F32" { "F32" } else { "F64" },
+        shape: shape.iter().map(|&d| d as u64).collect(),
+        pickle_shape: shape.to_vec(),
+        data: data.to_vec(),
+    };
+    let mut p = Pickle::new();
+    p.global("torch._utils", "_rebuild_tensor_v2");
+    p.op(op::MARK);
+    p.op(op::MARK);
+    p.str("storage");
+    p.global("torch", storage_class(spec.dtype));
+    p.str("0");
+    p.str("cpu");
+    p.int((data.len() / item_size(spec.dtype)) as i64);
+    p.op(op::TUPLE);
+    p.op(op::BINPERSID);
+    p.int(0);
+    p.int_tuple(shape);
+    let mut stride = vec![1i64; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        stride[d] = stride[d + 1] * shape[d + 1].max(1);
+    }
+    p.int_tuple(&stride);
+    p.op(op::NEWFALSE);
+    p.global("collections", "OrderedDict");
+    p.op(op::EMPTY_TUPLE);
+    p.op(op::REDUCE);
+    p.op(op::TUPLE);
+    p.op(op::REDUCE);
+    pt_zip_pickle(&p.finish(), &[("0".to_owned(), spec.data)])
+}
+
+/// The control tensors as one rank's DCP checkpoint would hold them if `weight` were sharded
+/// by rows over two ranks: `weight` in two chunks, `bias` whole. Returns the tensors'
+/// descriptions, the items (key, offsets, bytes) and the data file.
+fn dcp_control() -> (Vec<DcpTensor>, Vec<DcpItem>, Vec<u8>) {
+    dcp_control_parts()
+}
+
+/// The control DCP checkpoint's `.metadata` and data file (`__0_0.distcp`): the fuzz
+/// target's fixed data file and its first seed.
+pub fn dcp_control_files() -> (Vec<u8>, Vec<u8>) {
+    let (tensors, items, data) = dcp_control_parts();
+    (dcp_metadata(&tensors, &items), data)
+}
+
+fn dcp_control_parts() -> (Vec<DcpTensor>, Vec<DcpItem>, Vec<u8>) {
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    // (key, offsets, sizes, data) of each item.
+    type Part = (&'static str, Vec<i64>, Vec<i64>, Vec<u8>);
+    let parts: [Part; 3] = [
+        ("weight", vec![0, 0], vec![1, 2], f32s(&[0.0, 1.0])),
+        ("weight", vec![1, 0], vec![1, 2], f32s(&[2.0, 3.0])),
+        ("bias", vec![0], vec![2], f32s(&[4.0, 5.0])),
+    ];
+    let mut data = Vec::new();
+    let mut items = Vec::new();
+    for (key, offsets, sizes, bytes) in &parts {
+        let item = dcp_tensor_item("F32", sizes, bytes);
+        items.push((
+            key.to_string(),
+            Some(offsets.clone()),
+            DCP_DATA.to_owned(),
+            data.len() as i64,
+            item.len() as i64,
+        ));
+        data.extend(item);
+    }
+    let tensors = vec![
+        DcpTensor {
+            key: "weight".to_owned(),
+            dtype: "F32",
+            size: vec![2, 2],
+            chunks: vec![(vec![0, 0], vec![1, 2]), (vec![1, 0], vec![1, 2])],
+        },
+        DcpTensor {
+            key: "bias".to_owned(),
+            dtype: "F32",
+            size: vec![2],
+            chunks: vec![(vec![0], vec![2])],
+        },
+    ];
+    (tensors, items, data)
+}
+
+fn dcp_case(name: &str, metadata: Vec<u8>, data: Vec<u8>, scale: usize, expect: Expect) -> Case {
+    let mut out = case("dcp", "dcp", name, DCP_METADATA, metadata, scale, expect);
+    out.siblings = vec![(DCP_DATA.to_owned(), data)];
+    out
+}
+
+/// The control checkpoint, and each way a `.metadata` can lie about it or try to run code.
+pub fn dcp_cases() -> Vec<Case> {
+    let (tensors, items, data) = dcp_control();
+    let mut out = vec![dcp_case(
+        "valid: weight in two row chunks",
+        dcp_metadata(&tensors, &items),
+        data.clone(),
+        1,
+        Expect::Valid,
+    )];
+    let mut lie = |name: &str,
+                   text: &'static str,
+                   change: &dyn Fn(&mut Vec<DcpTensor>, &mut Vec<DcpItem>)| {
+        let (mut t, mut i) = (dcp_control().0, dcp_control().1);
+        change(&mut t, &mut i);
+        out.push(dcp_case(
+            name,
+            dcp_metadata(&t, &i),
+            data.clone(),
+            1,
+            Expect::Error(Some(text)),
+        ));
+    };
+    lie("two chunks overlap", "overlap", &|t, _| {
+        t[0].chunks[0].1 = vec![2, 2];
+    });
+    lie("a chunk is missing", "cover", &|t, _| {
+        t[0].chunks.pop();
+    });
+    lie("a chunk beyond the tensor", "does not fit", &|t, _| {
+        t[0].chunks[1].0 = vec![2, 0];
+    });
+    lie(
+        "a tensor of 4 TiB in one chunk of 1 KiB",
+        "fewer than the chunk",
+        &|t, i| {
+            t[1].size = vec![1 << 20, 1 << 20];
+            t[1].chunks = vec![(vec![0, 0], vec![1 << 20, 1 << 20])];
+            i[2].1 = Some(vec![0, 0]);
+        },
+    );
+    lie(
+        "an item outside the directory",
+        "not a file beside",
+        &|_, i| {
+            i[0].2 = "../t.pt".to_owned();
+        },
+    );
+    lie("an item past the end of its file", "truncated", &|_, i| {
+        i[2].4 += 1000;
+    });
+    lie("two items overlap", "overlaps", &|_, i| i[1].3 -= 10);
+    lie(
+        "a chunk without an item",
+        "no storage_data entry",
+        &|_, i| {
+            i.remove(1);
+        },
+    );
+    // Code, where data should be: `os.system("ls")` as the root.
+    let system = pickle_body(|p| {
+        p.global("os", "system");
+        p.str("ls");
+        p.op(dcp_op::TUPLE1);
+        p.op(op::REDUCE);
+    });
+    out.push(dcp_case(
+        "os.system as the root",
+        system,
+        data.clone(),
+        1,
+        Expect::Error(Some("os.system")),
+    ));
+    let full = dcp_metadata(&tensors, &items);
+    out.push(dcp_case(
+        "the .metadata cut in half",
+        full[..full.len() / 2].to_vec(),
+        data.clone(),
+        1,
+        Expect::Error(Some("truncated")),
+    ));
+    let half = data.len() / 2;
+    out.push(dcp_case(
+        "the data file cut in half",
+        full,
+        data[..half].to_vec(),
+        1,
+        Expect::Error(Some("truncated")),
+    ));
+    out
+}
+
+/// About 280 KiB per scale step: one string of 16 KiB per step memoized, then used as the key
+/// of 65536 `planner_data` entries per step. Each use copies it: the copies are charged, so the
+/// load is refused at the bound rather than growing without one.
+pub fn dcp_memory_cases(scale: usize) -> Vec<Case> {
+    let (tensors, items, data) = dcp_control();
+    let base = dcp_metadata(&tensors, &items);
+    // Reopen the Metadata's dict: drop `SETITEMS BUILD STOP`, add `planner_data`, close again.
+    let mut p = Pickle(base[..base.len() - 3].to_vec());
+    p.str("planner_data");
+    p.op(op::EMPTY_DICT);
+    p.op(op::MARK);
+    p.str(&"k".repeat((1 << 14) * scale));
+    p.op(op::BINPUT);
+    p.0.push(0);
+    p.op(op::EMPTY_TUPLE);
+    for _ in 0..65536 * scale {
+        p.op(op::BINGET);
+        p.0.push(0);
+        p.op(op::EMPTY_TUPLE);
+    }
+    p.op(op::SETITEMS);
+    p.op(op::SETITEMS);
+    p.op(dcp_op::BUILD);
+    vec![dcp_case(
+        "one long key memoized and used again and again",
+        p.finish(),
+        data,
+        scale,
+        Expect::Bounded,
+    )]
 }

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "candle")]
 pub mod candle;
+pub mod dcp;
 pub mod entries;
 pub mod fixtures;
 pub mod hostile;

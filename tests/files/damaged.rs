@@ -139,8 +139,9 @@ fn foreign_files_and_newer_versions() {
     let err = ckpt::load(&other).unwrap_err();
     assert!(matches!(corruption(&err).1, Corruption::BadMagic { .. }));
     assert!(
-        err.to_string()
-            .contains("not a checkpoint in any format ckpt reads (ckpt, safetensors, pytorch)"),
+        err.to_string().contains(
+            "not a checkpoint in any format ckpt reads (ckpt, safetensors, dcp, pytorch)"
+        ),
         "{err}"
     );
     // A zip archive is taken for a PyTorch file, and refused as a damaged one.

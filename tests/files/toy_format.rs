@@ -141,8 +141,9 @@ fn a_registered_format_saves_loads_and_inspects_like_the_built_in_ones() {
     // Without the registration, the file is no checkpoint ckpt knows.
     let err = ckpt::load(&path).unwrap_err();
     assert!(
-        err.to_string()
-            .contains("not a checkpoint in any format ckpt reads (ckpt, safetensors, pytorch)"),
+        err.to_string().contains(
+            "not a checkpoint in any format ckpt reads (ckpt, safetensors, dcp, pytorch)"
+        ),
         "{err}"
     );
     // And the format's own errors name the file and the key, as ckpt's do.

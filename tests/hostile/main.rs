@@ -203,3 +203,21 @@ mod generator {
         }
     }
 }
+
+/// The `dcp_metadata` fuzz target's first seed is the control checkpoint's `.metadata` as the
+/// generator makes it today, so that fuzzing starts from a file that loads. Set
+/// `CKPT_REGENERATE=1` to rewrite it after a deliberate change to the generator.
+#[test]
+fn the_dcp_fuzz_seed_is_the_control_metadata() {
+    let (metadata, _) = hostile::dcp_control_files();
+    let seed =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/dcp_metadata/tiny.metadata");
+    if std::env::var_os("CKPT_REGENERATE").is_some() {
+        std::fs::write(&seed, &metadata).expect("the seed is written");
+    }
+    assert!(
+        std::fs::read(&seed).expect("the seed exists") == metadata,
+        "{} is stale: run with CKPT_REGENERATE=1",
+        seed.display()
+    );
+}

@@ -7,6 +7,7 @@
 //! tensors placed where `map_location` says.
 
 mod checkpoint;
+pub mod dcp;
 mod error;
 mod fetch;
 mod load;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Error, LoadOptions};
 use crate::device::Device;
+use crate::format::dcp;
 use crate::format::safetensors::sharded;
 use crate::format::{Corruption, DETECT_LEN, Format, Header, Opened, Registry, SafeTensors};
 use crate::storage::{self, Location, Source};
@@ -30,6 +31,13 @@ pub(crate) enum Contents {
 
 /// Opens `location` as `options` say: the format given, or detected.
 pub(crate) fn open(location: &Location, options: &LoadOptions) -> Result<File, Error> {
+    let dcp_allowed = options
+        .format
+        .as_ref()
+        .is_none_or(|f| f.name() == dcp::NAME);
+    if let Some(metadata) = dcp::metadata_of(location).filter(|_| dcp_allowed) {
+        return open_dcp(location, &metadata, options);
+    }
     if options.format.is_none() && sharded::is_index(location) {
         let shards = sharded::open(location, options.mmap, &options.object_store)?;
         return Ok(File {
@@ -41,6 +49,36 @@ pub(crate) fn open(location: &Location, options: &LoadOptions) -> Result<File, E
     let source = storage::open(location, options.mmap, &options.object_store)
         .map_err(|e| Error::io(location, e))?;
     open_source(source, options)
+}
+
+/// Opens the PyTorch Distributed Checkpoint whose `.metadata` is `metadata`: the directory
+/// `location`, or the `.metadata` itself.
+fn open_dcp(
+    location: &Location,
+    metadata: &Location,
+    options: &LoadOptions,
+) -> Result<File, Error> {
+    let source = storage::open(metadata, options.mmap, &options.object_store).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            let problem = format!(
+                "no {} in it, so not a complete PyTorch Distributed Checkpoint (an unfinished \
+                 save leaves none)",
+                dcp::METADATA
+            );
+            Error::io(location, std::io::Error::new(e.kind(), problem))
+        } else {
+            Error::io(metadata, e)
+        }
+    })?;
+    let opened = dcp::open(Arc::clone(&source), options.mmap, &options.object_store)?;
+    Ok(File {
+        location: location.clone(),
+        format: Arc::new(dcp::Dcp),
+        contents: Contents::One {
+            source,
+            opened: Box::new(opened),
+        },
+    })
 }
 
 /// Opens bytes already at hand.

@@ -15,7 +15,7 @@
 //!
 //! let registry = Registry::builtin();
 //! let names: Vec<&str> = registry.formats().map(|f| f.name()).collect();
-//! assert_eq!(names, ["ckpt", "safetensors", "pytorch"]);
+//! assert_eq!(names, ["ckpt", "safetensors", "dcp", "pytorch"]);
 //! assert_eq!(registry.by_extension("model.pth".as_ref()).map(|f| f.name()), Some("pytorch"));
 //! assert_eq!(registry.detect(b"PK\x03\x04....", 8).map(|f| f.name()), Some("pytorch"));
 //! # let _ = PyTorch;
@@ -23,6 +23,7 @@
 
 mod corruption;
 mod data;
+pub mod dcp;
 mod error;
 mod header;
 pub(crate) mod native;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 
 pub use self::corruption::Corruption;
 pub use self::data::{Checksum, TensorData};
+pub use self::dcp::Dcp;
 pub use self::error::{FormatError, FormatErrorKind};
 pub use self::header::{Header, TensorInfo};
 pub use self::native::Native;

@@ -4,10 +4,11 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Format, Native, PyTorch, SafeTensors};
+use super::{Dcp, Format, Native, PyTorch, SafeTensors};
 
 /// A list of formats: detection by a file's first bytes on load, by a file name's extension on
-/// save. [`Registry::builtin`] (the default) has ckpt's own, safetensors and PyTorch's.
+/// save. [`Registry::builtin`] (the default) has ckpt's own, safetensors, PyTorch
+/// Distributed Checkpoint and PyTorch's.
 #[derive(Clone)]
 pub struct Registry {
     formats: Vec<Arc<dyn Format>>,
@@ -17,7 +18,14 @@ impl Registry {
     /// The formats ckpt implements, in the order detection tries them.
     pub fn builtin() -> Self {
         Registry {
-            formats: vec![Arc::new(Native), Arc::new(SafeTensors), Arc::new(PyTorch)],
+            // DCP's `.metadata` is a pickle, which PyTorch's legacy format would claim: it is tried
+            // first.
+            formats: vec![
+                Arc::new(Native),
+                Arc::new(SafeTensors),
+                Arc::new(Dcp),
+                Arc::new(PyTorch),
+            ],
         }
     }
 

@@ -13,12 +13,14 @@
 
 pub(crate) mod atomic;
 mod commit;
+pub(crate) mod dir;
 pub(crate) mod local;
 pub(crate) mod memory;
 mod options;
 #[cfg(feature = "object-store")]
 pub(crate) mod remote;
 mod url;
+pub(crate) mod window;
 
 use std::fmt;
 use std::io::{self, Seek, Write};
@@ -26,6 +28,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub(crate) use self::dir::{create_dir, is_directory};
 pub use self::options::ObjectStoreOptions;
 pub use self::url::ObjectUrl;
 use crate::tensor::Backing;

@@ -95,6 +95,24 @@ impl ObjectUrl {
         (!name.is_empty()).then_some(name)
     }
 
+    /// The object named `name` inside this URL's "directory": `s3://b/run/` or `s3://b/run`
+    /// and `.metadata` give `s3://b/run/.metadata`. Any query string is kept.
+    pub(crate) fn child(&self, name: &str) -> ObjectUrl {
+        if self.file_name().is_none() {
+            return self.sibling(name);
+        }
+        let body_end = self.scheme_len + 3 + self.body().len();
+        let full = format!(
+            "{}/{name}{}",
+            &self.full[..body_end],
+            &self.full[body_end..]
+        );
+        ObjectUrl {
+            full,
+            scheme_len: self.scheme_len,
+        }
+    }
+
     /// The object named `name` in the same "directory": the shards beside a sharded
     /// checkpoint's index. Any query string is kept, since it may be what grants access.
     pub(crate) fn sibling(&self, name: &str) -> ObjectUrl {

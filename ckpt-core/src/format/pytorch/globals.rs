@@ -54,6 +54,9 @@ pub(crate) enum Global {
     UntypedStorage,
     /// A dtype object, `torch.float32`.
     DType(TorchDType),
+    /// `_io.BytesIO`, which only a DCP item's pickle may name
+    /// ([`Dialect::DcpItem`](super::unpickle::Dialect::DcpItem)), never a `.pt` file's.
+    BytesIo,
     /// An allowed global that builds something ckpt has no value for; what it builds.
     Unrepresentable(&'static str),
 }

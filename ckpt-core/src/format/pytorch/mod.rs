@@ -28,11 +28,11 @@
 //! ```
 
 mod archive;
-mod budget;
+pub(crate) mod budget;
 mod error;
 mod globals;
 mod legacy;
-mod opcode;
+pub(crate) mod opcode;
 mod pickle;
 mod rebuild;
 mod unpickle;
@@ -47,7 +47,7 @@ use self::budget::Budget;
 use self::error::truncated;
 pub use self::error::{PtError, PtErrorKind};
 use self::rebuild::Storage;
-use self::unpickle::{Pickle, StorageRef, unpickle};
+use self::unpickle::{Dialect, Pickle, StorageRef, unpickle_in};
 use super::{Format, FormatError, FormatErrorKind, Header, Opened};
 use crate::storage::{self, Sink, Source};
 use crate::value::Value;
@@ -124,13 +124,21 @@ struct StorageAt {
     entry: String,
 }
 
+/// Opens one item of a PyTorch Distributed Checkpoint: a whole `torch.save` zip archive, as
+/// `.pt` files are, whose pickle may also hold an `io.BytesIO` (read as its bytes).
+pub(crate) fn open_dcp_item(source: Arc<dyn Source>) -> Result<Box<dyn Opened>, FormatError> {
+    let location = source.location().clone();
+    let opened = open_zip(source, Dialect::DcpItem).map_err(|e| e.in_file(&location))?;
+    Ok(Box::new(opened))
+}
+
 fn open(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
     let mut head = [0u8; 4];
     let head_len = source.len().min(4) as usize;
     source.read_at(0, &mut head[..head_len])?;
     let head = &head[..head_len];
     if head.starts_with(ZIP) {
-        open_zip(source)
+        open_zip(source, Dialect::WeightsOnly)
     } else if head.first() == Some(&opcode::PROTO) {
         open_legacy(source)
     } else if head.is_empty() || ZIP.starts_with(head) {
@@ -146,7 +154,7 @@ fn open(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
     }
 }
 
-fn open_zip(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
+fn open_zip(source: Arc<dyn Source>, dialect: Dialect) -> Result<PtOpened, PtError> {
     let mut budget = Budget::for_file(source.len());
     let archive = Archive::open(&source, &mut budget)?;
     let mut damage = None;
@@ -188,7 +196,7 @@ fn open_zip(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
             .in_entry(name)
         })
     };
-    let pickle = match unpickle(&pkl, &mut budget) {
+    let pickle = match unpickle_in(&pkl, &mut budget, dialect) {
         Ok(pickle) => pickle,
         Err(e) => return Err(crc_error(&damage).unwrap_or_else(|| e.in_entry(&pkl_name))),
     };

@@ -86,6 +86,7 @@ impl Convert<'_, '_> {
             Obj::Str(s) => Value::String(self.copy_str(s)?),
             Obj::Bytes(bytes) => Value::Bytes(self.copy_bytes(bytes)?),
             Obj::ByteArray(bytes) => Value::ByteArray(self.copy_bytes(bytes)?),
+            Obj::BytesIo => Value::Bytes(Vec::new()),
             Obj::BigInt(bytes) => {
                 return Err(unsupported(format!(
                     "an integer of {} bytes, beyond 64 bits",
@@ -553,6 +554,7 @@ impl Describe<'_, '_> {
             }
             Obj::Bytes(b) => self.value(path, Value::Bytes(b.clone()), b.len())?,
             Obj::ByteArray(b) => self.value(path, Value::ByteArray(b.clone()), b.len())?,
+            Obj::BytesIo => self.value(path, Value::Bytes(Vec::new()), 0)?,
             Obj::Global(Global::DType(dtype)) => self.value(path, Value::DType(*dtype), 0)?,
             other => return Err(unsupported(format!("{} as a value", kind(other)))),
         }

@@ -82,6 +82,9 @@ pub(crate) enum Obj {
     Str(String),
     Bytes(Vec<u8>),
     ByteArray(Vec<u8>),
+    /// An `io.BytesIO` that `NEWOBJ` made and no `BUILD` has filled yet: empty, as in Python.
+    /// Only DCP's bytes entries hold one ([`Dialect::DcpItem`]); `BUILD` turns it into bytes.
+    BytesIo,
     List(Vec<Ix>),
     Tuple(Vec<Ix>),
     /// Without duplicates, in the order first seen.
@@ -120,10 +123,30 @@ impl Pickle {
     }
 }
 
+/// Which globals a pickle may name beyond PyTorch's `weights_only` allow-list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// Exactly `torch.load(weights_only=True)`'s.
+    WeightsOnly,
+    /// An item of a PyTorch Distributed Checkpoint: also `_io.BytesIO`, which DCP pickles a
+    /// `BytesIO` value as (`BytesIO.__setstate__((bytes, position, dict))`), read as its bytes.
+    DcpItem,
+}
+
 /// Reads one pickle from the start of `data`, stopping at its `STOP`, charging what it builds
 /// to `budget`.
 pub(crate) fn unpickle(data: &[u8], budget: &mut Budget) -> Result<Pickle, PtError> {
+    unpickle_in(data, budget, Dialect::WeightsOnly)
+}
+
+/// [`unpickle`], with the globals of `dialect`.
+pub(crate) fn unpickle_in(
+    data: &[u8],
+    budget: &mut Budget,
+    dialect: Dialect,
+) -> Result<Pickle, PtError> {
     let mut m = Machine {
+        dialect,
         data,
         pos: 0,
         op_pos: 0,
@@ -147,6 +170,7 @@ pub(crate) fn unpickle(data: &[u8], budget: &mut Budget) -> Result<Pickle, PtErr
 }
 
 struct Machine<'a> {
+    dialect: Dialect,
     data: &'a [u8],
     pos: usize,
     /// Where the opcode being executed starts, for messages.
@@ -274,7 +298,10 @@ impl<'a> Machine<'a> {
                 op::GLOBAL => {
                     let module = self.line("a GLOBAL module name")?;
                     let name = self.line("a GLOBAL name")?;
-                    let global = resolve(module, name)?;
+                    let global = match (self.dialect, module, name) {
+                        (Dialect::DcpItem, "_io", "BytesIO") => Global::BytesIo,
+                        _ => resolve(module, name)?,
+                    };
                     self.push(Obj::Global(global))?;
                 }
                 op::REDUCE => {
@@ -695,6 +722,7 @@ impl<'a> Machine<'a> {
             return Err(self.error("NEWOBJ needs a class and a tuple".to_owned()));
         };
         match (class, args.as_slice()) {
+            (Global::BytesIo, []) => self.new_obj(Called::New(Obj::BytesIo)),
             (Global::ParameterClass, [data] | [data, _]) => {
                 if let Some(Obj::Tensor(_)) = self.objs.get(*data) {
                     return Ok(*data);
@@ -908,6 +936,28 @@ impl<'a> Machine<'a> {
                 | Obj::Complex(..)
                 | Obj::ByteArray(_),
             ) if empty => Ok(()),
+            // `BytesIO.__setstate__((value, position, dict))`: its bytes are the value.
+            Some(Obj::BytesIo) => {
+                let value = match state_obj {
+                    Some(Obj::Tuple(fields)) if fields.len() == 3 => {
+                        fields.first().and_then(|&ix| self.objs.get(ix))
+                    }
+                    _ => None,
+                };
+                let Some(Obj::Bytes(bytes)) = value else {
+                    return Err(self.error(
+                        "BUILD of an io.BytesIO with a state that is not (bytes, position, dict)"
+                            .to_owned(),
+                    ));
+                };
+                let bytes = bytes.clone();
+                // The copy is charged like any other bytes object.
+                self.budget.charge(bytes.len(), "the pickle's objects")?;
+                if let Some(obj) = self.objs.get_mut(target) {
+                    *obj = Obj::Bytes(bytes);
+                }
+                Ok(())
+            }
             Some(Obj::Tensor(_)) => Err(PtErrorKind::Unsupported {
                 what: "a tensor built by BUILD (a file of PyTorch before 0.4)".to_owned(),
             }
@@ -1078,6 +1128,7 @@ fn heap_of(obj: &Obj) -> usize {
             size_of::<TensorSpec>() + (spec.shape.len() + spec.stride.len()) * size_of::<i64>()
         }
         Obj::None | Obj::Bool(_) | Obj::Int(_) | Obj::Float(_) | Obj::Complex(..) => 0,
+        Obj::BytesIo => 0,
         Obj::Global(_) | Obj::Storage(_) => 0,
     }
 }
@@ -1093,6 +1144,7 @@ pub(crate) fn kind(obj: &Obj) -> &'static str {
         Obj::Str(_) => "a string",
         Obj::Bytes(_) => "bytes",
         Obj::ByteArray(_) => "a bytearray",
+        Obj::BytesIo => "an io.BytesIO",
         Obj::List(_) => "a list",
         Obj::Tuple(_) => "a tuple",
         Obj::Set(_) => "a set",

@@ -25,6 +25,18 @@ use self::upload::{Finished, MAX_PARTS, Upload};
 use super::commit::{Commit, CommitError};
 use super::{ObjectUrl, Sink};
 
+/// Removes the object at `url`, if there is one.
+pub(crate) fn remove(url: &ObjectUrl, options: &super::ObjectStoreOptions) -> io::Result<()> {
+    use object_store::ObjectStoreExt as _;
+    let object = store::object(url, options)?;
+    runtime::wait(async move {
+        match object.store.delete(&object.path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(error::io_error(e, "removing", &object.secrets)),
+        }
+    })
+}
+
 /// Writes a new object at `url` through `write` and commits it (see `upload.rs`); `write`
 /// runs a second time when the format went back into parts already sent.
 pub(crate) fn write<E>(

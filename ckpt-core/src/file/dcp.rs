@@ -1,0 +1,166 @@
+//! PyTorch Distributed Checkpoint directories: [`save`] one from a single process, or one per
+//! rank with [`write_rank`] and then [`commit`] by the coordinator, as
+//! `torch.distributed.checkpoint.save` does. Loading one into one process is
+//! [`load`](crate::load) of the directory; into one rank of another sharding,
+//! [`load_shards`].
+//!
+//! A multi-rank save, each rank holding half the rows of `w` and all of `b`:
+//!
+//! ```
+//! # use ckpt_core as ckpt;
+//! use std::collections::HashMap;
+//! use ckpt::shard::Chunk;
+//! use ckpt::{SaveOptions, Tensor, dict};
+//!
+//! # let tmp = tempfile::tempdir()?;
+//! let dir = tmp.path().join("step-7");
+//! let options = SaveOptions::new();
+//! let b = Tensor::from_vec(vec![0.5f32, -0.5], &[2])?;
+//! let halves = Chunk::split(&[4, 2], 0, 2)?; // rows 0..2 and 2..4 of a 4 × 2 tensor
+//! let mut parts = Vec::new();
+//! for (rank, half) in halves.into_iter().enumerate() {
+//!     let start = rank as f32 * 4.0;
+//!     let rows = Tensor::from_vec((0..4).map(|i| start + i as f32).collect(), &[2, 2])?;
+//!     let state = dict! { "w" => rows, "b" => &b };
+//!     let chunks = HashMap::from([("w".to_owned(), half)]);
+//!     // In a real job each rank runs this and sends the result to the coordinator.
+//!     parts.push(ckpt::dcp::write_rank(&state, &dir, rank, &chunks, &options)?);
+//! }
+//! ckpt::dcp::commit(&dir, &parts, &options)?; // writes .metadata: the checkpoint exists now
+//!
+//! let loaded = ckpt::load(&dir)?;
+//! let w = loaded["w"].as_tensor().unwrap();
+//! assert_eq!((w.shape(), w.to_f64_vec()?), (&[4, 2][..], vec![0., 1., 2., 3., 4., 5., 6., 7.]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{Error, LoadOptions, SaveOptions};
+use crate::format::dcp as format;
+pub use crate::format::dcp::{Dcp, DcpError, RankWrite};
+use crate::shard::Chunk;
+use crate::storage::atomic::Commit;
+use crate::storage::{self, Location};
+use crate::tensor::Tensor;
+use crate::value::Value;
+
+/// Saves `value` as a DCP checkpoint of one rank in the directory `dir` (made if missing),
+/// which `torch.distributed.checkpoint.load` reads into any number of ranks and
+/// `dcp_to_torch_save` turns into a `.pt` file. Keys are flattened as DCP flattens a state
+/// dict (`model.0.weight`, `optim.state.0.exp_avg`), with their nesting recorded.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use ckpt::{Tensor, dict};
+///
+/// # let tmp = tempfile::tempdir()?;
+/// let dir = tmp.path().join("ckpt");
+/// ckpt::dcp::save(dict! { "model" => dict! { "w" => Tensor::scalar(1.5f32) } }, &dir)?;
+/// assert!(dir.join(".metadata").exists() && dir.join("__0_0.distcp").exists());
+/// assert_eq!(ckpt::load(&dir)?["model"]["w"].as_tensor().unwrap().to_f64_vec()?, [1.5]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn save<'a>(value: impl Into<Value<'a>>, dir: impl AsRef<Path>) -> Result<(), Error> {
+    save_with(value, dir, &SaveOptions::default())
+}
+
+/// [`save`] with options: fsync, and how a directory at a URL is reached.
+pub fn save_with<'a>(
+    value: impl Into<Value<'a>>,
+    dir: impl AsRef<Path>,
+    options: &SaveOptions,
+) -> Result<(), Error> {
+    let value = value.into();
+    let part = write_rank(&value, dir.as_ref(), 0, &HashMap::new(), options)?;
+    commit(dir, &[part], options)
+}
+
+/// One rank's part of a multi-rank save: writes `__{rank}_0.distcp` into `dir` with every
+/// tensor and value of `value`, and returns what it wrote, for the coordinator's [`commit`].
+/// A tensor whose flattened key is in `chunks` is that chunk of a larger tensor (a row shard,
+/// a block of a 2-D mesh); every other tensor is whole. Entries several ranks give (replicated
+/// tensors, plain values) are kept once, from the lowest rank.
+///
+/// An old `.metadata` in `dir` is removed first, so the directory is not a checkpoint again
+/// until [`commit`] writes the new one.
+pub fn write_rank(
+    value: &Value<'_>,
+    dir: impl AsRef<Path>,
+    rank: usize,
+    chunks: &HashMap<String, Chunk>,
+    options: &SaveOptions,
+) -> Result<RankWrite, Error> {
+    let dir = Location::from(dir.as_ref());
+    if let Some((key, defect)) = value.first_defect() {
+        return Err(Error::Unsupported {
+            location: dir,
+            key: (!key.is_empty()).then_some(key),
+            problem: format!("cannot be saved: {defect}"),
+        });
+    }
+    let commit = Commit {
+        fsync: options.fsync,
+        remote: &options.object_store,
+        size_hint: 0,
+    };
+    Ok(format::write_rank(&dir, rank, value, chunks, &commit)?)
+}
+
+/// The coordinator's step, once every rank's [`write_rank`] has returned: checks the parts
+/// against one another (one dtype and global shape per tensor, chunks that tile it exactly)
+/// and writes `.metadata`, atomically and last. Until it returns, `dir` is no checkpoint.
+pub fn commit(
+    dir: impl AsRef<Path>,
+    parts: &[RankWrite],
+    options: &SaveOptions,
+) -> Result<(), Error> {
+    let dir = Location::from(dir.as_ref());
+    let commit = Commit {
+        fsync: options.fsync,
+        remote: &options.object_store,
+        size_hint: 0,
+    };
+    Ok(format::commit(&dir, parts, &commit)?)
+}
+
+/// Resharded load, for one rank of a job whose sharding differs from the one that saved: the
+/// part `chunk` of each tensor `wanted` names (a row block, a column block, any box of the
+/// global tensor), read only from the items of the saved chunks that overlap it. Memory
+/// mapped local files are touched only where the overlaps lie. Each key must be a tensor of
+/// the checkpoint whose global shape is the chunk's, as `dcp.load` requires.
+///
+/// ```
+/// # use ckpt_core as ckpt;
+/// use std::collections::HashMap;
+/// use ckpt::shard::Chunk;
+/// use ckpt::{LoadOptions, Tensor, dict};
+///
+/// # let tmp = tempfile::tempdir()?;
+/// let dir = tmp.path().join("ckpt");
+/// let w = Tensor::from_vec((0..12).map(|i| i as f32).collect(), &[3, 4])?;
+/// ckpt::dcp::save(dict! { "w" => &w }, &dir)?;
+///
+/// // Rank 1 of 2, sharded by columns: columns 2..4.
+/// let mine = Chunk::split(&[3, 4], 1, 2)?.remove(1);
+/// let wanted = HashMap::from([("w".to_owned(), mine)]);
+/// let local = ckpt::dcp::load_shards(&dir, &wanted, &LoadOptions::new())?;
+/// assert_eq!(local["w"].view().to_f64_vec()?, [2., 3., 6., 7., 10., 11.]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn load_shards(
+    dir: impl AsRef<Path>,
+    wanted: &HashMap<String, Chunk>,
+    options: &LoadOptions,
+) -> Result<HashMap<String, Tensor>, Error> {
+    let dir = Location::from(dir.as_ref());
+    let metadata = format::metadata_of(&dir).unwrap_or_else(|| dir.child(format::METADATA));
+    let source = storage::open(&metadata, options.mmap, &options.object_store)
+        .map_err(|e| Error::io(&metadata, e))?;
+    let opened = format::open(source, options.mmap, &options.object_store)?;
+    wanted
+        .iter()
+        .map(|(key, chunk)| Ok((key.clone(), opened.shard(key, chunk)?)))
+        .collect()
+}

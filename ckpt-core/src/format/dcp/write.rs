@@ -1,0 +1,439 @@
+//! Writing DCP checkpoints that `torch.distributed.checkpoint.load` reads, from one rank or
+//! several, with PyTorch's commit: every rank writes its data file `__{rank}_0.distcp`, then
+//! one process (the coordinator) writes `.metadata`, which names every item, last. A
+//! directory holding `.metadata` is a complete checkpoint.
+//!
+//! Each rank removes an old `.metadata` before writing its data (PyTorch leaves it in place
+//! while data files are rewritten under it), so an interrupted overwrite leaves a directory
+//! that no loader takes for a checkpoint, never new data under old metadata.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Seek, SeekFrom, Write};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::error::DcpError;
+use super::metadata::{self, ChunkMeta, Entry, ItemKey, Metadata, StorageInfo, TensorMeta};
+use super::{METADATA, NAME};
+use crate::dtype::DType;
+use crate::format::{Format, FormatError, PyTorch};
+use crate::shard::{Chunk, check_tiling};
+use crate::storage::atomic::{Commit, CommitError, write_atomically};
+use crate::storage::{self, Location, Sink};
+use crate::tensor::TensorView;
+use crate::value::{Key, Value};
+
+/// What one rank wrote into its data file: each tensor chunk and value it holds, where it
+/// lies, and how its key nests. The coordinator gives every rank's to
+/// [`commit`](crate::dcp::commit); it is serde-serializable, so that it can travel between
+/// processes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankWrite {
+    rank: usize,
+    file: String,
+    entries: Vec<Written>,
+}
+
+/// One item a rank wrote.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Written {
+    key: String,
+    path: Vec<PathPart>,
+    /// `None` for a value; for a tensor chunk, its dtype, global shape, offsets and sizes.
+    tensor: Option<WrittenChunk>,
+    offset: u64,
+    length: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct WrittenChunk {
+    dtype: String,
+    global: Vec<u64>,
+    offsets: Vec<u64>,
+    sizes: Vec<u64>,
+}
+
+/// A part of a key's path: a dict key, or a list index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum PathPart {
+    Key(String),
+    Index(i64),
+}
+
+impl RankWrite {
+    /// The rank that wrote it.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Its data file's name: `__{rank}_0.distcp`.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+}
+
+/// A leaf of the state being saved, as DCP's planner flattens it.
+enum Leaf<'v> {
+    Tensor(TensorView<'v>),
+    Value(&'v Value<'v>),
+}
+
+/// Flattens `value` as DCP's `flatten_state_dict` does: dicts are always descended (their keys
+/// as strings), lists only if they hold a tensor or a dict (directly or in a list inside), and
+/// everything else is a leaf; an empty dict gives no key. Keys are the path joined with dots.
+fn flatten<'v>(
+    value: &'v Value<'v>,
+    path: &mut Vec<PathPart>,
+    out: &mut Vec<(String, Vec<PathPart>, Leaf<'v>)>,
+) {
+    match value {
+        Value::Map(map) => {
+            for (k, v) in map {
+                path.push(PathPart::Key(match k {
+                    Key::Str(s) => s.clone(),
+                    Key::Int(i) => i.to_string(),
+                }));
+                flatten(v, path, out);
+                path.pop();
+            }
+        }
+        Value::List(items) if descended(value) => {
+            for (i, v) in items.iter().enumerate() {
+                path.push(PathPart::Index(i as i64));
+                flatten(v, path, out);
+                path.pop();
+            }
+        }
+        Value::Tensor(t) => out.push((join(path), path.clone(), Leaf::Tensor(t.view()))),
+        other => out.push((join(path), path.clone(), Leaf::Value(other))),
+    }
+}
+
+/// Whether DCP descends into a list (`_traverse.py`'s "not terminal"): it holds a tensor or a
+/// dict, or a list that is descended.
+fn descended(value: &Value<'_>) -> bool {
+    match value {
+        Value::List(items) => items
+            .iter()
+            .any(|v| matches!(v, Value::Tensor(_) | Value::Map(_)) || descended(v)),
+        _ => false,
+    }
+}
+
+fn join(path: &[PathPart]) -> String {
+    let parts: Vec<String> = path
+        .iter()
+        .map(|p| match p {
+            PathPart::Key(s) => s.clone(),
+            PathPart::Index(i) => i.to_string(),
+        })
+        .collect();
+    parts.join(".")
+}
+
+/// Writes rank `rank`'s data file `__{rank}_0.distcp` into the directory `dir`: every tensor
+/// and value of `value`, each as a whole `torch.save` archive. A tensor whose flattened key is
+/// in `chunks` is that chunk of a larger tensor; any other is whole (a replicated tensor,
+/// which several ranks may give: [`commit`] keeps one).
+pub(crate) fn write_rank(
+    dir: &Location,
+    rank: usize,
+    value: &Value<'_>,
+    chunks: &HashMap<String, Chunk>,
+    commit: &Commit<'_>,
+) -> Result<RankWrite, FormatError> {
+    let error = |e: DcpError| FormatError::new(dir, NAME, e);
+    if !matches!(value, Value::Map(_)) {
+        return Err(error(DcpError::Unsupported(format!(
+            "{} at the root of a DCP checkpoint, which holds a dict",
+            value.kind()
+        ))));
+    }
+    let mut leaves = Vec::new();
+    flatten(value, &mut Vec::new(), &mut leaves);
+    let mut seen = HashMap::new();
+    for (key, path, leaf) in &leaves {
+        if let Some(other) = seen.insert(key.as_str(), path) {
+            return Err(error(DcpError::Invalid(format!(
+                "two entries flatten to one key ({other:?} and {path:?})"
+            )))
+            .at_key(key.clone()));
+        }
+        if let (Some(chunk), Leaf::Tensor(t)) = (chunks.get(key), leaf) {
+            let sizes: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+            if sizes != chunk.sizes() {
+                return Err(error(DcpError::Invalid(format!(
+                    "a tensor of shape {:?} given as a chunk of sizes {:?}",
+                    t.shape(),
+                    chunk.sizes()
+                )))
+                .at_key(key.clone()));
+            }
+        }
+    }
+    if let Some(key) = chunks.keys().find(|k| !seen.contains_key(k.as_str())) {
+        return Err(error(DcpError::Invalid(
+            "a chunk is given for a key the state does not hold as a tensor".to_owned(),
+        ))
+        .at_key(key.clone()));
+    }
+    storage::create_dir(dir).map_err(|e| FormatError::new(dir, NAME, e))?;
+    let marker = dir.child(METADATA);
+    storage::dir::remove(&marker, commit.fsync, commit.remote)
+        .map_err(|e| FormatError::new(&marker, NAME, e))?;
+
+    let file = format!("__{rank}_0.distcp");
+    let location = dir.child(&file);
+    let written = RefCell::new(Vec::new());
+    let data_commit = Commit {
+        size_hint: leaves
+            .iter()
+            .map(|(_, _, leaf)| match leaf {
+                Leaf::Tensor(t) => t.nbytes() as u64,
+                Leaf::Value(_) => 0,
+            })
+            .sum(),
+        ..*commit
+    };
+    write_atomically(&location, &data_commit, |sink| {
+        let mut entries = written.borrow_mut();
+        entries.clear();
+        // Values first, then tensors, as PyTorch orders a rank's items.
+        let ordered = leaves
+            .iter()
+            .filter(|(_, _, l)| matches!(l, Leaf::Value(_)))
+            .chain(
+                leaves
+                    .iter()
+                    .filter(|(_, _, l)| matches!(l, Leaf::Tensor(_))),
+            );
+        for (key, path, leaf) in ordered {
+            let offset = sink
+                .stream_position()
+                .map_err(|e| FormatError::writing(NAME, e))?;
+            let mut item = Shifted {
+                inner: sink,
+                base: offset,
+            };
+            let tensor = match leaf {
+                Leaf::Value(value) => {
+                    PyTorch.write(value, &mut item)?;
+                    None
+                }
+                Leaf::Tensor(t) => {
+                    PyTorch.write(&Value::from(t.clone()), &mut item)?;
+                    let sizes: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+                    let (global, offsets) = match chunks.get(key) {
+                        Some(c) => (c.global_shape().to_vec(), c.offsets().to_vec()),
+                        None => (sizes.clone(), vec![0; sizes.len()]),
+                    };
+                    Some(WrittenChunk {
+                        dtype: t.dtype().to_string(),
+                        global,
+                        offsets,
+                        sizes,
+                    })
+                }
+            };
+            let end = sink
+                .seek(SeekFrom::End(0))
+                .map_err(|e| FormatError::writing(NAME, e))?;
+            entries.push(Written {
+                key: key.clone(),
+                path: path.clone(),
+                tensor,
+                offset,
+                length: end - offset,
+            });
+        }
+        Ok(())
+    })
+    .map_err(|e| commit_error(e, &location))?;
+    Ok(RankWrite {
+        rank,
+        file,
+        entries: written.into_inner(),
+    })
+}
+
+fn commit_error(e: CommitError<FormatError>, location: &Location) -> FormatError {
+    match e {
+        CommitError::Write(e) => e.in_file(location),
+        CommitError::Io(e) => FormatError::new(location, NAME, e),
+    }
+}
+
+/// A sink whose offsets start where an item starts: each item is a zip archive of its own,
+/// whose offsets count from its first byte.
+struct Shifted<'s> {
+    inner: &'s mut dyn Sink,
+    base: u64,
+}
+
+impl Write for Shifted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Seek for Shifted<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let at = match pos {
+            SeekFrom::Start(at) => self.inner.seek(SeekFrom::Start(self.base + at))?,
+            // The item is the last thing in the file while it is written.
+            other => self.inner.seek(other)?,
+        };
+        at.checked_sub(self.base)
+            .ok_or_else(|| io::Error::other("seek before the start of the item"))
+    }
+}
+
+/// The coordinator's step: checks every rank's writes against one another (each tensor of one
+/// dtype and global shape everywhere, its chunks tiling it exactly, a replicated item kept
+/// from the lowest rank) and writes `.metadata` into `dir`, atomically. Only then is the
+/// checkpoint there.
+pub(crate) fn commit(
+    dir: &Location,
+    parts: &[RankWrite],
+    commit: &Commit<'_>,
+) -> Result<(), FormatError> {
+    let marker = dir.child(METADATA);
+    let error = |key: &str, message: String| {
+        FormatError::new(&marker, NAME, DcpError::Invalid(message)).at_key(key.to_owned())
+    };
+    let mut parts: Vec<&RankWrite> = parts.iter().collect();
+    parts.sort_by_key(|p| p.rank);
+    if let Some(pair) = parts.windows(2).find(|w| w[0].rank == w[1].rank) {
+        return Err(FormatError::new(
+            &marker,
+            NAME,
+            DcpError::Invalid(format!("rank {} gave its writes twice", pair[0].rank)),
+        ));
+    }
+    let mut entries: IndexMap<String, Entry> = IndexMap::new();
+    let mut planner_data = HashMap::new();
+    let mut storage_data = HashMap::new();
+    for part in &parts {
+        for w in &part.entries {
+            let path: Vec<Key> = w
+                .path
+                .iter()
+                .map(|p| match p {
+                    PathPart::Key(s) => Key::Str(s.clone()),
+                    PathPart::Index(i) => Key::Int(*i),
+                })
+                .collect();
+            if let Some(first) = planner_data.insert(w.key.clone(), path.clone()) {
+                if first != path {
+                    return Err(error(&w.key, "ranks nest this key differently".to_owned()));
+                }
+            }
+            let info = StorageInfo {
+                relative_path: part.file.clone(),
+                offset: w.offset,
+                length: w.length,
+            };
+            let index = ItemKey {
+                fqn: w.key.clone(),
+                offset: w.tensor.as_ref().map(|t| t.offsets.clone()),
+            };
+            match (&w.tensor, entries.get_mut(&w.key)) {
+                (None, None) => {
+                    entries.insert(w.key.clone(), Entry::Bytes);
+                }
+                (None, Some(Entry::Bytes)) => {}
+                (Some(chunk), None) => {
+                    let dtype: DType = chunk
+                        .dtype
+                        .parse()
+                        .map_err(|_| error(&w.key, format!("unknown dtype {}", chunk.dtype)))?;
+                    entries.insert(
+                        w.key.clone(),
+                        Entry::Tensor(TensorMeta {
+                            dtype,
+                            size: chunk.global.clone(),
+                            chunks: vec![ChunkMeta {
+                                offsets: chunk.offsets.clone(),
+                                sizes: chunk.sizes.clone(),
+                            }],
+                        }),
+                    );
+                }
+                (Some(chunk), Some(Entry::Tensor(tensor))) => {
+                    if tensor.dtype.as_str() != chunk.dtype || tensor.size != chunk.global {
+                        return Err(error(
+                            &w.key,
+                            format!(
+                                "rank {} holds it as {} of global shape {:?}, an earlier rank \
+                                 as {} of {:?}",
+                                part.rank, chunk.dtype, chunk.global, tensor.dtype, tensor.size
+                            ),
+                        ));
+                    }
+                    match tensor.chunks.iter().find(|c| c.offsets == chunk.offsets) {
+                        // Replicated: the lowest rank's is kept.
+                        Some(c) if c.sizes == chunk.sizes => continue,
+                        Some(_) => {
+                            return Err(error(
+                                &w.key,
+                                format!(
+                                    "two chunks start at {:?} with different sizes",
+                                    chunk.offsets
+                                ),
+                            ));
+                        }
+                        None => tensor.chunks.push(ChunkMeta {
+                            offsets: chunk.offsets.clone(),
+                            sizes: chunk.sizes.clone(),
+                        }),
+                    }
+                }
+                _ => {
+                    return Err(error(
+                        &w.key,
+                        "a tensor on one rank and a value on another".to_owned(),
+                    ));
+                }
+            }
+            storage_data.entry(index).or_insert(info);
+        }
+    }
+    for (key, entry) in &entries {
+        let Entry::Tensor(tensor) = entry else {
+            continue;
+        };
+        tensor
+            .chunks
+            .iter()
+            .map(|c| Chunk::new(tensor.size.clone(), c.offsets.clone(), c.sizes.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|chunks| check_tiling(&tensor.size, &chunks))
+            .map_err(|e| {
+                error(
+                    key,
+                    format!("the ranks' chunks do not make the tensor: {e}"),
+                )
+            })?;
+    }
+    let metadata = Metadata {
+        entries,
+        planner_data,
+        storage: storage_data,
+    };
+    let bytes = metadata::encode(&metadata);
+    let marker_commit = Commit {
+        size_hint: bytes.len() as u64,
+        ..*commit
+    };
+    write_atomically(&marker, &marker_commit, |sink| {
+        sink.write_all(&bytes)
+            .map_err(|e| FormatError::writing(NAME, e))
+    })
+    .map_err(|e| commit_error(e, &marker))
+}
