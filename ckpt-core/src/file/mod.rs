@@ -14,6 +14,7 @@ mod open;
 mod options;
 mod place;
 mod save;
+mod threads;
 
 pub use self::checkpoint::Checkpoint;
 pub use self::error::Error;

@@ -100,7 +100,12 @@ impl crate::format::Opened for Opened {
                 .map(|entry| {
                     let (start, stop) = entry.offsets;
                     let range = self.data_start + start..self.data_start + stop;
-                    TensorData::new(entry.name.to_owned(), entry.dtype, entry.shape.to_vec(), range)
+                    TensorData::new(
+                        entry.name.to_owned(),
+                        entry.dtype,
+                        entry.shape.to_vec(),
+                        range,
+                    )
                 })
                 .collect(),
         )
