@@ -1,162 +1,85 @@
 //! Workload W: a GPT-2-medium-shaped f32 state dict (292 tensors, 1.32 GiB), saved and loaded
 //! by ckpt, by the safetensors crate, and by the plainest code that moves the same bytes.
 //!
-//! `cargo bench --bench save_load`; `CKPT_BENCH_MB=256` scales the model down (fewer blocks, a
-//! smaller vocabulary), `CKPT_BENCH_REPEAT` sets the repetitions (median reported),
-//! `CKPT_BENCH_DIR` the directory for the files. Each figure is one line
-//! `bench NAME SECONDS GIB_PER_S`; peak memory is measured in a separate process per loader.
-//! Files are read from the page cache (each is read once before timing).
+//! `cargo bench --bench save_load [-- --threads N]`; `CKPT_BENCH_MB=256` scales the model
+//! down (fewer blocks, a smaller vocabulary), `CKPT_BENCH_REPEAT` sets the repetitions (median
+//! reported), `CKPT_BENCH_DIR` the directory for the files. `--threads N` (or `CKPT_THREADS`)
+//! sets the threads of ckpt's loads and of the parallel anchors (default: every core); a table
+//! of 1, 2 and all threads follows. Each figure is one line `bench NAME SECONDS GIB_PER_S`;
+//! then every target with its ratio and whether it is met, and the byte traffic each path
+//! must move with its limit on this machine. Peak memory is measured in a separate process
+//! per loader. Files are read from the page cache (each is read once before timing).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use ckpt::state::{KeyPath, Leaf, Role};
-use ckpt::{LoadFrom, StateDictOptions};
-use ckpt::{LoadOptions, StateDict};
+use ckpt::{LoadFrom, LoadOptions, SaveOptions, StateDict, StateDictOptions};
 
 #[path = "workload/mod.rs"]
 mod workload;
 
+#[path = "save_load/anchors.rs"]
+mod anchors;
+#[path = "save_load/report.rs"]
+mod report;
+
+use report::Results;
 use workload::Gpt2;
 
-fn bytes_of(model: &Gpt2) -> usize {
-    model.state_dict().nbytes()
+/// A case: its name, and what to time. It returns the seconds to count when only part of it
+/// is timed (the blocked part of a background save), `None` for all of it.
+type Case<'a> = (String, Box<dyn FnMut() -> Option<f64> + 'a>);
+
+fn case<'a>(name: impl Into<String>, mut f: impl FnMut() + 'a) -> Case<'a> {
+    (
+        name.into(),
+        Box::new(move || {
+            f();
+            None
+        }),
+    )
 }
 
-/// Copies `source` into `target`, tensor by tensor: the memcpy every loader is held against.
-fn copy_into(target: &mut Gpt2, source: &HashMap<String, &[u8]>) {
-    target.visit_mut(
-        &mut KeyPath::new(),
-        Role::Parameter,
-        &mut |key: &str, leaf: &mut dyn Leaf, _| {
-            let to = leaf.contiguous_bytes_mut().expect("f32 arrays in C order");
-            to.copy_from_slice(source[key]);
-        },
-    );
-}
-
-struct St<'a> {
-    shape: Vec<usize>,
-    data: &'a [u8],
-}
-
-impl safetensors::View for St<'_> {
-    fn dtype(&self) -> safetensors::Dtype {
-        safetensors::Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-fn safetensors_save(model: &Gpt2, path: &Path) {
-    let state = model.state_dict();
-    let views: Vec<(String, St<'_>)> = state
-        .iter()
-        .map(|(k, v)| {
-            let data = match v.to_le_bytes() {
-                Ok(Cow::Borrowed(b)) => b,
-                _ => unreachable!("contiguous host arrays lend their bytes"),
-            };
-            (
-                k.to_owned(),
-                St {
-                    shape: v.shape().to_vec(),
-                    data,
-                },
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
-}
-
-fn safetensors_load_into(model: &mut Gpt2, path: &Path) {
-    let file = File::open(path).unwrap();
-    // SAFETY: the benchmark's own file, not modified while mapped.
-    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-    let tensors = safetensors::SafeTensors::deserialize(&map).unwrap();
-    model.visit_mut(
-        &mut KeyPath::new(),
-        Role::Parameter,
-        &mut |key: &str, leaf: &mut dyn Leaf, _| {
-            let data = tensors.tensor(key).unwrap().data();
-            leaf.contiguous_bytes_mut().unwrap().copy_from_slice(data);
-        },
-    );
-}
-
-fn raw_write(model: &Gpt2, path: &Path, fsync: bool) {
-    let mut file = File::create(path).unwrap();
-    for (_, tensor) in model.state_dict().iter() {
-        file.write_all(&tensor.to_le_bytes().unwrap()).unwrap();
-    }
-    if fsync {
-        file.sync_all().unwrap();
-    }
-}
-
-struct Bench {
-    repeat: usize,
-    bytes: usize,
-    results: Vec<(String, f64)>,
-}
-
-impl Bench {
-    /// Runs each of `cases` `repeat` times, taking turns so that drift in the machine affects
-    /// them alike, and prints each median. Between runs, untimed, everything written is flushed
-    /// to disk, so that no run pays for the write-back of another's dirty pages.
-    fn run(&mut self, cases: &mut [(&str, &mut dyn FnMut())]) {
-        let mut times = vec![Vec::new(); cases.len()];
-        for _ in 0..self.repeat {
-            for (case, (_, f)) in cases.iter_mut().enumerate() {
-                settle();
-                let start = Instant::now();
-                f();
-                times[case].push(start.elapsed().as_secs_f64());
-            }
-        }
-        settle();
-        let gib = self.bytes as f64 / (1u64 << 30) as f64;
-        for ((name, _), mut times) in cases.iter().zip(times) {
-            times.sort_by(f64::total_cmp);
-            let median = times[times.len() / 2];
-            println!("bench {name} {median:.6} {:.3}", gib / median);
-            // The spread shows how much the machine (disk write-back above all) moved the runs.
-            println!(
-                "  spread {name}: min {:.6} max {:.6}",
-                times[0],
-                times[times.len() - 1]
-            );
-            self.results.push(((*name).to_owned(), median));
+/// Runs each of `cases` `repeat` times, taking turns so that drift in the machine affects them
+/// alike, and records and prints each median. Between runs, untimed, everything written is
+/// flushed to disk, so that no run pays for the write-back of another's dirty pages.
+fn run(results: &mut Results, repeat: usize, cases: &mut [Case<'_>]) {
+    let mut times = vec![Vec::new(); cases.len()];
+    for _ in 0..repeat {
+        for (case, (_, f)) in cases.iter_mut().enumerate() {
+            settle();
+            let start = Instant::now();
+            let part = f();
+            times[case].push(part.unwrap_or_else(|| start.elapsed().as_secs_f64()));
         }
     }
-
-    fn get(&self, name: &str) -> f64 {
-        self.results
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|r| r.1)
-            .unwrap()
+    settle();
+    for ((name, _), mut times) in cases.iter().zip(times) {
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        println!("bench {name} {median:.6} {:.3}", results.gib() / median);
+        // The spread shows how much the machine (disk write-back above all) moved the runs.
+        println!(
+            "  spread {name}: min {:.6} max {:.6}",
+            times[0],
+            times[times.len() - 1]
+        );
+        results.insert(name, median);
     }
 }
 
 /// Flushes all dirty pages to disk (`sync`) and pauses, so the next timed run starts from a
 /// clean slate: no write-back of another run's pages, and no file of an earlier run still being
 /// freed in the background (ckpt and the safetensors crate both close replaced files late).
+/// `CKPT_BENCH_SETTLE_MS` sets the pause (default 700 ms; files in memory need less).
 fn settle() {
     let _ = Command::new("sync").status();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    let ms = std::env::var("CKPT_BENCH_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(700);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
 /// Peak resident memory of this process, from /proc (Linux), in bytes.
@@ -172,7 +95,7 @@ fn child(how: &str, path: &Path, mb: Option<f64>) {
     let mut model = Gpt2::new(mb);
     let before = peak_rss().unwrap_or(0);
     match how {
-        "ckpt" => {
+        "ckpt" | "pytorch" => {
             let _ = model.load_from(path).unwrap();
         }
         "ckpt_trusted" => {
@@ -181,21 +104,22 @@ fn child(how: &str, path: &Path, mb: Option<f64>) {
                 .load_from_with(path, &trusted, &StateDictOptions::new())
                 .unwrap();
         }
-        "safetensors" => safetensors_load_into(&mut model, path),
+        "safetensors" => anchors::safetensors_load_into(&mut model, path),
         other => panic!("unknown loader {other}"),
     }
     println!(
         "{} {} {}",
-        bytes_of(&model),
+        model.state_dict().nbytes(),
         before,
         peak_rss().unwrap_or(0)
     );
 }
 
-fn measure_peak(how: &str, path: &Path) -> Option<(f64, f64)> {
+fn measure_peak(how: &str, path: &Path, threads: usize) -> Option<(f64, f64)> {
     let output = Command::new(std::env::current_exe().ok()?)
         .env("CKPT_BENCH_CHILD", how)
         .env("CKPT_BENCH_CHILD_PATH", path)
+        .env("CKPT_THREADS", threads.to_string())
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
@@ -213,6 +137,16 @@ fn measure_peak(how: &str, path: &Path) -> Option<(f64, f64)> {
     Some((model, peak))
 }
 
+/// `--threads N`, else `CKPT_THREADS`, else every core.
+fn threads_asked() -> usize {
+    let mut args = std::env::args().skip_while(|a| a != "--threads").skip(1);
+    args.next()
+        .or_else(|| std::env::var("CKPT_THREADS").ok())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
 fn main() {
     let mb: Option<f64> = std::env::var("CKPT_BENCH_MB")
         .ok()
@@ -222,96 +156,209 @@ fn main() {
         child(&how, &path, mb);
         return;
     }
-    // `cargo bench` passes `--bench`; anything else (a filter) is ignored.
     let repeat = std::env::var("CKPT_BENCH_REPEAT")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    let threads = threads_asked();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = match std::env::var_os("CKPT_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
     }
     .unwrap();
     let model = Gpt2::new(mb);
-    let bytes = bytes_of(&model);
+    let bytes = model.state_dict().nbytes();
     let tensors = model.state_dict().len();
+    let largest = model
+        .arrays()
+        .iter()
+        .map(|a| a.len() * 4)
+        .max()
+        .unwrap_or(0);
     println!(
-        "workload W: GPT-2-medium-shaped f32 state dict, {tensors} tensors, {bytes} bytes ({:.3} GiB), {} blocks; median of {repeat}",
+        "workload W: GPT-2-medium-shaped f32 state dict, {tensors} tensors, {bytes} bytes ({:.3} GiB), {} blocks, largest tensor {largest} bytes; median of {repeat}; {threads} threads of {cores} cores",
         bytes as f64 / (1u64 << 30) as f64,
         model.h.len()
     );
-    let mut bench = Bench {
-        repeat,
-        bytes,
-        results: Vec::new(),
-    };
+    let mut results = Results::new(bytes, largest, threads);
     let raw = dir.path().join("raw.bin");
     let ck = dir.path().join("w.ckpt");
     let st = dir.path().join("w.safetensors");
+    let ck_st = dir.path().join("ckpt.safetensors");
     let pt = dir.path().join("w.pt");
 
-    bench.run(&mut [
-        ("raw_write", &mut || raw_write(&model, &raw, true)),
-        ("ckpt_save", &mut || {
-            ckpt::save(model.state_dict(), &ck).unwrap();
-        }),
-    ]);
-    let no_sync = ckpt::SaveOptions::new().fsync(false);
-    bench.run(&mut [
-        ("raw_write_nofsync", &mut || raw_write(&model, &raw, false)),
-        ("ckpt_save_nofsync", &mut || {
-            ckpt::save_with(model.state_dict(), &ck, &no_sync).unwrap();
-        }),
-        ("safetensors_save", &mut || safetensors_save(&model, &st)),
-        ("pytorch_save_nofsync", &mut || {
-            ckpt::save_with(model.state_dict(), &pt, &no_sync).unwrap();
-        }),
-    ]);
+    run(
+        &mut results,
+        repeat,
+        &mut [
+            case("raw_write", || anchors::raw_write(&model, &raw, true)),
+            case("ckpt_save", || ckpt::save(model.state_dict(), &ck).unwrap()),
+        ],
+    );
+    let no_sync = SaveOptions::new().fsync(false);
+    run(
+        &mut results,
+        repeat,
+        &mut [
+            case("raw_write_nofsync", || {
+                anchors::raw_write(&model, &raw, false);
+            }),
+            case("ckpt_save_nofsync", || {
+                ckpt::save_with(model.state_dict(), &ck, &no_sync).unwrap();
+            }),
+            case("safetensors_save", || {
+                anchors::safetensors_save(&model, &st);
+            }),
+            case("ckpt_safetensors_save_nofsync", || {
+                ckpt::save_with(model.state_dict(), &ck_st, &no_sync).unwrap();
+            }),
+            case("pytorch_save_nofsync", || {
+                ckpt::save_with(model.state_dict(), &pt, &no_sync).unwrap();
+            }),
+        ],
+    );
     std::fs::remove_file(&raw).unwrap();
+    let async_path = dir.path().join("async.ckpt");
+    run(
+        &mut results,
+        repeat,
+        &mut [
+            (
+                "memcpy_fresh".to_owned(),
+                Box::new(|| {
+                    // Timed without the freeing, which the snapshot does in the background.
+                    let start = Instant::now();
+                    let copies = anchors::memcpy_fresh(&model);
+                    let copied = start.elapsed().as_secs_f64();
+                    assert_eq!(copies.iter().map(Vec::len).sum::<usize>() * 4, bytes);
+                    Some(copied)
+                }),
+            ),
+            (
+                "save_async_blocked".to_owned(),
+                Box::new(|| {
+                    let start = Instant::now();
+                    let handle = ckpt::save_async_with(model.state_dict(), &async_path, &no_sync);
+                    let blocked = start.elapsed().as_secs_f64();
+                    handle.wait().unwrap();
+                    Some(blocked)
+                }),
+            ),
+        ],
+    );
+    std::fs::remove_file(&async_path).unwrap();
 
-    let target = Gpt2::new(mb);
-    let state = model.state_dict();
-    let source: HashMap<String, &[u8]> = state
-        .iter()
-        .map(|(k, v)| {
-            let b = match v.to_le_bytes() {
-                Ok(Cow::Borrowed(b)) => b,
-                _ => unreachable!("contiguous host arrays lend their bytes"),
-            };
-            (k.to_owned(), b)
-        })
-        .collect();
-    // Warm the page cache for both files before timing loads.
-    let _ = std::fs::read(&ck).unwrap().len()
-        + std::fs::read(&st).unwrap().len()
-        + std::fs::read(&pt).unwrap().len();
-    let trusted = LoadOptions::new().verify_checksums(false);
-    let target = std::cell::RefCell::new(target);
-    bench.run(&mut [
-        ("memcpy", &mut || {
-            copy_into(&mut target.borrow_mut(), &source);
-        }),
-        ("safetensors_load_into", &mut || {
-            safetensors_load_into(&mut target.borrow_mut(), &st);
-        }),
-        ("ckpt_load_into", &mut || {
-            let _ = target.borrow_mut().load_from(&ck).unwrap();
-        }),
-        ("ckpt_load_into_trusted", &mut || {
-            let state = StateDictOptions::new();
+    // Warm the page cache for every file before timing loads.
+    for path in [&ck, &st, &ck_st, &pt] {
+        let _ = std::fs::read(path).unwrap().len();
+    }
+    let target = std::cell::RefCell::new(Gpt2::new(mb));
+    let pools: Vec<(usize, rayon::ThreadPool)> = [1, 2, threads]
+        .into_iter()
+        .filter(|&t| t <= threads.max(2))
+        .fold(Vec::new(), |mut v, t| {
+            if !v.iter().any(|(n, _)| *n == t) {
+                v.push((t, anchors::pool(t)));
+            }
+            v
+        });
+    let pool = |t: usize| &pools.iter().find(|(n, _)| *n == t).unwrap().1;
+    let with_threads = |t: usize| LoadOptions::new().threads(t);
+    let default = with_threads(threads);
+    let trusted = with_threads(threads).verify_checksums(false);
+    let state = StateDictOptions::new();
+    run(
+        &mut results,
+        repeat,
+        &mut [
+            case("memcpy", || {
+                anchors::memcpy(&mut target.borrow_mut(), &model);
+            }),
+            case("memcpy_parallel", || {
+                anchors::memcpy_parallel(&mut target.borrow_mut(), &model, pool(threads));
+            }),
+            case("raw_read", || {
+                anchors::raw_read(&ck, pool(1), false);
+            }),
+            case("raw_read_parallel", || {
+                anchors::raw_read(&ck, pool(threads), false);
+            }),
+            case("xxh3_pread_parallel", || {
+                anchors::raw_read(&ck, pool(threads), true);
+            }),
+            case("xxh3_mapped_parallel", || {
+                anchors::hash_mapped(&ck, pool(threads), false);
+            }),
+            case("crc32_mapped_parallel", || {
+                anchors::hash_mapped(&pt, pool(threads), true);
+            }),
+            case("safetensors_load_into", || {
+                anchors::safetensors_load_into(&mut target.borrow_mut(), &st);
+            }),
+            case("ckpt_load_into", || {
+                let _ = target
+                    .borrow_mut()
+                    .load_from_with(&ck, &default, &state)
+                    .unwrap();
+            }),
+            case("ckpt_load_into_trusted", || {
+                let _ = target
+                    .borrow_mut()
+                    .load_from_with(&ck, &trusted, &state)
+                    .unwrap();
+            }),
+            case("pytorch_load_into", || {
+                let _ = target
+                    .borrow_mut()
+                    .load_from_with(&pt, &default, &state)
+                    .unwrap();
+            }),
+            case("ckpt_safetensors_load_into", || {
+                let _ = target
+                    .borrow_mut()
+                    .load_from_with(&ck_st, &default, &state)
+                    .unwrap();
+            }),
+            case("ckpt_load", || {
+                let checkpoint = ckpt::load_with(&ck, &default).unwrap();
+                assert_eq!(checkpoint.tensors().len(), tensors);
+            }),
+        ],
+    );
+
+    // The same paths on 1, 2 and all threads.
+    let counts: Vec<usize> = pools.iter().map(|(n, _)| *n).collect();
+    let mut table: Vec<Case<'_>> = Vec::new();
+    for &t in &counts {
+        let (verified, unverified) = (with_threads(t), with_threads(t).verify_checksums(false));
+        let (target, state, ck, pt, model) = (&target, &state, &ck, &pt, &model);
+        table.push(case(format!("memcpy_parallel@{t}"), move || {
+            anchors::memcpy_parallel(&mut target.borrow_mut(), model, pool(t));
+        }));
+        table.push(case(format!("xxh3_mapped_parallel@{t}"), move || {
+            anchors::hash_mapped(ck, pool(t), false);
+        }));
+        let v = verified.clone();
+        table.push(case(format!("ckpt_load_into@{t}"), move || {
+            let _ = target.borrow_mut().load_from_with(ck, &v, state).unwrap();
+        }));
+        table.push(case(format!("ckpt_load_into_trusted@{t}"), move || {
             let _ = target
                 .borrow_mut()
-                .load_from_with(&ck, &trusted, &state)
+                .load_from_with(ck, &unverified, state)
                 .unwrap();
-        }),
-        ("pytorch_load_into", &mut || {
-            let _ = target.borrow_mut().load_from(&pt).unwrap();
-        }),
-        ("ckpt_load", &mut || {
-            let checkpoint = ckpt::load(&ck).unwrap();
-            assert_eq!(checkpoint.tensors().len(), tensors);
-        }),
-    ]);
+        }));
+        table.push(case(format!("pytorch_load_into@{t}"), move || {
+            let _ = target
+                .borrow_mut()
+                .load_from_with(pt, &verified, state)
+                .unwrap();
+        }));
+    }
+    run(&mut results, repeat, &mut table);
+    drop(table);
+
     let target = target.into_inner();
     let start = Instant::now();
     let opens = 100;
@@ -325,48 +372,25 @@ fn main() {
         "the loaded model equals the saved one"
     );
 
-    println!("ratios (targets in parentheses):");
-    let ratio = |a: &str, b: &str| bench.get(a) / bench.get(b);
-    println!(
-        "  ckpt_save / raw_write                       {:.3} (<= 1.05)",
-        ratio("ckpt_save", "raw_write")
-    );
-    println!(
-        "  ckpt_save_nofsync / raw_write_nofsync       {:.3} (<= 1.05)",
-        ratio("ckpt_save_nofsync", "raw_write_nofsync")
-    );
-    println!(
-        "  ckpt_save_nofsync / safetensors_save        {:.3} (<= 0.9)",
-        ratio("ckpt_save_nofsync", "safetensors_save")
-    );
-    println!(
-        "  ckpt_load_into / memcpy                     {:.3} (<= 1.15)",
-        ratio("ckpt_load_into", "memcpy")
-    );
-    println!(
-        "  ckpt_load_into_trusted / memcpy             {:.3} (<= 1.15)",
-        ratio("ckpt_load_into_trusted", "memcpy")
-    );
-    println!(
-        "  ckpt_load_into / safetensors_load_into      {:.3} (<= 1)",
-        ratio("ckpt_load_into", "safetensors_load_into")
-    );
-    println!(
-        "  ckpt_load_into_trusted / safetensors_load   {:.3} (<= 1)",
-        ratio("ckpt_load_into_trusted", "safetensors_load_into")
-    );
-    println!(
-        "  ckpt_lazy_open                              {:.3} ms (< 1 ms)",
-        lazy * 1e3
-    );
-    for (how, path) in [("ckpt", &ck), ("ckpt_trusted", &ck), ("safetensors", &st)] {
-        if let Some((model_bytes, peak)) = measure_peak(how, path) {
+    let mut peaks = Vec::new();
+    for (how, path) in [
+        ("ckpt", &ck),
+        ("ckpt_trusted", &ck),
+        ("pytorch", &pt),
+        ("safetensors", &st),
+    ] {
+        if let Some((model_bytes, peak)) = measure_peak(how, path, threads) {
+            let mib = |b: f64| b / (1u64 << 20) as f64;
             println!(
-                "mem peak_rss_load_into_{how} {:.1} MiB; model {:.1} MiB; overhead {:.1} MiB (<= 64)",
-                peak / (1u64 << 20) as f64,
-                model_bytes / (1u64 << 20) as f64,
-                (peak - model_bytes) / (1u64 << 20) as f64
+                "mem peak_rss_load_into_{how} {:.1} MiB; model {:.1} MiB; overhead {:.1} MiB",
+                mib(peak),
+                mib(model_bytes),
+                mib(peak - model_bytes)
             );
+            peaks.push((how, mib(peak - model_bytes)));
         }
     }
+    results.print_table(&counts);
+    results.print_targets(lazy, &peaks);
+    results.print_traffic(&counts);
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 
 /// The layers of `ckpt-core`, bottom first: each may use only the ones before it.
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "dtype",
     "device",
     "tensor",

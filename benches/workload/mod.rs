@@ -126,6 +126,60 @@ impl Gpt2 {
         }
     }
 
+    /// Every array's elements, in a fixed order (the same for any two models of one size).
+    pub(crate) fn arrays(&self) -> Vec<&[f32]> {
+        let mut out: Vec<&[f32]> = vec![self.wte.weight.as_slice().unwrap()];
+        out.push(self.wpe.weight.as_slice().unwrap());
+        for b in &self.h {
+            out.extend([
+                b.ln_1.weight.as_slice().unwrap(),
+                b.ln_1.bias.as_slice().unwrap(),
+                b.attn.c_attn.weight.as_slice().unwrap(),
+                b.attn.c_attn.bias.as_slice().unwrap(),
+                b.attn.c_proj.weight.as_slice().unwrap(),
+                b.attn.c_proj.bias.as_slice().unwrap(),
+                b.ln_2.weight.as_slice().unwrap(),
+                b.ln_2.bias.as_slice().unwrap(),
+                b.mlp.c_fc.weight.as_slice().unwrap(),
+                b.mlp.c_fc.bias.as_slice().unwrap(),
+                b.mlp.c_proj.weight.as_slice().unwrap(),
+                b.mlp.c_proj.bias.as_slice().unwrap(),
+            ]);
+        }
+        out.extend([
+            self.ln_f.weight.as_slice().unwrap(),
+            self.ln_f.bias.as_slice().unwrap(),
+        ]);
+        out
+    }
+
+    /// [`arrays`](Self::arrays), writable.
+    pub(crate) fn arrays_mut(&mut self) -> Vec<&mut [f32]> {
+        let mut out: Vec<&mut [f32]> = vec![self.wte.weight.as_slice_mut().unwrap()];
+        out.push(self.wpe.weight.as_slice_mut().unwrap());
+        for b in &mut self.h {
+            out.extend([
+                b.ln_1.weight.as_slice_mut().unwrap(),
+                b.ln_1.bias.as_slice_mut().unwrap(),
+                b.attn.c_attn.weight.as_slice_mut().unwrap(),
+                b.attn.c_attn.bias.as_slice_mut().unwrap(),
+                b.attn.c_proj.weight.as_slice_mut().unwrap(),
+                b.attn.c_proj.bias.as_slice_mut().unwrap(),
+                b.ln_2.weight.as_slice_mut().unwrap(),
+                b.ln_2.bias.as_slice_mut().unwrap(),
+                b.mlp.c_fc.weight.as_slice_mut().unwrap(),
+                b.mlp.c_fc.bias.as_slice_mut().unwrap(),
+                b.mlp.c_proj.weight.as_slice_mut().unwrap(),
+                b.mlp.c_proj.bias.as_slice_mut().unwrap(),
+            ]);
+        }
+        out.extend([
+            self.ln_f.weight.as_slice_mut().unwrap(),
+            self.ln_f.bias.as_slice_mut().unwrap(),
+        ]);
+        out
+    }
+
     pub(crate) fn full_bytes() -> usize {
         let d = Self::D;
         let block = 2 * d

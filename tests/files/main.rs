@@ -6,6 +6,7 @@ mod common;
 mod atomic;
 mod damaged;
 mod file;
+mod parallel;
 mod safetensors;
 mod toy_format;
 mod whole_model;

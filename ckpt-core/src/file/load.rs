@@ -5,9 +5,13 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
+use rayon::iter::{IndexedParallelIterator, ParallelIterator};
+use rayon::slice::{ParallelSlice, ParallelSliceMut};
+
 use super::fetch;
 use super::open::{File, open, open_source};
 use super::place::{Placement, any_to_gpu, place};
+use super::threads;
 use super::{Checkpoint, Error, LoadOptions};
 use crate::format::Header;
 use crate::loading::{LoadReport, StateDictOptions};
@@ -104,7 +108,7 @@ fn read(file: File, options: &LoadOptions) -> Result<Checkpoint, Error> {
         // as such even if the copy failed too. (Tensors staying on the CPU only map the file,
         // so for them this would cost a thread for nothing.)
         let (verified, placed) = std::thread::scope(|scope| {
-            let verifier = scope.spawn(|| file.verify(false));
+            let verifier = scope.spawn(|| threads::run(options.threads, || file.verify(false)));
             let placed = place(&mut value);
             (verifier.join(), placed)
         });
@@ -116,7 +120,7 @@ fn read(file: File, options: &LoadOptions) -> Result<Checkpoint, Error> {
         })?;
         placed?;
     } else {
-        file.verify(false)?;
+        threads::run(options.threads, || file.verify(false))?;
         place(&mut value)?;
     }
     Ok(Checkpoint::new(value, file.location, file.format))
@@ -221,8 +225,13 @@ pub trait LoadFrom: StateDict {
 
 impl<M: StateDict + ?Sized> LoadFrom for M {}
 
-/// Copy and release granularity: large enough for full-speed copies, small against memory.
-const CHUNK: usize = 4 << 20;
+/// Copy and release granularity: large enough for full-speed copies, small enough that the
+/// threads, each holding one part of the file in memory, spread a tensor of a few MiB.
+const PART: usize = 1 << 20;
+
+/// Below this, a tensor is copied by the thread that visits it: handing it to the pool would
+/// cost more than the copy.
+const PARALLEL_MIN: usize = 2 * PART;
 
 fn load_into<M: StateDict + ?Sized>(
     model: &mut M,
@@ -237,7 +246,8 @@ fn load_into<M: StateDict + ?Sized>(
         file.fetch_whole()?;
     }
     if load.verify_checksums {
-        file.verify(true)?;
+        // Every checksum, on every thread, before anything is written.
+        threads::run(load.threads, || file.verify(true))?;
     }
     let mut value = file.value()?;
     place(
@@ -248,8 +258,15 @@ fn load_into<M: StateDict + ?Sized>(
         Placement::Check,
     )?;
     let backings: Vec<_> = file.sources().iter().filter_map(|s| s.backing()).collect();
+    // Each part is mapped in one call before it is read and let go once copied, so the file's
+    // pages do not stay resident beside the model.
     let release = |bytes: &[u8]| backings.iter().for_each(|b| b.release(bytes));
     let prefetch = |bytes: &[u8]| backings.iter().for_each(|b| b.prefetch(bytes));
+    let copy_part = |to: &mut [u8], from: &[u8]| {
+        prefetch(from);
+        to.copy_from_slice(from);
+        release(from);
+    };
     let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {
         if leaf.view().dtype() == src.dtype()
             && let Ok(Cow::Borrowed(from)) = src.to_le_bytes()
@@ -257,10 +274,16 @@ fn load_into<M: StateDict + ?Sized>(
                 .contiguous_bytes_mut()
                 .filter(|to| to.len() == from.len())
         {
-            for (to, from) in to.chunks_mut(CHUNK).zip(from.chunks(CHUNK)) {
-                prefetch(from);
-                to.copy_from_slice(from);
-                release(from);
+            if to.len() < PARALLEL_MIN {
+                to.chunks_mut(PART)
+                    .zip(from.chunks(PART))
+                    .for_each(|(to, from)| copy_part(to, from));
+            } else {
+                threads::run(load.threads, || {
+                    to.par_chunks_mut(PART)
+                        .zip(from.par_chunks(PART))
+                        .for_each(|(to, from)| copy_part(to, from));
+                });
             }
             return Ok(());
         }

@@ -36,6 +36,10 @@ pub struct LoadOptions {
     /// How checkpoints at URLs are reached and fetched: credentials, endpoint, GETs in
     /// flight, retries (the environment's settings by default).
     pub object_store: ObjectStoreOptions,
+    /// How many threads check the checksums and copy into a model; `None` (the default):
+    /// the `CKPT_THREADS` environment variable, or every core. The result is the same with
+    /// any number.
+    pub threads: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -47,6 +51,7 @@ impl Default for LoadOptions {
             format: None,
             formats: Registry::builtin(),
             object_store: ObjectStoreOptions::default(),
+            threads: None,
         }
     }
 }
@@ -93,6 +98,19 @@ impl LoadOptions {
         self
     }
 
+    /// Sets [`LoadOptions::threads`]; `1` is the serial load.
+    ///
+    /// ```
+    /// # use ckpt_core as ckpt;
+    /// let options = ckpt::LoadOptions::new().threads(2);
+    /// assert_eq!(options.threads, Some(2));
+    /// ```
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
     /// Sets [`LoadOptions::object_store`].
     #[must_use]
     pub fn object_store(mut self, options: ObjectStoreOptions) -> Self {
@@ -110,6 +128,7 @@ impl fmt::Debug for LoadOptions {
             .field("format", &self.format.as_ref().map(|f| f.name()))
             .field("formats", &self.formats)
             .field("object_store", &self.object_store)
+            .field("threads", &self.threads)
             .finish()
     }
 }

@@ -443,7 +443,7 @@ impl<'a> Machine<'a> {
     }
 
     fn extend_dict(&mut self, items: &[Ix]) -> Result<(), DcpError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error("an odd number of items for a dict".to_owned()));
         }
         self.charge(2 * items.len() * size_of::<Ix>(), "the pickle's dicts")?;

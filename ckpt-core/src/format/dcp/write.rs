@@ -329,10 +329,10 @@ pub(crate) fn commit(
                     PathPart::Index(i) => Key::Int(*i),
                 })
                 .collect();
-            if let Some(first) = planner_data.insert(w.key.clone(), path.clone()) {
-                if first != path {
-                    return Err(error(&w.key, "ranks nest this key differently".to_owned()));
-                }
+            if let Some(first) = planner_data.insert(w.key.clone(), path.clone())
+                && first != path
+            {
+                return Err(error(&w.key, "ranks nest this key differently".to_owned()));
             }
             let info = StorageInfo {
                 relative_path: part.file.clone(),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use indexmap::IndexMap;
+use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::header::{Header, Node, NodeKey, Prefix, TensorRecord};
@@ -390,49 +391,27 @@ impl crate::format::Opened for Opened {
         }
     }
 
-    /// Checks every tensor's checksum, on up to four threads, dealing the tensors round-robin
-    /// by size so the threads get similar shares.
+    /// Checks every tensor's checksum on the threads of the current rayon pool, the largest
+    /// tensors first so that no thread is left with a large one at the end. A tensor's xxh3 is
+    /// one sequential hash, so each tensor is hashed by one thread; of several damaged tensors,
+    /// the first in the file is reported, whatever the number of threads.
     fn verify(&self, release: bool) -> Result<(), FormatError> {
         let records: Vec<(&TensorRecord, &str)> = self
             .records()
             .map(|(record, _, key)| (record, key))
             .collect();
-        let total: u64 = records.iter().map(|(r, _)| r.len).sum();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4)
-            .min(1 + (total / (8 << 20)) as usize);
-        if threads <= 1 {
-            return records
-                .iter()
-                .try_for_each(|(record, key)| self.check(record, key, release));
-        }
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(records[i].0.len));
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let mine: Vec<usize> = order.iter().copied().skip(t).step_by(threads).collect();
-                    let records = &records;
-                    scope.spawn(move || {
-                        mine.iter().try_for_each(|&i| {
-                            let (record, key) = records[i];
-                            self.check(record, key, release)
-                        })
-                    })
-                })
-                .collect();
-            let mut first = Ok(());
-            for worker in workers {
-                let result = worker.join().unwrap_or_else(|_| {
-                    Err(self.error(std::io::Error::other("a checksum thread panicked").into()))
-                });
-                if first.is_ok() {
-                    first = result;
-                }
-            }
-            first
-        })
+        let mut results: Vec<(usize, Result<(), FormatError>)> = order
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|i| {
+                let (record, key) = records[i];
+                (i, self.check(record, key, release))
+            })
+            .collect();
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().try_for_each(|(_, result)| result)
     }
 
     /// Every key the tree holds a tensor under, in the tree's order, with its record's range
@@ -522,8 +501,9 @@ fn tensor_keys(node: &Node, path: &mut KeyPath, f: &mut dyn FnMut(&str, u64)) {
     }
 }
 
-/// Chunk size for hashing, small enough to release pages as we go.
-const CHUNK: usize = 4 << 20;
+/// Chunk size for hashing, small enough to release pages as we go: each thread holds at most
+/// one chunk of the file in memory.
+const CHUNK: usize = 1 << 20;
 
 fn build(node: &Node, tensors: &[Tensor]) -> Value<'static> {
     match node {
