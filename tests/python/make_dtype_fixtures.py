@@ -5,7 +5,7 @@ keeps it and is the refusal case).
 
     python tests/python/make_dtype_fixtures.py
 
-The manifest is in the fixtures' form (tests/python/make_issue14_fixtures.py): every tensor in
+The manifest is in the fixtures' form (tests/python/make_pt_fixtures.py): every tensor in
 file order as {key, dtype, shape, sha256 of its little-endian bytes}.
 """
 

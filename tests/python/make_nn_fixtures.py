@@ -21,8 +21,9 @@ seeded values set by reinit() (PyTorch's init leaves attention biases at zero an
 layer of a TransformerEncoder/Decoder the same weights), except for embeddings, which keep
 PyTorch's init so that the padding row is zero.
 
-layers() is the layer part of the issue-14 generator (make_issue14_fixtures.py), unchanged, so
-its 22 references come out byte-identical; more_layers() adds what those leave out: rows
+layers() makes the first 22 layer references (it began as the layer part of the issue-14
+research generator, which this script and make_pt_fixtures.py / make_scheduler_fixtures.py
+replace); more_layers() adds what those leave out: rows
 whose every key is masked (NaN with need_weights=True, zeros without), add_bias_kv and
 add_zero_attn with a float key padding mask, bias=False, and ModuleList/ModuleDict of mixed
 layers.
