@@ -10,29 +10,29 @@ use ckpt::shard::{Chunk, Sharded};
 use ckpt::{DType, Tensor};
 
 /// The value of element `index` (row-major, of the global tensor) of tensor `seed`.
-pub fn value(seed: u64, index: u64) -> f32 {
+pub(crate) fn value(seed: u64, index: u64) -> f32 {
     ((index.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) % 10_007) as f32 - 5_000.0
 }
 
 /// The global tensor `seed` of `shape`, whole.
-pub fn whole(seed: u64, shape: &[u64]) -> Tensor {
+pub(crate) fn whole(seed: u64, shape: &[u64]) -> Tensor {
     let n: u64 = shape.iter().product();
     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
     Tensor::from_vec((0..n).map(|i| value(seed, i)).collect(), &shape).unwrap()
 }
 
 /// The parts `chunks` of the global tensor `seed`.
-pub fn parts(seed: u64, shape: &[u64], chunks: Vec<Chunk>) -> Sharded {
+pub(crate) fn parts(seed: u64, shape: &[u64], chunks: Vec<Chunk>) -> Sharded {
     Sharded::from_whole(&whole(seed, shape).view(), chunks).unwrap()
 }
 
 /// Zero-filled parts `chunks` of an f32 tensor of `shape`.
-pub fn zeros(shape: &[u64], chunks: Vec<Chunk>) -> Sharded {
+pub(crate) fn zeros(shape: &[u64], chunks: Vec<Chunk>) -> Sharded {
     Sharded::zeros(DType::F32, shape.to_vec(), chunks).unwrap()
 }
 
 /// Whether every part of `s` holds the values of tensor `seed`.
-pub fn holds(s: &Sharded, seed: u64) -> bool {
+pub(crate) fn holds(s: &Sharded, seed: u64) -> bool {
     *s == parts(
         seed,
         s.global_shape(),

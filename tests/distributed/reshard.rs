@@ -10,18 +10,18 @@ use ckpt::{DType, SaveOptions, StateDict, StateDictOptions, Tensor};
 use super::{holds, parts, whole, zeros};
 
 #[derive(StateDict)]
-pub struct Net {
-    pub w: Sharded,
-    pub b: Tensor,
+pub(crate) struct Net {
+    pub(crate) w: Sharded,
+    pub(crate) b: Tensor,
 }
 
 /// Saves `states[r]` as rank r of a job of `states.len()` ranks, each on its own thread.
-pub fn save_job(dir: &Path, states: &[Net]) -> Vec<Result<(), Error>> {
+pub(crate) fn save_job(dir: &Path, states: &[Net]) -> Vec<Result<(), Error>> {
     save_job_within(dir, states, 60)
 }
 
 /// [`save_job`], the ranks waiting for one another at most `seconds`.
-pub fn save_job_within(dir: &Path, states: &[Net], seconds: u64) -> Vec<Result<(), Error>> {
+pub(crate) fn save_job_within(dir: &Path, states: &[Net], seconds: u64) -> Vec<Result<(), Error>> {
     let n = states.len();
     std::thread::scope(|s| {
         let handles: Vec<_> = states

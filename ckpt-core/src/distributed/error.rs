@@ -17,14 +17,12 @@ use crate::storage::Location;
 pub enum Error {
     /// The directory holds no commit marker: a save that has not finished, or was killed.
     #[error(
-        "{dir}: an incomplete sharded checkpoint (no {marker}): manifests of rank(s) {present:?} are present{}",
+        "{dir}: an incomplete sharded checkpoint (no checkpoint.json): manifests of rank(s) {present:?} are present{}",
         missing_ranks(*world_size, missing)
     )]
     Incomplete {
         /// The directory.
         dir: Location,
-        /// The name of the marker file it lacks.
-        marker: &'static str,
         /// The ranks whose manifests it holds.
         present: Vec<usize>,
         /// The job's size, if a manifest says it.
@@ -77,29 +75,22 @@ pub enum Error {
         key: String,
         /// How they fail to.
         #[source]
-        error: ShardError,
+        error: Box<ShardError>,
     },
     /// Two ranks hold one tensor with different dtypes or global shapes.
     #[error(
-        "{dir}: \"{key}\" is {first_dtype} of shape {first_shape:?} on rank {first_rank} but {second_dtype} of shape {second_shape:?} on rank {second_rank}"
+        "{dir}: \"{key}\" is {} of shape {:?} on rank {} but {} of shape {:?} on rank {}",
+        first.dtype, first.shape, first.rank, second.dtype, second.shape, second.rank
     )]
     Disagree {
         /// The directory.
         dir: Location,
         /// The key.
         key: String,
-        /// One rank.
-        first_rank: usize,
-        /// Its dtype.
-        first_dtype: DType,
-        /// Its global shape.
-        first_shape: Vec<u64>,
-        /// Another rank.
-        second_rank: usize,
-        /// Its dtype.
-        second_dtype: DType,
-        /// Its global shape.
-        second_shape: Vec<u64>,
+        /// What one rank holds.
+        first: Box<Holding>,
+        /// What another rank holds.
+        second: Box<Holding>,
     },
     /// A replicated tensor is held by ranks other than the coordinator, which alone writes
     /// replicated tensors.
@@ -167,6 +158,17 @@ pub enum Error {
     /// shapes, dtypes), in `load_state_dict`'s words.
     #[error(transparent)]
     Load(#[from] LoadError),
+}
+
+/// What one rank holds of a tensor: its dtype and global shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holding {
+    /// The rank.
+    pub rank: usize,
+    /// The dtype it gives.
+    pub dtype: DType,
+    /// The global shape it gives.
+    pub shape: Vec<u64>,
 }
 
 fn missing_ranks(world_size: Option<usize>, missing: &[usize]) -> String {

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use indexmap::IndexMap;
 
 use super::Error;
+use super::error::Holding;
 use super::manifest::{Manifest, Stored};
 use crate::dtype::DType;
 use crate::shard::{Chunk, check_tiling};
@@ -48,12 +49,16 @@ pub(super) fn build(
                 return Err(Error::Disagree {
                     dir: dir.clone(),
                     key: entry.key.clone(),
-                    first_rank: global.first_rank,
-                    first_dtype: global.dtype,
-                    first_shape: global.shape.clone(),
-                    second_rank: manifest.rank,
-                    second_dtype: dtype,
-                    second_shape: entry.global.clone(),
+                    first: Box::new(Holding {
+                        rank: global.first_rank,
+                        dtype: global.dtype,
+                        shape: global.shape.clone(),
+                    }),
+                    second: Box::new(Holding {
+                        rank: manifest.rank,
+                        dtype,
+                        shape: entry.global.clone(),
+                    }),
                 });
             }
             if entry.replicated {
@@ -89,7 +94,7 @@ pub(super) fn build(
         check_tiling(&global.shape, &chunks).map_err(|error| Error::Tiling {
             dir: dir.clone(),
             key: key.clone(),
-            error,
+            error: Box::new(error),
         })?;
     }
     Ok(tensors)

@@ -74,7 +74,6 @@ pub(super) fn incomplete(dir: &Location, remote: &ObjectStoreOptions) -> Error {
             missing,
         }) => Error::Incomplete {
             dir: dir.clone(),
-            marker: MARKER,
             present,
             world_size,
             missing,

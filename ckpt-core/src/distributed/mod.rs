@@ -62,7 +62,7 @@ mod manifest;
 mod save;
 
 pub use self::coordinator::{CoordinationError, Coordinator};
-pub use self::error::Error;
+pub use self::error::{Error, Holding};
 pub use self::job::{DEFAULT_BLOCK_SIZE, Job};
 pub use self::layout::{Status, clean, status};
 pub use self::load::{Loaded, load, load_with};

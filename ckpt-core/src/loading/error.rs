@@ -83,7 +83,7 @@ pub enum LoadProblem {
         /// The key.
         key: String,
         /// The part the model needs.
-        needed: Chunk,
+        needed: Box<Chunk>,
         /// The parts the source holds.
         held: Vec<Chunk>,
     },
@@ -93,7 +93,7 @@ pub enum LoadProblem {
         /// The key.
         key: String,
         /// What is wrong.
-        error: ShardError,
+        error: Box<ShardError>,
     },
     /// Copying failed after every check had passed. This is a bug in a [`Leaf`](crate::state::Leaf)
     /// implementation; the model may be partly written.

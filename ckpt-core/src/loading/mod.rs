@@ -82,7 +82,7 @@ impl Visitor<'_> for Slots {
         if let Err(error) = tensor.check() {
             self.problems.push(LoadProblem::Shard {
                 key: key.to_owned(),
-                error,
+                error: Box::new(error),
             });
         }
         let slot = Slot {

@@ -62,7 +62,7 @@ impl<'s> Found<'s> {
     ) -> Result<Vec<Tensor>, LoadProblem> {
         let shard = |error| LoadProblem::Shard {
             key: key.to_owned(),
-            error,
+            error: Box::new(error),
         };
         let global: Vec<u64> = self.shape().iter().map(|&d| d as u64).collect();
         let whole;
@@ -92,7 +92,7 @@ impl<'s> Found<'s> {
                         if !covers(held(), target).map_err(shard)? {
                             return Err(LoadProblem::NotHeld {
                                 key: key.to_owned(),
-                                needed: target.clone(),
+                                needed: Box::new(target.clone()),
                                 held: held().cloned().collect(),
                             });
                         }
