@@ -15,7 +15,8 @@ pub use ckpt_core::{
 #[cfg(feature = "candle")]
 pub use ckpt_core::{candle_core, candle_nn};
 pub use ckpt_core::{
-    dcp, device, dtype, format, keymap, loading, model, shard, state, storage, tensor, value,
+    dcp, device, distributed, dtype, format, keymap, loading, model, shard, state, storage, tensor,
+    value,
 };
 /// The crates whose types ckpt's API takes, re-exported so that a program can use the very
 /// versions ckpt was built with: a program depending on another version of one gets "the

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 
 /// The layers of `ckpt-core`, bottom first: each may use only the ones before it.
-const LAYERS: [&str; 14] = [
+const LAYERS: [&str; 15] = [
     "dtype",
     "device",
     "tensor",
@@ -28,6 +28,8 @@ const LAYERS: [&str; 14] = [
     "storage",
     "format",
     "file",
+    // sharded checkpoints of multi-rank jobs, built on `file`'s options and errors.
+    "distributed",
     "model",
 ];
 

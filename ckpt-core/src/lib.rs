@@ -19,11 +19,13 @@
 //! | [`storage`] | where bytes come from and go: sources, sinks, atomic commits |
 //! | [`format`](mod@format) | the `Format` trait, its registry, and ckpt's, safetensors' and PyTorch's formats |
 //! | [`file`](mod@file) | the entry points: `save`, `load`, `inspect`, `Checkpoint`, `LoadFrom` |
+//! | [`distributed`] | sharded checkpoints of multi-rank jobs: save, resharding load, coordination |
 //! | [`model`] | whole-model save and load |
 
 #[cfg(feature = "candle")]
 pub mod candle;
 pub mod device;
+pub mod distributed;
 #[macro_use]
 pub mod dtype;
 pub mod file;

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use indexmap::IndexMap;
 
+use crate::shard::Sharded;
 use crate::state::TensorSource;
 use crate::tensor::TensorView;
 
@@ -29,5 +30,9 @@ impl TensorSource for MappedSource<'_> {
 
     fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
         Box::new(self.keys.keys().map(|k| Cow::Borrowed(k.as_str())))
+    }
+
+    fn get_sharded(&self, key: &str) -> Option<&Sharded> {
+        self.inner.get_sharded(self.keys.get(key)?)
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::dtype::DType;
+use crate::shard::{Chunk, ShardError};
 use crate::tensor::TensorError;
 
 /// One thing wrong with a load.
@@ -76,6 +77,24 @@ pub enum LoadProblem {
         /// The second source key.
         second: String,
     },
+    /// The source holds only parts of a tensor (a sharded one), and not all of the part the
+    /// model needs.
+    NotHeld {
+        /// The key.
+        key: String,
+        /// The part the model needs.
+        needed: Box<Chunk>,
+        /// The parts the source holds.
+        held: Vec<Chunk>,
+    },
+    /// A sharded tensor, of the model or of the source, is not sound (a part replaced by one
+    /// of another shape), or its parts could not be read.
+    Shard {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        error: Box<ShardError>,
+    },
     /// Copying failed after every check had passed. This is a bug in a [`Leaf`](crate::state::Leaf)
     /// implementation; the model may be partly written.
     Copy {
@@ -98,6 +117,8 @@ impl LoadProblem {
             | LoadProblem::DuplicateKey { key }
             | LoadProblem::Unsupported { key, .. }
             | LoadProblem::KeyCollision { key, .. }
+            | LoadProblem::NotHeld { key, .. }
+            | LoadProblem::Shard { key, .. }
             | LoadProblem::Copy { key, .. } => key,
             LoadProblem::Source { .. } => "",
         }
@@ -155,6 +176,21 @@ impl fmt::Display for LoadProblem {
                 "the checkpoint keys \"{first}\" and \"{second}\" both map to \"{key}\" under \
                  the key map."
             ),
+            LoadProblem::NotHeld { key, needed, held } => {
+                write!(
+                    f,
+                    "the state_dict holds only parts of {key}, not all of {needed} that the \
+                     model needs; it holds "
+                )?;
+                if held.is_empty() {
+                    f.write_str("none")?;
+                }
+                for (i, chunk) in held.iter().enumerate() {
+                    write!(f, "{}{chunk}", if i > 0 { ", " } else { "" })?;
+                }
+                f.write_str(".")
+            }
+            LoadProblem::Shard { key, error } => write!(f, "for sharded {key}: {error}."),
             LoadProblem::Copy { key, error } => write!(f, "copying {key} failed: {error}."),
         }
     }

@@ -8,12 +8,13 @@
 mod error;
 mod layout;
 mod options;
+mod parts;
 mod prefix;
 mod report;
 mod suggest;
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use indexmap::IndexMap;
 
@@ -21,13 +22,15 @@ pub use self::error::{LoadError, LoadProblem};
 pub use self::layout::Difference;
 pub(crate) use self::layout::{Lines, compare};
 pub use self::options::{DTypePolicy, StateDictOptions};
+use self::parts::Found;
 use self::prefix::{auto_prefix, prefix_hints};
 pub use self::report::LoadReport;
 use self::suggest::suggest;
 use crate::dtype::{DType, DTypeKind};
 use crate::keymap::{KeyMapError, MappedSource};
+use crate::shard::{Chunk, Sharded};
 use crate::state::{Leaf, Role, TensorSource, Visitor, VisitorMut};
-use crate::tensor::{TensorError, TensorView};
+use crate::tensor::{Tensor, TensorError, TensorView};
 
 /// What a load needs of a model: its tensors, read-only and as leaves, in one order, and its
 /// name for messages. Every [`StateDict`](crate::StateDict) is one.
@@ -43,7 +46,10 @@ pub(crate) trait Target {
 /// A model tensor's key, dtype and shape, collected before anything is written.
 struct Slot {
     dtype: DType,
+    /// The global shape, for a sharded tensor.
     shape: Vec<usize>,
+    /// The parts the model holds, for a sharded tensor; `None` for a whole one.
+    chunks: Option<Vec<Chunk>>,
 }
 
 /// The model's tensors as a load sees them before writing anything: their slots, and the
@@ -64,12 +70,27 @@ impl Visitor<'_> for Slots {
         let slot = Slot {
             dtype: tensor.dtype(),
             shape: tensor.shape().to_vec(),
+            chunks: None,
         };
-        if self.slots.insert(key.to_owned(), slot).is_some() {
-            self.problems.push(LoadProblem::DuplicateKey {
+        self.insert(key, slot);
+    }
+
+    fn sharded(&mut self, key: &str, tensor: &Sharded, role: Role) {
+        if !role.is_persistent() {
+            return;
+        }
+        if let Err(error) = tensor.check() {
+            self.problems.push(LoadProblem::Shard {
                 key: key.to_owned(),
+                error: Box::new(error),
             });
         }
+        let slot = Slot {
+            dtype: tensor.dtype(),
+            shape: tensor.global_shape().iter().map(|&d| d as usize).collect(),
+            chunks: Some(tensor.parts().iter().map(|(c, _)| c.clone()).collect()),
+        };
+        self.insert(key, slot);
     }
 
     fn unsupported(&mut self, key: &str, why: &str, role: Role) {
@@ -78,6 +99,16 @@ impl Visitor<'_> for Slots {
             self.problems.push(LoadProblem::Unsupported {
                 key: key.to_owned(),
                 why: why.to_owned(),
+            });
+        }
+    }
+}
+
+impl Slots {
+    fn insert(&mut self, key: &str, slot: Slot) {
+        if self.slots.insert(key.to_owned(), slot).is_some() {
+            self.problems.push(LoadProblem::DuplicateKey {
+                key: key.to_owned(),
             });
         }
     }
@@ -136,19 +167,21 @@ pub(crate) fn load_into_with(
         mapped = MappedSource::new(source, pairs);
         &mapped
     };
+    // Parts of sharded tensors, gathered during the checks: (key -> one tensor per part).
+    let mut gathered: HashMap<String, Vec<Tensor>> = HashMap::new();
     for (key, slot) in &slots {
-        let Some(tensor) = source.get_tensor(key) else {
+        let Some(tensor) = Found::lookup(source, key) else {
             report.missing_keys.push(key.clone());
             continue;
         };
-        if tensor.shape() != slot.shape.as_slice() {
+        if tensor.shape() != slot.shape {
             if options.skip_shape_mismatches {
                 report.skipped_shape_mismatches.push(key.clone());
                 continue;
             }
             problems.push(LoadProblem::SizeMismatch {
                 key: key.clone(),
-                checkpoint: tensor.shape().to_vec(),
+                checkpoint: tensor.shape(),
                 model: slot.shape.clone(),
             });
             continue;
@@ -173,6 +206,17 @@ pub(crate) fn load_into_with(
                 continue;
             }
             report.cast_keys.push(key.clone());
+        }
+        if slot.chunks.is_some() || !tensor.is_whole() {
+            match tensor.gather(key, slot.chunks.as_deref()) {
+                Ok(parts) => {
+                    gathered.insert(key.clone(), parts);
+                }
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            }
         }
         report.loaded_keys.push(key.clone());
     }
@@ -218,24 +262,75 @@ pub(crate) fn load_into_with(
     }
 
     let loaded: HashSet<&str> = report.loaded_keys.iter().map(String::as_str).collect();
-    let mut failure = None;
-    model.walk_mut(&mut |key: &str, leaf: &mut dyn Leaf, role: Role| {
-        if !role.is_persistent() || failure.is_some() || !loaded.contains(key) {
-            return;
-        }
-        if let Some(tensor) = source.get_tensor(key)
-            && let Err(error) = copy(leaf, &tensor)
-        {
-            failure = Some(LoadProblem::Copy {
-                key: key.to_owned(),
-                error,
-            });
-        }
-    });
+    let mut copier = Copier {
+        loaded: &loaded,
+        gathered,
+        source,
+        copy,
+        failure: None,
+    };
+    model.walk_mut(&mut copier);
+    let failure = copier.failure;
     if let Some(problem) = failure {
         return Err(LoadError::new(model.name(), vec![problem], Vec::new()));
     }
     Ok(report)
+}
+
+/// The writing half of a load: every checked tensor into its leaf.
+struct Copier<'c, 's> {
+    loaded: &'c HashSet<&'c str>,
+    gathered: HashMap<String, Vec<Tensor>>,
+    source: &'s dyn TensorSource,
+    copy: &'c mut dyn FnMut(&mut dyn Leaf, &TensorView<'_>) -> Result<(), TensorError>,
+    failure: Option<LoadProblem>,
+}
+
+impl Copier<'_, '_> {
+    fn wanted(&self, key: &str, role: Role) -> bool {
+        role.is_persistent() && self.failure.is_none() && self.loaded.contains(key)
+    }
+
+    fn fail(&mut self, key: &str, result: Result<(), TensorError>) {
+        if let Err(error) = result {
+            self.failure = Some(LoadProblem::Copy {
+                key: key.to_owned(),
+                error,
+            });
+        }
+    }
+}
+
+impl VisitorMut for Copier<'_, '_> {
+    fn tensor(&mut self, key: &str, leaf: &mut dyn Leaf, role: Role) {
+        if !self.wanted(key, role) {
+            return;
+        }
+        let result = match self.gathered.remove(key) {
+            Some(whole) => whole
+                .first()
+                .map_or(Ok(()), |tensor| leaf.copy_from(&tensor.view())),
+            None => match self.source.get_tensor(key) {
+                Some(tensor) => (self.copy)(leaf, &tensor),
+                None => Ok(()),
+            },
+        };
+        self.fail(key, result);
+    }
+
+    fn sharded(&mut self, key: &str, tensor: &mut Sharded, role: Role) {
+        if !self.wanted(key, role) {
+            return;
+        }
+        let Some(parts) = self.gathered.remove(key) else {
+            return;
+        };
+        let result = tensor
+            .parts_mut()
+            .zip(&parts)
+            .try_for_each(|((_, local), part)| local.copy_from(&part.view()));
+        self.fail(key, result);
+    }
 }
 
 #[cfg(test)]

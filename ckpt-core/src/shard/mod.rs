@@ -2,7 +2,8 @@
 //! chunks, copying the elements they share between their row-major buffers
 //! ([`copy_overlap`]), whether chunks tile a tensor exactly ([`check_tiling`]), and the byte
 //! ranges of a stored chunk that another one needs ([`byte_ranges`]), which is what a
-//! resharding reader fetches.
+//! resharding reader fetches; and [`Sharded`], the parts of a global tensor that one
+//! process holds, as a field of a model.
 //!
 //! All of it works on shapes in `u64` with checked arithmetic, so geometry read from an
 //! untrusted file is validated ([`Chunk::new`]) before anything is allocated for it. Buffers
@@ -40,11 +41,14 @@ mod chunk;
 mod copy;
 mod ranges;
 mod runs;
+mod sharded;
 mod tiling;
 
 pub use self::chunk::Chunk;
 pub use self::copy::copy_overlap;
 pub use self::ranges::{byte_ranges, coalesce};
+pub use self::sharded::Sharded;
+pub(crate) use self::sharded::{assemble, covers, local_shape};
 pub use self::tiling::check_tiling;
 
 use crate::dtype::DType;
@@ -131,6 +135,27 @@ pub enum ShardError {
         /// Elements of the global tensor.
         total: u64,
     },
+    /// A part of a [`Sharded`] tensor holds data of another shape or dtype than its chunk.
+    #[error(
+        "the data of chunk {chunk} is {actual_dtype} of shape {actual_shape:?}; the chunk needs {dtype} of shape {:?}",
+        chunk.sizes()
+    )]
+    PartData {
+        /// The chunk.
+        chunk: Chunk,
+        /// The sharded tensor's dtype.
+        dtype: DType,
+        /// The data's dtype.
+        actual_dtype: DType,
+        /// The data's shape.
+        actual_shape: Vec<usize>,
+    },
+    /// Tensor data could not be read (a GPU failed a copy).
+    #[error("the tensor data could not be read: {0}")]
+    Device(#[source] crate::device::DeviceError),
+    /// A part's tensor could not be made.
+    #[error("a part could not be made: {0}")]
+    Tensor(#[source] crate::tensor::TensorError),
 }
 
 #[cfg(test)]

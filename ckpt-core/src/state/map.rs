@@ -6,6 +6,7 @@ use std::ops::Index;
 use indexmap::IndexMap;
 
 use crate::device::DeviceError;
+use crate::shard::Sharded;
 use crate::tensor::{Tensor, TensorView};
 
 /// An ordered map from dotted keys to borrowed tensors: what
@@ -20,9 +21,15 @@ use crate::tensor::{Tensor, TensorView};
 /// an error naming the key, as loading into such a model is. So is a map of a model holding a
 /// tensor ckpt has no dtype for (a candle `U32` tensor), listed in
 /// [`unsupported`](TensorMap::unsupported).
+///
+/// The state dict of a model with [`Sharded`] fields holds those under their global keys in
+/// [`sharded`](TensorMap::sharded), apart from the whole tensors: loading from it fills
+/// another model's parts, and [`distributed::save`](crate::distributed::save) writes it as one
+/// rank's part of a sharded checkpoint; a plain save of it is an error naming the keys.
 #[derive(Clone, Default)]
 pub struct TensorMap<'a> {
     entries: IndexMap<String, TensorView<'a>>,
+    shards: IndexMap<String, &'a Sharded>,
     duplicates: Vec<String>,
     unsupported: Vec<(String, String)>,
 }
@@ -46,13 +53,35 @@ impl<'a> TensorMap<'a> {
     /// Inserts a tensor under a key not seen before; a key seen before keeps its first tensor
     /// and is recorded as a duplicate.
     pub(crate) fn insert_unique(&mut self, key: String, tensor: TensorView<'a>) {
-        if self.entries.contains_key(&key) {
+        if self.entries.contains_key(&key) || self.shards.contains_key(&key) {
             if !self.duplicates.contains(&key) {
                 self.duplicates.push(key);
             }
         } else {
             self.entries.insert(key, tensor);
         }
+    }
+
+    /// Inserts a sharded tensor under a key not seen before, as
+    /// [`insert_unique`](TensorMap::insert_unique) does.
+    pub(crate) fn insert_sharded_unique(&mut self, key: String, tensor: &'a Sharded) {
+        if self.entries.contains_key(&key) || self.shards.contains_key(&key) {
+            if !self.duplicates.contains(&key) {
+                self.duplicates.push(key);
+            }
+        } else {
+            self.shards.insert(key, tensor);
+        }
+    }
+
+    /// The tensors this process holds only parts of, by global key, in order.
+    pub fn sharded(&self) -> impl ExactSizeIterator<Item = (&str, &'a Sharded)> + '_ {
+        self.shards.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// The sharded tensor under `key`.
+    pub fn get_sharded(&self, key: &str) -> Option<&'a Sharded> {
+        self.shards.get(key).copied()
     }
 
     /// The keys that more than one tensor of the model had; empty for every sound model.
@@ -82,6 +111,19 @@ impl<'a> TensorMap<'a> {
             .into_iter()
             .chain(unsupported)
             .collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    }
+
+    /// Why the map may not be saved to one file, if so: a [`defect`](TensorMap::defect), or
+    /// a sharded tensor, of which this process holds only parts.
+    pub(crate) fn save_defect(&self) -> Option<String> {
+        let sharded = self.shards.keys().next().map(|key| {
+            format!(
+                "the tensor \"{key}\" is sharded: this process holds only parts of it; save \
+                 every rank's state dict with ckpt::distributed::save"
+            )
+        });
+        let all: Vec<String> = self.defect().into_iter().chain(sharded).collect();
         (!all.is_empty()).then(|| all.join("; "))
     }
 
@@ -170,6 +212,7 @@ impl<'a, K: Into<String>, V: Into<TensorView<'a>>> FromIterator<(K, V)> for Tens
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            shards: IndexMap::new(),
             duplicates: Vec::new(),
             unsupported: Vec::new(),
         }
@@ -187,7 +230,10 @@ impl<'a> IntoIterator for TensorMap<'a> {
 
 impl fmt::Debug for TensorMap<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.entries.iter()).finish()
+        f.debug_map()
+            .entries(self.entries.iter().map(|(k, v)| (k, v as &dyn fmt::Debug)))
+            .entries(self.shards.iter().map(|(k, v)| (k, v as &dyn fmt::Debug)))
+            .finish()
     }
 }
 
@@ -195,6 +241,12 @@ impl PartialEq for TensorMap<'_> {
     /// The same keys in the same order, with equal tensors.
     fn eq(&self, other: &Self) -> bool {
         self.duplicates == other.duplicates
+            && self.shards.len() == other.shards.len()
+            && self
+                .shards
+                .iter()
+                .zip(&other.shards)
+                .all(|((ka, a), (kb, b))| ka == kb && a == b)
             && self.unsupported == other.unsupported
             && self.len() == other.len()
             && self

@@ -7,6 +7,7 @@ use std::hash::BuildHasher;
 use indexmap::IndexMap;
 
 use super::TensorMap;
+use crate::shard::Sharded;
 use crate::tensor::{Tensor, TensorView};
 
 /// Tensors looked up by key: what [`load_state_dict`](crate::StateDict::load_state_dict) reads.
@@ -27,6 +28,15 @@ pub trait TensorSource {
     fn defect(&self) -> Option<String> {
         None
     }
+
+    /// The tensor under `key` when the source holds only parts of it (a [`Sharded`] tensor:
+    /// the state dict of one rank, what one rank read of a sharded checkpoint), if so. Its
+    /// key is among [`tensor_keys`](TensorSource::tensor_keys); a load takes from it the
+    /// parts the model needs, and reports the others missing from it. `None` by default.
+    fn get_sharded(&self, key: &str) -> Option<&Sharded> {
+        let _ = key;
+        None
+    }
 }
 
 impl TensorSource for TensorMap<'_> {
@@ -35,11 +45,19 @@ impl TensorSource for TensorMap<'_> {
     }
 
     fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
-        Box::new(self.keys().map(Cow::Borrowed))
+        Box::new(
+            self.keys()
+                .chain(self.sharded().map(|(k, _)| k))
+                .map(Cow::Borrowed),
+        )
     }
 
     fn defect(&self) -> Option<String> {
         TensorMap::defect(self)
+    }
+
+    fn get_sharded(&self, key: &str) -> Option<&Sharded> {
+        TensorMap::get_sharded(self, key)
     }
 }
 
@@ -87,5 +105,9 @@ impl<T: TensorSource + ?Sized> TensorSource for &T {
 
     fn defect(&self) -> Option<String> {
         (**self).defect()
+    }
+
+    fn get_sharded(&self, key: &str) -> Option<&Sharded> {
+        (**self).get_sharded(key)
     }
 }

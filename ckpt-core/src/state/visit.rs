@@ -2,6 +2,7 @@
 //! [`Visitor`] and [`VisitorMut`] that receive them.
 
 use super::Leaf;
+use crate::shard::Sharded;
 use crate::tensor::TensorView;
 
 /// What a tensor is to its module.
@@ -48,6 +49,17 @@ pub trait Visitor<'a> {
     fn unsupported(&mut self, key: &str, why: &str, role: Role) {
         let _ = (key, why, role);
     }
+
+    /// A tensor this process holds only parts of (a [`Sharded`] field), under its global key.
+    /// By default each part's local data goes to [`tensor`](Visitor::tensor) under that key,
+    /// so a visitor that looks at data (counting parameters, hashing) sees what this process
+    /// holds; [`state_dict`](crate::StateDict::state_dict) and loads keep it whole, as a
+    /// sharded tensor.
+    fn sharded(&mut self, key: &str, tensor: &'a Sharded, role: Role) {
+        for (_, part) in tensor.parts() {
+            self.tensor(key, part.view(), role);
+        }
+    }
 }
 
 impl<'a, F: FnMut(&str, TensorView<'a>, Role)> Visitor<'a> for F {
@@ -61,6 +73,16 @@ impl<'a, F: FnMut(&str, TensorView<'a>, Role)> Visitor<'a> for F {
 pub trait VisitorMut {
     /// One tensor, as a mutable leaf, and its key path.
     fn tensor(&mut self, key: &str, leaf: &mut dyn Leaf, role: Role);
+
+    /// A tensor this process holds only parts of (a [`Sharded`] field), under its global key.
+    /// By default each part's local data goes to [`tensor`](VisitorMut::tensor) as a leaf
+    /// under that key (moves to a device, in-place updates); loads fill the parts from the
+    /// global tensor.
+    fn sharded(&mut self, key: &str, tensor: &mut Sharded, role: Role) {
+        for (_, part) in tensor.parts_mut() {
+            self.tensor(key, part, role);
+        }
+    }
 }
 
 impl<F: FnMut(&str, &mut dyn Leaf, Role)> VisitorMut for F {

@@ -8,6 +8,7 @@ use ndarray::{ArrayBase, DataMut, DataOwned, Dimension};
 
 use super::{StateDict, merge_modes};
 use crate::dtype::Element;
+use crate::shard::Sharded;
 use crate::state::{KeyPath, Leaf, Role, Visitor, VisitorMut};
 use crate::tensor::Tensor;
 
@@ -18,6 +19,17 @@ impl StateDict for Tensor {
 
     fn visit_mut(&mut self, path: &mut KeyPath, role: Role, visitor: &mut dyn VisitorMut) {
         visitor.tensor(path.as_str(), self, role);
+    }
+}
+
+/// A sharded tensor is one entry of the state dict, under its global key.
+impl StateDict for Sharded {
+    fn visit<'a>(&'a self, path: &mut KeyPath, role: Role, visitor: &mut dyn Visitor<'a>) {
+        visitor.sharded(path.as_str(), self, role);
+    }
+
+    fn visit_mut(&mut self, path: &mut KeyPath, role: Role, visitor: &mut dyn VisitorMut) {
+        visitor.sharded(path.as_str(), self, role);
     }
 }
 

@@ -8,6 +8,7 @@ mod to_device;
 
 use crate::device::{Device, DeviceError};
 use crate::loading::{self, LoadError, LoadReport, StateDictOptions, Target};
+use crate::shard::Sharded;
 use crate::state::{KeyPath, Leaf, Role, TensorMap, TensorSource, Visitor, VisitorMut};
 use crate::tensor::{TensorError, TensorView};
 
@@ -222,6 +223,11 @@ fn collect<M: StateDict + ?Sized>(module: &M, keep: impl Fn(Role) -> bool) -> Te
         fn unsupported(&mut self, key: &str, why: &str, role: Role) {
             if (self.keep)(role) {
                 self.map.insert_unsupported(key.to_owned(), why);
+            }
+        }
+        fn sharded(&mut self, key: &str, tensor: &'a Sharded, role: Role) {
+            if (self.keep)(role) {
+                self.map.insert_sharded_unique(key.to_owned(), tensor);
             }
         }
     }

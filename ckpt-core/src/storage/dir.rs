@@ -87,3 +87,39 @@ pub(crate) fn sync_parent(path: &std::path::Path) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// Whether an object exists at `location`.
+pub(crate) fn exists(location: &Location, remote: &ObjectStoreOptions) -> io::Result<bool> {
+    match location {
+        Location::Path(path) => path.try_exists(),
+        _ => match super::open(location, true, remote) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// The names of the files in the local directory `location`; listing an object store's
+/// prefix is not supported.
+pub(crate) fn list(location: &Location) -> io::Result<Vec<String>> {
+    match location {
+        Location::Path(path) => {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(path)? {
+                let entry = entry?;
+                if entry.file_type()?.is_file()
+                    && let Some(name) = entry.file_name().to_str()
+                {
+                    names.push(name.to_owned());
+                }
+            }
+            names.sort();
+            Ok(names)
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "listing is supported for local directories only",
+        )),
+    }
+}

@@ -84,7 +84,7 @@ impl<'a> From<TensorMap<'a>> for Value<'a> {
     /// tensors had one key becomes a [`Value::Defect`] naming the keys, so that saving it is an
     /// error rather than a silent loss.
     fn from(map: TensorMap<'a>) -> Self {
-        if let Some(reason) = map.defect() {
+        if let Some(reason) = map.save_defect() {
             return Value::Defect(Defect::new(reason));
         }
         Value::Map(

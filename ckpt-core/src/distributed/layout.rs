@@ -1,0 +1,111 @@
+//! What a directory holds: a complete sharded checkpoint, or the remains of a save that did
+//! not finish ([`status`]), and removing those ([`clean`]).
+
+use std::path::Path;
+
+use super::Error;
+use super::manifest::{self, MARKER};
+use crate::storage::{self, Location, ObjectStoreOptions};
+
+/// What a directory holds, by its commit marker and manifests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// A committed checkpoint of a job of `world_size` ranks.
+    Complete {
+        /// The ranks of the job that saved it.
+        world_size: usize,
+    },
+    /// A save that did not commit: the manifests of ranks `present`, of a job of
+    /// `world_size` ranks if a manifest says so.
+    Incomplete {
+        /// The ranks whose manifests are present.
+        present: Vec<usize>,
+        /// The job's size, if a manifest says it.
+        world_size: Option<usize>,
+        /// The ranks whose manifests are missing, if the job's size is known.
+        missing: Vec<usize>,
+    },
+}
+
+/// Whether the local directory `dir` holds a complete sharded checkpoint or an incomplete
+/// one.
+pub fn status(dir: impl AsRef<Path>) -> Result<Status, Error> {
+    let dir = Location::from(dir.as_ref());
+    status_of(&dir, &ObjectStoreOptions::default())
+}
+
+pub(super) fn status_of(dir: &Location, remote: &ObjectStoreOptions) -> Result<Status, Error> {
+    let marker = dir.child(MARKER);
+    if let Some(bytes) = manifest::read_small(&marker, remote)? {
+        let metadata = manifest::parse_metadata(&marker, &bytes)?;
+        return Ok(Status::Complete {
+            world_size: metadata.world_size,
+        });
+    }
+    let names = storage::dir::list(dir).map_err(|e| Error::io(dir, e))?;
+    let present: Vec<usize> = names
+        .iter()
+        .filter_map(|n| manifest::manifest_rank(n))
+        .collect();
+    // Any manifest that parses says the job's size.
+    let world_size = present.iter().find_map(|&rank| {
+        let file = dir.child(&manifest::manifest_name(rank));
+        let bytes = manifest::read_small(&file, remote).ok()??;
+        manifest::parse_manifest(&file, &bytes, rank)
+            .ok()
+            .map(|m| m.world_size)
+    });
+    let missing = world_size
+        .map(|n| (0..n).filter(|r| !present.contains(r)).collect())
+        .unwrap_or_default();
+    Ok(Status::Incomplete {
+        present,
+        world_size,
+        missing,
+    })
+}
+
+/// The error a load of an incomplete checkpoint gives.
+pub(super) fn incomplete(dir: &Location, remote: &ObjectStoreOptions) -> Error {
+    match status_of(dir, remote) {
+        Ok(Status::Incomplete {
+            present,
+            world_size,
+            missing,
+        }) => Error::Incomplete {
+            dir: dir.clone(),
+            present,
+            world_size,
+            missing,
+        },
+        Ok(Status::Complete { .. }) => {
+            Error::invalid(&dir.child(MARKER), "appeared during the load")
+        }
+        Err(e) => e,
+    }
+}
+
+/// Removes what an unfinished save left in the local directory `dir`: manifests, data files
+/// and temporary files. Returns the names removed. A complete checkpoint is refused
+/// ([`Error::Exists`]); the directory itself is kept.
+pub fn clean(dir: impl AsRef<Path>) -> Result<Vec<String>, Error> {
+    let dir = Location::from(dir.as_ref());
+    let remote = ObjectStoreOptions::default();
+    if let Status::Complete { .. } = status_of(&dir, &remote)? {
+        return Err(Error::Exists { dir });
+    }
+    let names = storage::dir::list(&dir).map_err(|e| Error::io(&dir, e))?;
+    let ours = |name: &str| {
+        manifest::manifest_rank(name).is_some()
+            || (name.starts_with("rank-") && name.ends_with(".ckpt"))
+            || (name.starts_with(".rank-") && name.ends_with(".tmp"))
+            || (name.starts_with(&format!(".{MARKER}")) && name.ends_with(".tmp"))
+    };
+    let mut removed = Vec::new();
+    for name in names.into_iter().filter(|n| ours(n)) {
+        let file = dir.child(&name);
+        storage::dir::remove(&file, true, &remote).map_err(|e| Error::io(&file, e))?;
+        removed.push(name);
+    }
+    Ok(removed)
+}

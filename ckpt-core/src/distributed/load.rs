@@ -1,0 +1,373 @@
+//! [`load`]: a resharding load into one rank's model, reading only the blocks of the data
+//! files that overlap the parts the model holds, each checked against its checksum.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::index::{self, Global, Piece};
+use super::manifest::{self, MARKER, Manifest};
+use super::{Error, layout};
+use crate::file::LoadOptions;
+use crate::loading::{LoadReport, StateDictOptions};
+use crate::shard::{Chunk, Sharded, byte_ranges, copy_overlap, local_shape};
+use crate::state::{KeyPath, Role, TensorSource, Visitor};
+use crate::state_dict::StateDict;
+use crate::storage::{self, Location, Source};
+use crate::tensor::{Tensor, TensorView};
+
+/// What a sharded load did: `load_state_dict`'s report over the global keys, and how many
+/// bytes of tensor data it read for how many it needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Loaded {
+    /// The report, as [`load_state_dict_with`](crate::StateDict::load_state_dict_with)
+    /// gives it.
+    pub report: LoadReport,
+    /// Bytes read from the data files (whole checksum blocks).
+    pub bytes_read: u64,
+    /// Bytes of the parts the model holds.
+    pub bytes_needed: u64,
+}
+
+/// Loads the sharded checkpoint in `dir` into `model`, one rank's or a whole one: the
+/// [`Sharded`] fields get their parts, whatever sharding and number of ranks saved it; the
+/// whole tensors get all of theirs. Each rank reads only the checksum blocks that overlap
+/// what it holds, and checks each against its checksum.
+///
+/// Strictness, the key map and the dtype policy of `options` apply as in
+/// [`load_state_dict_with`](crate::StateDict::load_state_dict_with), with the same report
+/// and errors, over global keys; everything is read and checked before the model is
+/// written, so after an error it is unchanged. A directory without the commit marker is
+/// refused as incomplete.
+pub fn load<M: StateDict + ?Sized>(
+    model: &mut M,
+    dir: impl AsRef<Path>,
+    options: &StateDictOptions,
+) -> Result<Loaded, Error> {
+    load_with(model, dir, options, &LoadOptions::default())
+}
+
+/// [`load`], with how files are opened (memory-mapped or read) and how URLs are reached.
+pub fn load_with<M: StateDict + ?Sized>(
+    model: &mut M,
+    dir: impl AsRef<Path>,
+    options: &StateDictOptions,
+    files: &LoadOptions,
+) -> Result<Loaded, Error> {
+    let dir = Location::from(dir.as_ref());
+    if options.auto_prefix {
+        return Err(Error::invalid(
+            &dir,
+            "auto_prefix is not supported by sharded loads; give the key map instead",
+        ));
+    }
+    let opened = open(&dir, files)?;
+
+    // The model's persistent tensors: the parts each holds (the whole for a plain tensor).
+    let mut needs = Needs::default();
+    model.visit(&mut KeyPath::new(), Role::Parameter, &mut needs);
+    let keys: Vec<&str> = opened.tensors.keys().map(String::as_str).collect();
+    let plan = options.key_map.plan(&keys);
+    let mut read = Read {
+        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        whole: IndexMap::new(),
+        shards: IndexMap::new(),
+    };
+    let mut reader = Reader {
+        dir: &dir,
+        opened: &opened,
+        files,
+        sources: HashMap::new(),
+        bytes_read: 0,
+    };
+    let mut bytes_needed = 0;
+    for (from, to) in plan.pairs() {
+        let (Some(need), Some(global)) = (needs.0.get(to.as_str()), opened.tensors.get(from))
+        else {
+            continue;
+        };
+        let fits = match need {
+            Need::Whole(shape) => shape == &global.shape,
+            Need::Parts(global_shape, _) => global_shape == &global.shape,
+        };
+        if !fits {
+            // The load reports the shapes; nothing is read.
+            read.shards.insert(
+                from.clone(),
+                Sharded::new(global.dtype, global.shape.clone(), Vec::new())
+                    .map_err(|e| Error::invalid(&dir, e.to_string()))?,
+            );
+            continue;
+        }
+        match need {
+            Need::Whole(shape) => {
+                let whole =
+                    Chunk::whole(shape.clone()).map_err(|e| Error::invalid(&dir, e.to_string()))?;
+                let mut parts = reader.read(from, global, &[whole])?;
+                bytes_needed += parts[0].nbytes() as u64;
+                read.whole.insert(from.clone(), parts.remove(0));
+            }
+            Need::Parts(_, chunks) => {
+                let parts = reader.read(from, global, chunks)?;
+                bytes_needed += parts.iter().map(|t| t.nbytes() as u64).sum::<u64>();
+                let sharded = Sharded::new(
+                    global.dtype,
+                    global.shape.clone(),
+                    chunks.iter().cloned().zip(parts).collect(),
+                )
+                .map_err(|e| Error::invalid(&dir, e.to_string()))?;
+                read.shards.insert(from.clone(), sharded);
+            }
+        }
+    }
+    let report = model.load_state_dict_with(&read, options)?;
+    Ok(Loaded {
+        report,
+        bytes_read: reader.bytes_read,
+        bytes_needed,
+    })
+}
+
+/// A committed checkpoint's manifests and tensors.
+struct Opened {
+    manifests: Vec<Manifest>,
+    tensors: IndexMap<String, Global>,
+}
+
+/// Reads the commit marker, then every manifest it names, each checked against the
+/// checksum the marker recorded, and checks them against one another.
+fn open(dir: &Location, files: &LoadOptions) -> Result<Opened, Error> {
+    let remote = &files.object_store;
+    let marker = dir.child(MARKER);
+    let Some(bytes) = manifest::read_small(&marker, remote)? else {
+        return Err(layout::incomplete(dir, remote));
+    };
+    let metadata = manifest::parse_metadata(&marker, &bytes)?;
+    let mut manifests = Vec::with_capacity(metadata.world_size.min(1 << 16));
+    for (rank, &expected) in metadata.manifests.iter().enumerate() {
+        let file = dir.child(&manifest::manifest_name(rank));
+        let bytes = manifest::read_small(&file, remote)?
+            .ok_or_else(|| Error::invalid(&file, "missing, though the checkpoint is committed"))?;
+        if xxh3_64(&bytes) != expected {
+            return Err(Error::invalid(
+                &file,
+                "changed since the checkpoint was committed",
+            ));
+        }
+        let manifest = manifest::parse_manifest(&file, &bytes, rank)?;
+        if manifest.world_size != metadata.world_size {
+            return Err(Error::invalid(
+                &file,
+                format!(
+                    "a rank of {} in a checkpoint of {}",
+                    manifest.world_size, metadata.world_size
+                ),
+            ));
+        }
+        manifests.push(manifest);
+    }
+    let tensors = index::build(dir, &manifests)?;
+    Ok(Opened { manifests, tensors })
+}
+
+/// What the model holds under a key.
+enum Need {
+    /// A whole tensor of this shape.
+    Whole(Vec<u64>),
+    /// Parts of a tensor of this global shape.
+    Parts(Vec<u64>, Vec<Chunk>),
+}
+
+#[derive(Default)]
+struct Needs(HashMap<String, Need>);
+
+impl Visitor<'_> for Needs {
+    fn tensor(&mut self, key: &str, tensor: TensorView<'_>, role: Role) {
+        if role.is_persistent() {
+            let shape = tensor.shape().iter().map(|&d| d as u64).collect();
+            self.0.insert(key.to_owned(), Need::Whole(shape));
+        }
+    }
+
+    fn sharded(&mut self, key: &str, tensor: &Sharded, role: Role) {
+        if role.is_persistent() {
+            let chunks = tensor.parts().iter().map(|(c, _)| c.clone()).collect();
+            self.0.insert(
+                key.to_owned(),
+                Need::Parts(tensor.global_shape().to_vec(), chunks),
+            );
+        }
+    }
+}
+
+/// Reads blocks of the data files, opening each once.
+struct Reader<'r> {
+    dir: &'r Location,
+    opened: &'r Opened,
+    files: &'r LoadOptions,
+    sources: HashMap<usize, Arc<dyn Source>>,
+    bytes_read: u64,
+}
+
+impl Reader<'_> {
+    fn source(&mut self, rank: usize) -> Result<(Arc<dyn Source>, Location), Error> {
+        let manifest = &self.opened.manifests[rank];
+        let location = self.dir.child(&manifest.data_file);
+        if let Some(source) = self.sources.get(&rank) {
+            return Ok((Arc::clone(source), location));
+        }
+        let source = storage::open(&location, self.files.mmap, &self.files.object_store)
+            .map_err(|e| Error::io(&location, e))?;
+        if source.len() != manifest.data_len {
+            return Err(Error::invalid(
+                &location,
+                format!(
+                    "{} bytes; its manifest says {}",
+                    source.len(),
+                    manifest.data_len
+                ),
+            ));
+        }
+        self.sources.insert(rank, Arc::clone(&source));
+        Ok((source, location))
+    }
+
+    /// The data of each of `targets` of the tensor `key`, gathered from the blocks of its
+    /// stored chunks that overlap them.
+    fn read(
+        &mut self,
+        key: &str,
+        global: &Global,
+        targets: &[Chunk],
+    ) -> Result<Vec<Tensor>, Error> {
+        let dtype = global.dtype;
+        let mut buffers: Vec<Vec<u8>> = targets
+            .iter()
+            .map(|t| t.buffer_len(dtype).map(|n| vec![0u8; n]))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::invalid(self.dir, e.to_string()))?;
+        for piece in &global.pieces {
+            let chunk = &piece.stored.chunk;
+            let mut wanted = Vec::new();
+            for target in targets {
+                let ranges = byte_ranges(dtype, chunk, target)
+                    .map_err(|e| Error::invalid(self.dir, e.to_string()))?;
+                wanted.push(ranges);
+            }
+            if wanted.iter().all(Vec::is_empty) {
+                continue;
+            }
+            let blocks = self.read_blocks(key, piece, &wanted)?;
+            for ((target, ranges), buffer) in targets.iter().zip(&wanted).zip(buffers.iter_mut()) {
+                let Some(overlap) = chunk
+                    .intersect(target)
+                    .map_err(|e| Error::invalid(self.dir, e.to_string()))?
+                else {
+                    continue;
+                };
+                let mut bytes =
+                    Vec::with_capacity(ranges.iter().map(|r| (r.end - r.start) as usize).sum());
+                for r in ranges {
+                    blocks.copy(r.start, r.end, &mut bytes);
+                }
+                copy_overlap(dtype, &overlap, &bytes, target, buffer)
+                    .map_err(|e| Error::invalid(self.dir, e.to_string()))?;
+            }
+        }
+        targets
+            .iter()
+            .zip(buffers)
+            .map(|(target, bytes)| {
+                let shape =
+                    local_shape(target).map_err(|e| Error::invalid(self.dir, e.to_string()))?;
+                Tensor::from_le_bytes(dtype, &shape, &bytes)
+                    .map_err(|e| Error::invalid(self.dir, format!("\"{key}\": {e}")))
+            })
+            .collect()
+    }
+
+    /// Reads and checks every block of `piece` that one of `wanted` (ranges of its data)
+    /// touches.
+    fn read_blocks(
+        &mut self,
+        key: &str,
+        piece: &Piece,
+        wanted: &[Vec<std::ops::Range<u64>>],
+    ) -> Result<Blocks, Error> {
+        let size = piece.block_size;
+        let length = piece.stored.length;
+        let mut indices = BTreeSet::new();
+        for r in wanted.iter().flatten() {
+            indices.extend(r.start / size..r.end.div_ceil(size));
+        }
+        let (source, location) = self.source(piece.rank)?;
+        let mut blocks = HashMap::with_capacity(indices.len());
+        for index in indices {
+            let start = index * size;
+            let end = (start + size).min(length);
+            let mut buf = vec![0u8; (end - start) as usize];
+            let at = piece.stored.offset + start;
+            source
+                .read_at(at, &mut buf)
+                .map_err(|e| Error::io(&location, e))?;
+            self.bytes_read += buf.len() as u64;
+            if piece.stored.checksums.get(index as usize) != Some(&xxh3_64(&buf)) {
+                return Err(Error::Damaged {
+                    file: location,
+                    key: key.to_owned(),
+                    start: at,
+                    end: at + buf.len() as u64,
+                });
+            }
+            blocks.insert(index, buf);
+        }
+        Ok(Blocks { size, blocks })
+    }
+}
+
+/// Checked blocks of one stored chunk's data, by index.
+struct Blocks {
+    size: u64,
+    blocks: HashMap<u64, Vec<u8>>,
+}
+
+impl Blocks {
+    /// Appends bytes `start..end` of the chunk's data, which lie in blocks read.
+    fn copy(&self, mut start: u64, end: u64, out: &mut Vec<u8>) {
+        while start < end {
+            let index = start / self.size;
+            let block = &self.blocks[&index];
+            let from = (start - index * self.size) as usize;
+            let to = ((end - index * self.size) as usize).min(block.len());
+            out.extend_from_slice(&block[from..to]);
+            start = index * self.size + to as u64;
+        }
+    }
+}
+
+/// What this rank read, as a source for `load_state_dict`: every key of the checkpoint,
+/// with the data of those the model holds.
+struct Read {
+    keys: Vec<String>,
+    whole: IndexMap<String, Tensor>,
+    shards: IndexMap<String, Sharded>,
+}
+
+impl TensorSource for Read {
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>> {
+        self.whole.get(key).map(Tensor::view)
+    }
+
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(self.keys.iter().map(|k| Cow::Borrowed(k.as_str())))
+    }
+
+    fn get_sharded(&self, key: &str) -> Option<&Sharded> {
+        self.shards.get(key)
+    }
+}
