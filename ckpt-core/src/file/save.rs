@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{Error, SaveOptions};
+use super::{Error, SaveOptions, threads};
 use crate::format::safetensors::sharded;
 use crate::format::{Format, Native};
 use crate::storage::Location;
@@ -90,7 +90,12 @@ pub fn save_with<'a>(
             .cloned()
             .unwrap_or_else(|| Arc::new(Native)),
     };
-    write_atomically(&location, &commit, |sink| format.write(&value, sink)).map_err(|e| match e {
+    // On ckpt's pool (`CKPT_THREADS`, else every core): this thread writes, the others hash
+    // what it writes meanwhile.
+    threads::run(None, || {
+        write_atomically(&location, &commit, |sink| format.write(&value, sink))
+    })
+    .map_err(|e| match e {
         CommitError::Write(e) => Error::from(e.in_file(&location)),
         CommitError::Io(e) => Error::io(&location, e),
     })
@@ -138,7 +143,9 @@ pub fn save_async_with<'a>(
     path: impl AsRef<Path>,
     options: &SaveOptions,
 ) -> SaveHandle {
-    let snapshot = value.into().to_owned_value();
+    // The snapshot's copies spread over ckpt's pool, a few MiB at a time.
+    let value = value.into();
+    let snapshot = threads::run(None, || value.to_owned_value());
     let path = path.as_ref().to_owned();
     let options = options.clone();
     let thread_path = path.clone();

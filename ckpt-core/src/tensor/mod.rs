@@ -501,6 +501,22 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_of_large_tensors_copy_every_element_in_parallel_parts() {
+        // 5 MiB and 3 odd elements: parts of 2 MiB and a short last one; then a large
+        // non-contiguous view, copied serially in logical order.
+        let n = (5 << 20) / 4 + 3;
+        let a = ndarray::Array1::from_iter((0..n).map(|i| i as f32 * 0.25));
+        let copy = TensorView::from(a.view()).to_owned_tensor().unwrap();
+        assert_eq!(values::<f32>(&copy), a.to_vec());
+        let m = Array2::from_shape_fn((1024, 1100), |(i, j)| (i * 1100 + j) as i32);
+        let copy = TensorView::from(m.t()).to_owned_tensor().unwrap();
+        assert_eq!(
+            values::<i32>(&copy),
+            m.t().iter().copied().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn array_round_trip_for_every_element_type() {
         fn round_trip<T: Element>(values: [T; 3]) {
             let t = Tensor::from(Array::from(values.to_vec()));

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytemuck::NoUninit;
 use ndarray::{Array, ArrayView, ArrayViewD, Dimension};
+use rayon::iter::{IndexedParallelIterator, ParallelIterator};
+use rayon::slice::{ParallelSlice, ParallelSliceMut};
 
 #[cfg(feature = "candle")]
 use super::foreign::{Foreign, ForeignTensor};
@@ -265,6 +267,17 @@ impl<'a> TensorView<'a> {
         matches!(self.src, Src::Host(_))
     }
 
+    /// The little-endian bytes in place, when [`to_le_bytes`](TensorView::to_le_bytes) would
+    /// borrow them (host data, contiguous, on a little-endian machine); `None` where it would
+    /// copy or download. Writers hash these on other threads while they write them.
+    pub(crate) fn le_bytes_in_place(&self) -> Option<&'a [u8]> {
+        match &self.src {
+            Src::Host(host) => dispatch!(host, HostView, v => in_place(v.clone())),
+            #[cfg(any(feature = "cuda", feature = "candle"))]
+            _ => None,
+        }
+    }
+
     /// The data as C-contiguous little-endian bytes: borrowed when the view already is, else
     /// copied in logical (C) order whatever the strides. GPU data is copied through pinned
     /// staging buffers, and not kept; an error if the GPU fails the copy.
@@ -381,7 +394,38 @@ impl<'a> TensorView<'a> {
 
 /// An owned, C-ordered copy of host data.
 pub(super) fn host_copy(host: &HostView<'_>) -> Tensor {
-    dispatch!(host, HostView, v => Tensor::from(v.as_standard_layout().into_owned()))
+    dispatch!(host, HostView, v => Tensor::from(copy_of(v)))
+}
+
+/// Below this many bytes a copy stays on one thread; above, it goes in parts of this size
+/// over the current rayon pool, so that one large tensor spreads over every core (the kernel
+/// zeroes each new page as the copy first touches it, which one core alone does slowly).
+const COPY_PART: usize = 2 << 20;
+
+/// An owned copy of `view` in standard layout: contiguous data copied in parallel parts.
+fn copy_of<T: Element>(view: &ArrayViewD<'_, T>) -> ndarray::ArrayD<T> {
+    let size = size_of::<T>().max(1);
+    let source = match view.to_slice() {
+        Some(source) if source.len() * size >= 2 * COPY_PART => source,
+        _ => return view.as_standard_layout().into_owned(),
+    };
+    let mut copy: Vec<T> = Vec::with_capacity(source.len());
+    let part = COPY_PART / size;
+    copy.spare_capacity_mut()
+        .par_chunks_mut(part)
+        .zip(source.par_chunks(part))
+        .for_each(|(to, from)| {
+            for (to, from) in to.iter_mut().zip(from) {
+                to.write(*from);
+            }
+        });
+    // SAFETY: the parts above cover the first `source.len()` elements, each written once.
+    unsafe { copy.set_len(source.len()) };
+    match ndarray::ArrayD::from_shape_vec(view.raw_dim(), copy) {
+        Ok(array) => array,
+        // The same shape and length: does not happen, and a serial copy would do.
+        Err(_) => view.as_standard_layout().into_owned(),
+    }
 }
 
 /// The memory a view reads: equal ids read the same elements in the same order.
@@ -391,6 +435,13 @@ pub(crate) struct StorageId {
     dtype: DType,
     shape: Vec<usize>,
     strides: Vec<isize>,
+}
+
+fn in_place<T: NoUninit>(view: ArrayViewD<'_, T>) -> Option<&'_ [u8]> {
+    if cfg!(target_endian = "little") {
+        return view.to_slice().map(bytemuck::cast_slice);
+    }
+    None
 }
 
 fn le_bytes<T: NoUninit>(view: ArrayViewD<'_, T>) -> Cow<'_, [u8]> {

@@ -1,4 +1,4 @@
-//! Writing: one sequential pass over the tensor data, hashed on a second thread.
+//! Writing: one sequential pass over the tensor data, hashed on the other threads meanwhile.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -7,6 +7,7 @@ use std::io::{self, SeekFrom};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use indexmap::IndexMap;
+use rayon::iter::{IntoParallelRefIterator, ParallelIterator};
 
 use super::header::{Bytes, Header, Node, NodeKey, Prefix, TensorRecord};
 use super::{ALIGN, NAME, PREFIX_LEN};
@@ -70,9 +71,11 @@ fn write_value(value: &Value<'_>, out: &mut dyn Sink) -> Result<(), WriteError> 
 
     let writer = out;
     writer.write_all(&[0u8; PREFIX_LEN])?;
+    // A tensor's xxh3 is one sequential hash: the tensors are hashed side by side on the
+    // current rayon pool's threads while this one writes.
     let hash_host = || {
         bytes
-            .iter()
+            .par_iter()
             .map(|b| b.as_deref().map(xxh3_64))
             .collect::<Vec<_>>()
     };
@@ -81,14 +84,12 @@ fn write_value(value: &Value<'_>, out: &mut dyn Sink) -> Result<(), WriteError> 
         let streamed = write_data(writer, value, &encoder.tensors, &bytes, &offsets)?;
         (hash_host(), streamed)
     } else {
-        std::thread::scope(|scope| {
-            let hasher = scope.spawn(hash_host);
-            let written = write_data(writer, value, &encoder.tensors, &bytes, &offsets);
-            let hashes = hasher
-                .join()
-                .map_err(|_| io::Error::other("the hashing thread panicked"))?;
-            written.map(|streamed| (hashes, streamed))
-        })?
+        let mut hashes = Vec::new();
+        let written = rayon::in_place_scope(|scope| {
+            scope.spawn(|_| hashes = hash_host());
+            write_data(writer, value, &encoder.tensors, &bytes, &offsets)
+        });
+        (hashes, written?)
     };
     let hashes: Vec<u64> = host_hashes
         .into_iter()

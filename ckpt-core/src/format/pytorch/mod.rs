@@ -35,6 +35,7 @@ mod legacy;
 pub(crate) mod opcode;
 mod pickle;
 mod rebuild;
+mod stored;
 mod unpickle;
 mod write;
 

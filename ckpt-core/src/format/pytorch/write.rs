@@ -1,6 +1,8 @@
 //! Writing the zip container around a pickle, record by record as PyTorch's
 //! `PyTorchStreamWriter` lays it out: every record stored uncompressed and its data aligned to 64
-//! bytes, so that readers can map storages straight from the file.
+//! bytes, so that readers can map storages straight from the file. Archives without ZIP64 are
+//! written by `stored.rs` (the same bytes, CRC-32s on other threads); larger ones by the zip
+//! crate, here.
 
 use std::cell::Cell;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -10,6 +12,7 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use super::error::{PtError, PtErrorKind};
 use super::pickle::pickle;
+use super::stored::{self, Body};
 use crate::storage::Sink;
 use crate::value::Value;
 
@@ -22,13 +25,39 @@ const VERSION: &[u8] = b"3\n";
 
 pub(crate) fn write(value: &Value<'_>, out: &mut dyn Sink) -> Result<(), PtError> {
     let pickled = pickle(value)?;
+    let mut records: Vec<(String, Body<'_>)> = [
+        ("data.pkl", &pickled.pickle[..]),
+        (".format_version", b"1"),
+        (".storage_alignment", b"64"),
+        ("byteorder", b"little"),
+    ]
+    .into_iter()
+    .map(|(name, data)| (format!("{PREFIX}/{name}"), Body::Bytes(data)))
+    .collect();
+    for (i, view) in pickled.storages.iter().enumerate() {
+        records.push((format!("{PREFIX}/data/{i}"), Body::Storage(view)));
+    }
+    records.push((format!("{PREFIX}/version"), Body::Bytes(VERSION)));
+    if stored::write(out, &records, value)? {
+        return Ok(());
+    }
+    write_zipped(value, &pickled, out)
+}
+
+/// Writes the archive through the zip crate, which computes the CRC-32s as it writes: for
+/// archives that need ZIP64.
+fn write_zipped(
+    value: &Value<'_>,
+    pickled: &super::pickle::Pickled<'_>,
+    out: &mut dyn Sink,
+) -> Result<(), PtError> {
     // After a failure, the zip writer finishes the archive when it is dropped and reports on
     // stderr if that fails too; the fused sink makes every write after a failure (its own, or
     // any other, marked below) a silent no-op, so that nothing is printed and the first error
     // is the one returned.
     let failed = Cell::new(false);
     let mut zip = ZipWriter::new(Fused::new(out, &failed));
-    let result = write_records(&mut zip, value, &pickled);
+    let result = write_records(&mut zip, value, pickled);
     if result.is_err() {
         failed.set(true);
     }
@@ -155,5 +184,60 @@ impl Seek for Fused<'_> {
         };
         self.pos = target.ok_or_else(|| io::Error::other("seek before the start"))?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::tensor::Tensor;
+
+    /// `value` written by `stored.rs` and by the zip crate, into a sink that already holds
+    /// `before` bytes.
+    fn both(value: &Value<'_>, before: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut ours = Cursor::new(vec![7; before]);
+        ours.set_position(before as u64);
+        write(value, &mut ours).unwrap();
+        let mut theirs = Cursor::new(vec![7; before]);
+        theirs.set_position(before as u64);
+        write_zipped(value, &pickle(value).unwrap(), &mut theirs).unwrap();
+        (ours.into_inner(), theirs.into_inner())
+    }
+
+    #[test]
+    fn archives_are_the_zip_crates_byte_for_byte() {
+        // Names and pickles of many lengths, so every padding of the alignment field occurs
+        // (among them the ones under 6 bytes, which take a whole 64 more), empty storages, a
+        // storage larger than a CRC-32 chunk, and sinks that do not start at 0.
+        let mut map = indexmap::IndexMap::new();
+        for i in 0..40usize {
+            let len = (i * 37) % 101;
+            let data: Vec<f32> = (0..len).map(|x| (x * i) as f32 * 0.5).collect();
+            map.insert(
+                crate::value::Key::Str("k".repeat(i % 7 + 1) + &i.to_string()),
+                Value::from(Tensor::from(ndarray::Array1::from(data))),
+            );
+        }
+        let big: Vec<u8> = (0..(9 << 20) + 3).map(|x: u32| (x % 251) as u8).collect();
+        map.insert(
+            crate::value::Key::Str("big".into()),
+            Value::from(Tensor::from(ndarray::Array1::from(big))),
+        );
+        // Not contiguous: streamed and hashed by the writing thread.
+        let fortran = ndarray::Array2::from_shape_fn((5, 3), |(i, j)| (i * 3 + j) as i64);
+        map.insert(
+            crate::value::Key::Str("transposed".into()),
+            Value::from(Tensor::from(fortran.t().to_owned())),
+        );
+        let value = Value::Map(map);
+        for before in [0, 1, 13, 64, 100] {
+            let (ours, theirs) = both(&value, before);
+            assert!(ours == theirs, "archives differ after {before} bytes");
+        }
+        let small = Value::Map(indexmap::IndexMap::new());
+        let (ours, theirs) = both(&small, 0);
+        assert_eq!(ours, theirs);
     }
 }
