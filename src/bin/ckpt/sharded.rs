@@ -128,7 +128,9 @@ pub(crate) fn table(summary: &Summary, dir: &Path) -> String {
     match summary.status {
         Status::Complete { .. } => out.push('\n'),
         Status::Incomplete { .. } => {
-            out.push_str(" by the ranks present; not loadable: `ckpt clean` lists and removes it\n")
+            out.push_str(
+                " by the ranks present; not loadable: `ckpt clean` lists and removes it\n",
+            );
         }
     }
     out
