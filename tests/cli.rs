@@ -5,8 +5,11 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use ckpt::{StateDict, Tensor, Value, dict};
+use ckpt::distributed::{self, Job};
+use ckpt::shard::{Chunk, Sharded};
+use ckpt::{SaveOptions, StateDict, Tensor, Value, dict};
 use common::models::Net;
 use ndarray::array;
 
@@ -406,4 +409,290 @@ fn dcp_directories_inspect_verify_and_convert() {
             "{name}"
         );
     }
+}
+
+/// One rank's part of a small sharded model: a matrix split by rows, a vector split into
+/// eight chunks two per rank, and a replicated bias.
+#[derive(StateDict)]
+struct Part {
+    w: Sharded,
+    v: Sharded,
+    bias: Tensor,
+}
+
+/// The value of element `i` of tensor `seed`.
+fn element(seed: u64, i: u64) -> f32 {
+    ((i * 31 + seed * 7) % 1000) as f32 - 500.0
+}
+
+fn global(seed: u64, shape: &[u64]) -> Tensor {
+    let n: u64 = shape.iter().product();
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    Tensor::from_vec((0..n).map(|i| element(seed, i)).collect(), &dims).unwrap()
+}
+
+fn part(rank: usize, world: usize) -> Part {
+    let w = Chunk::split(&[8, 4], 0, world as u64).unwrap();
+    let v = Chunk::split(&[64], 0, 2 * world as u64).unwrap();
+    Part {
+        w: Sharded::from_whole(&global(1, &[8, 4]).view(), vec![w[rank].clone()]).unwrap(),
+        v: Sharded::from_whole(&global(2, &[64]).view(), v[2 * rank..2 * rank + 2].to_vec())
+            .unwrap(),
+        bias: global(3, &[4]),
+    }
+}
+
+/// Runs `ranks` of a job of `world` ranks in threads, saving into `dir`. Without rank 0 the
+/// others give up waiting for the commit after 100 ms, leaving an incomplete checkpoint, as
+/// a killed coordinator does.
+fn save_sharded(dir: &Path, world: usize, ranks: &[usize]) {
+    let timeout = if ranks.contains(&0) {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_millis(100)
+    };
+    std::thread::scope(|s| {
+        for &rank in ranks {
+            s.spawn(move || {
+                let job = Job::new(rank, world).timeout(timeout).block_size(4096);
+                let saved = distributed::save(
+                    &part(rank, world).state_dict(),
+                    dir,
+                    &job,
+                    &SaveOptions::new(),
+                );
+                assert_eq!(saved.is_ok(), ranks.contains(&0), "{saved:?}");
+            });
+        }
+    });
+}
+
+/// `inspect` of a sharded directory: the job, every tensor by global shape and its chunks by
+/// rank, from the manifests; of an incomplete one, the ranks present and missing.
+#[test]
+fn inspect_sharded_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("step-100");
+    save_sharded(&dir, 2, &[0, 1]);
+    let out = ckpt(&[&"inspect", &dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("{} (ckpt sharded: committed, 2 ranks)", dir.display())
+    );
+    let words = |line: &str| line.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(words(lines[1]), "key dtype shape size chunks");
+    // Rank 0 writes the replicated tensors first.
+    assert_eq!(words(lines[2]), "bias F32 [4] 16 B replicated (rank 0)");
+    assert_eq!(
+        words(lines[3]),
+        "w F32 [8, 4] 128 B r0 [0..4, 0..4], r1 [4..8, 0..4]"
+    );
+    assert_eq!(
+        words(lines[4]),
+        "v F32 [64] 256 B r0 [0..16], r0 [16..32], r1 [32..48], r1 [48..64]"
+    );
+    assert_eq!(lines[5], "3 tensors, 400 B of tensor data stored");
+
+    // Four ranks: eight chunks of v, two on each.
+    let four = tmp.path().join("step-200");
+    save_sharded(&four, 4, &[0, 1, 2, 3]);
+    let text = stdout(&ckpt(&[&"inspect", &four]));
+    assert!(text.contains("8 chunks, 2 on each of ranks 0..4"), "{text}");
+
+    // Ranks 1 and 3 of four finished; the coordinator never committed.
+    let partial = tmp.path().join("step-300");
+    save_sharded(&partial, 4, &[1, 3]);
+    let out = ckpt(&[&"inspect", &partial]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!(
+            "{} (ckpt sharded: INCOMPLETE (no checkpoint.json): rank(s) [1, 3] of 4 present, [0, 2] missing)\n",
+            partial.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("r1 [2..4, 0..4], r3 [6..8, 0..4]"), "{text}");
+    assert!(
+        text.ends_with("not loadable: `ckpt clean` lists and removes it\n"),
+        "{text}"
+    );
+}
+
+/// `verify` of a sharded directory reads every block of every rank's data: all match, or
+/// each damaged block is named by key and file, with a failing exit; an incomplete
+/// directory is refused naming the missing ranks.
+#[test]
+fn verify_sharded_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("step-100");
+    save_sharded(&dir, 2, &[0, 1]);
+    let out = ckpt(&[&"verify", &dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}: OK (ckpt sharded, 2 ranks, 3 tensors, 400 B): every checksum matches (xxh3-64 of every block of tensor data)\n",
+            dir.display()
+        )
+    );
+
+    // Flip a byte of the last element of rank 1's last chunk of v, and of its first of w.
+    let data = dir.join("rank-1.ckpt");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("rank-1.manifest.json")).unwrap()).unwrap();
+    let stored = |key: &str| {
+        manifest["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key)
+            .unwrap()["stored"]
+            .clone()
+    };
+    let (w, v) = (stored("w"), stored("v"));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let w_at = w["offset"].as_u64().unwrap() as usize;
+    bytes[w_at] ^= 1;
+    let v_end = (v["offset"].as_u64().unwrap() + v["length"].as_u64().unwrap()) as usize;
+    bytes[v_end - 1] ^= 1;
+    std::fs::write(&data, &bytes).unwrap();
+    let out = ckpt(&[&"verify", &dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "ckpt: {}: the data of \"w\" is damaged: bytes {w_at}..{} do not match their checksum",
+            data.display(),
+            w_at + 64
+        )
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "ckpt: {}: the data of \"v\" is damaged",
+            data.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "ckpt: {}: DAMAGED: 2 block(s) of 2 tensor(s) do not match their checksums",
+            dir.display()
+        )
+    );
+
+    let partial = tmp.path().join("step-200");
+    save_sharded(&partial, 3, &[2]);
+    let out = ckpt(&[&"verify", &partial]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("an incomplete sharded checkpoint (no checkpoint.json): manifests of rank(s) [2] are present; of a job of 3, rank(s) [0, 1] are missing"),
+        "{err}"
+    );
+}
+
+/// `clean` lists the incomplete sharded checkpoints of a run's directory and its
+/// sub-directories, removes them only when told to, and never touches committed ones or
+/// other files.
+#[test]
+fn clean_lists_and_removes_incomplete_sharded_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path();
+    let (done, killed, early) = (
+        run.join("step-100"),
+        run.join("step-200"),
+        run.join("step-300"),
+    );
+    save_sharded(&done, 2, &[0, 1]);
+    save_sharded(&killed, 2, &[1]);
+    // A rank killed before its manifest: only its data file.
+    std::fs::create_dir(&early).unwrap();
+    std::fs::write(early.join("rank-0.ckpt"), b"partial").unwrap();
+    std::fs::write(early.join("notes.txt"), b"mine").unwrap();
+    std::fs::create_dir(run.join("logs")).unwrap();
+    let before = ckpt::load(done.join("rank-0.ckpt")).unwrap();
+
+    let out = ckpt(&[&"clean", &run]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "incomplete: {} (INCOMPLETE (no checkpoint.json): rank(s) [1] of 2 present, [0] missing; 2 file(s), ",
+            killed.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "incomplete: {} (INCOMPLETE (no checkpoint.json): rank(s) [] present, no manifest says how many ranks the job has; 1 file(s), 7 B)",
+            early.display()
+        )
+    );
+    assert_eq!(
+        lines[2],
+        "2 incomplete sharded checkpoint(s), 1 committed kept; run with --yes to remove them"
+    );
+    assert!(killed.join("rank-1.manifest.json").exists());
+
+    let out = ckpt(&[&"clean", &"--yes", &run]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("removed: {}", killed.display())),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("2 incomplete sharded checkpoint(s) removed, 1 committed kept\n"),
+        "{text}"
+    );
+    // The emptied directory is gone; the one with a file of the user's keeps it.
+    assert!(!killed.exists());
+    assert_eq!(
+        std::fs::read_dir(&early)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>(),
+        ["notes.txt"]
+    );
+    assert!(run.join("logs").is_dir());
+    assert_eq!(
+        distributed::status(&done).unwrap(),
+        distributed::Status::Complete { world_size: 2 }
+    );
+    assert_eq!(
+        ckpt::load(done.join("rank-0.ckpt")).unwrap().value(),
+        before.value()
+    );
+
+    // Pointed at a committed checkpoint itself: nothing to do.
+    let out = ckpt(&[&"clean", &"--remove", &done]);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out),
+        "0 incomplete sharded checkpoint(s) removed, 1 committed kept\n"
+    );
 }

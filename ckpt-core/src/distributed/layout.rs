@@ -94,18 +94,31 @@ pub fn clean(dir: impl AsRef<Path>) -> Result<Vec<String>, Error> {
     if let Status::Complete { .. } = status_of(&dir, &remote)? {
         return Err(Error::Exists { dir });
     }
-    let names = storage::dir::list(&dir).map_err(|e| Error::io(&dir, e))?;
-    let ours = |name: &str| {
-        manifest::manifest_rank(name).is_some()
-            || (name.starts_with("rank-") && name.ends_with(".ckpt"))
-            || (name.starts_with(".rank-") && name.ends_with(".tmp"))
-            || (name.starts_with(&format!(".{MARKER}")) && name.ends_with(".tmp"))
-    };
     let mut removed = Vec::new();
-    for name in names.into_iter().filter(|n| ours(n)) {
+    // Never the marker: one that appears now is a commit that raced this clean.
+    for name in files_of(&dir)?.into_iter().filter(|n| n != MARKER) {
         let file = dir.child(&name);
         storage::dir::remove(&file, true, &remote).map_err(|e| Error::io(&file, e))?;
         removed.push(name);
     }
     Ok(removed)
+}
+
+/// The names of the files in the local directory `dir` that a sharded save writes: the
+/// commit marker, manifests, data files and temporary files, sorted. Empty for a directory
+/// that holds no sharded checkpoint, complete or not.
+pub fn files(dir: impl AsRef<Path>) -> Result<Vec<String>, Error> {
+    files_of(&Location::from(dir.as_ref()))
+}
+
+fn files_of(dir: &Location) -> Result<Vec<String>, Error> {
+    let names = storage::dir::list(dir).map_err(|e| Error::io(dir, e))?;
+    let ours = |name: &str| {
+        name == MARKER
+            || manifest::manifest_rank(name).is_some()
+            || (name.starts_with("rank-") && name.ends_with(".ckpt"))
+            || (name.starts_with(".rank-") && name.ends_with(".tmp"))
+            || (name.starts_with(&format!(".{MARKER}")) && name.ends_with(".tmp"))
+    };
+    Ok(names.into_iter().filter(|n| ours(n)).collect())
 }

@@ -134,14 +134,14 @@ pub fn load_with<M: StateDict + ?Sized>(
 }
 
 /// A committed checkpoint's manifests and tensors.
-struct Opened {
-    manifests: Vec<Manifest>,
-    tensors: IndexMap<String, Global>,
+pub(super) struct Opened {
+    pub(super) manifests: Vec<Manifest>,
+    pub(super) tensors: IndexMap<String, Global>,
 }
 
 /// Reads the commit marker, then every manifest it names, each checked against the
 /// checksum the marker recorded, and checks them against one another.
-fn open(dir: &Location, files: &LoadOptions) -> Result<Opened, Error> {
+pub(super) fn open(dir: &Location, files: &LoadOptions) -> Result<Opened, Error> {
     let remote = &files.object_store;
     let marker = dir.child(MARKER);
     let Some(bytes) = manifest::read_small(&marker, remote)? else {

@@ -60,10 +60,12 @@ mod layout;
 mod load;
 mod manifest;
 mod save;
+mod survey;
 
 pub use self::coordinator::{CoordinationError, Coordinator};
 pub use self::error::{Error, Holding};
 pub use self::job::{DEFAULT_BLOCK_SIZE, Job};
-pub use self::layout::{Status, clean, status};
+pub use self::layout::{Status, clean, files, status};
 pub use self::load::{Loaded, load, load_with};
 pub use self::save::save;
+pub use self::survey::{Damage, Summary, TensorSummary, Verified, inspect, verify};

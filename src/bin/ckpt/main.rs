@@ -1,9 +1,11 @@
-//! `ckpt`: inspect, compare, convert and verify checkpoint files (ckpt, PyTorch, safetensors).
+//! `ckpt`: inspect, compare, convert and verify checkpoint files (ckpt, PyTorch, safetensors)
+//! and directories (PyTorch DCP, ckpt's sharded checkpoints); clean up unfinished sharded saves.
 
 mod convert;
 mod diff;
 mod entries;
 mod progress;
+mod sharded;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +33,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List every tensor (key, dtype, shape, size, device) and plain value, with totals, from
-    /// the file's structure alone: no tensor data is read, so a damaged file is listed too.
+    /// the file's structure alone: no tensor data is read, so a damaged file is listed too. Of
+    /// a sharded checkpoint directory: whether it is committed (or which ranks are missing),
+    /// and every tensor's global shape and chunks by rank, from its manifests.
     Inspect {
         #[arg(
             help = "A file, or with the `object-store` feature a URL (s3://bucket/key, \
@@ -69,8 +73,19 @@ enum Command {
         #[arg(long, value_enum)]
         plain_values: Option<convert::PlainValues>,
     },
-    /// Check a file: structure, and every checksum where the format has them.
+    /// Check a file: structure, and every checksum where the format has them. Of a sharded
+    /// checkpoint directory, every block of every rank's data, naming each damaged one.
     Verify { file: PathBuf },
+    /// List the incomplete sharded checkpoints (saves that never wrote checkpoint.json) in DIR
+    /// and its sub-directories (step-100/, step-200/, ...), and with --yes remove them.
+    /// Committed checkpoints are never touched. Not while a job is saving into DIR.
+    Clean {
+        dir: PathBuf,
+        /// Remove what is listed: the files a sharded save writes, and a sub-directory left
+        /// empty.
+        #[arg(long, visible_alias = "remove")]
+        yes: bool,
+    },
 }
 
 /// The formats `--format` accepts: every format of the registry, by name.
@@ -87,7 +102,19 @@ fn load(path: &PathBuf) -> Result<Checkpoint, ckpt::Error> {
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
         Command::Inspect { file, json } => {
-            if json {
+            if sharded::is_sharded(&file) {
+                if json {
+                    return Err(format!(
+                        "{}: --json hashes a file's tensors; of a sharded checkpoint, `ckpt convert` it to one file first",
+                        file.display()
+                    )
+                    .into());
+                }
+                print!(
+                    "{}",
+                    sharded::table(&ckpt::distributed::inspect(&file)?, &file)
+                );
+            } else if json {
                 println!("{}", entries::json(&load(&file)?)?);
             } else {
                 print!("{}", entries::table(&ckpt::inspect(&file)?, &file));
@@ -127,6 +154,11 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify { file } if sharded::is_sharded(&file) => Ok(if sharded::verify(&file)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        }),
         Command::Verify { file } => {
             let checkpoint = load(&file)?;
             let tensors = checkpoint.tensors();
@@ -142,6 +174,10 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 tensors.len(),
                 entries::human(bytes as u64)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Clean { dir, yes } => {
+            sharded::clean(&dir, yes)?;
             Ok(ExitCode::SUCCESS)
         }
     }
