@@ -1,5 +1,6 @@
 //! What only a real server shows going wrong: an upload killed midway, a failed upload's
-//! parts, the server stopping during a load, wrong credentials, a missing bucket.
+//! parts, the server stopping during a load, a busy server, wrong credentials, a missing
+//! bucket.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -146,6 +147,44 @@ fn a_server_stopped_during_a_load_is_a_clear_error() {
         "{err}"
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
+fn a_busy_server_is_retried_with_backoff() {
+    let Some(backend) = Backend::s3("busy") else {
+        return;
+    };
+    let proxy = Proxy::start(backend.endpoint.as_deref().unwrap());
+    // Two retries, the first after 100 ms and the second after 100 to 200 ms.
+    let options = s3_options(&proxy.endpoint, "testing", "testing");
+    assert_eq!(options.max_retries, 2);
+    let save = SaveOptions::new().object_store(options.clone());
+    let load = LoadOptions::new().object_store(options);
+    let url = backend.url("busy.ckpt");
+    let value =
+        dict! { "w" => Tensor::from_vec(noise(1000, 7), &[1000]).unwrap() }.to_owned_value();
+    for (what, n) in [("save", 2), ("load", 2), ("inspect", 1)] {
+        proxy.refuse(n);
+        let before = proxy.refused();
+        let started = Instant::now();
+        match what {
+            "save" => ckpt::save_with(&value, &url, &save).unwrap(),
+            "load" => assert_eq!(ckpt::load_with(&url, &load).unwrap().value(), &value),
+            _ => assert_eq!(ckpt::inspect_with(&url, &load).unwrap().tensors.len(), 1),
+        }
+        let took = started.elapsed();
+        assert_eq!(proxy.refused() - before, n, "{what}");
+        assert!(took >= Duration::from_millis(100 * n), "{what}: {took:?}");
+    }
+    // More refusals than retries: an error naming the URL and what the server said.
+    proxy.refuse(10);
+    let err = ckpt::load_with(&url, &load).unwrap_err();
+    proxy.refuse(0);
+    let Error::Io { location, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(location.to_string(), url);
+    assert!(err.to_string().contains("503"), "{err}");
 }
 
 #[test]

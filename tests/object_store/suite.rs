@@ -33,6 +33,7 @@ on_every_backend!(
     every_format_round_trips_byte_for_byte,
     load_from_fetches_what_the_model_takes,
     sharded_checkpoints_round_trip,
+    dcp_directories_round_trip,
     background_saves_reach_the_store,
     a_failed_save_leaves_the_previous_checkpoint,
     damaged_objects_are_the_errors_of_damaged_files,
@@ -198,6 +199,60 @@ fn sharded_checkpoints_round_trip(backend: &Backend) {
         state["fc.weight"].as_tensor().unwrap()
     );
     assert_eq!(two.steps, Tensor::scalar(1234i64));
+}
+
+fn dcp_directories_round_trip(backend: &Backend) {
+    use std::collections::HashMap;
+
+    use ckpt::shard::Chunk;
+
+    // Two ranks, each with half the rows of `model.w`, then the coordinator's commit.
+    // A directory at a URL ends in `/`: object stores have only names sharing a prefix.
+    let dir = backend.url("step-100/");
+    let options = backend.save();
+    let w: Vec<f64> = (0..8).map(f64::from).collect();
+    let mut parts = Vec::new();
+    for (rank, rows) in Chunk::split(&[4, 2], 0, 2).unwrap().into_iter().enumerate() {
+        let half: Vec<f32> = (0..4).map(|i| (4 * rank + i) as f32).collect();
+        let local = Tensor::from_vec(half, &[2, 2]).unwrap();
+        let chunks = HashMap::from([("model.w".to_owned(), rows)]);
+        let state = dict! { "model" => dict! { "w" => local }, "step" => 100 };
+        parts.push(ckpt::dcp::write_rank(&state, &dir, rank, &chunks, &options).unwrap());
+    }
+    // The data is there, but the directory is no checkpoint until `.metadata` is.
+    let err = ckpt::load_with(&dir, &backend.load()).unwrap_err();
+    assert!(err.to_string().contains("step-100"), "{err}");
+    ckpt::dcp::commit(&dir, &parts, &options).unwrap();
+
+    let loaded = ckpt::load_with(&dir, &backend.load()).unwrap();
+    let loaded_w = loaded["model"]["w"].as_tensor().unwrap();
+    assert_eq!(
+        (loaded_w.shape(), loaded_w.to_f64_vec().unwrap()),
+        (&[4, 2][..], w)
+    );
+    assert_eq!(loaded["step"].as_i64(), Some(100));
+    let header = ckpt::inspect_with(&dir, &backend.load()).unwrap();
+    assert_eq!(header.tensors.len(), 1);
+    // Resharded, columns 1..2 for one rank of another job.
+    let mine = HashMap::from([(
+        "model.w".to_owned(),
+        Chunk::split(&[4, 2], 1, 2).unwrap().remove(1),
+    )]);
+    let local = ckpt::dcp::load_shards(&dir, &mine, &backend.load()).unwrap();
+    assert_eq!(
+        local["model.w"].view().to_f64_vec().unwrap(),
+        [1., 3., 5., 7.]
+    );
+    // And into a model.
+    let mut model = std::collections::BTreeMap::from([(
+        "w".to_owned(),
+        Tensor::zeros(DType::F32, &[4, 2]).unwrap(),
+    )]);
+    let only = StateDictOptions::new().key_map(KeyMap::new().select_prefix("model."));
+    let _ = model
+        .load_from_with(&dir, &backend.load(), &only.strict(false))
+        .unwrap();
+    assert_eq!(model["w"].view(), loaded_w);
 }
 
 fn background_saves_reach_the_store(backend: &Backend) {

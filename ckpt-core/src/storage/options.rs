@@ -48,10 +48,13 @@ pub struct ObjectStoreOptions {
     /// uploaded last (see `storage::remote`), the one being filled, and the rest uploading.
     /// A save's memory stays within [`memory_bound`](Self::memory_bound), whatever its size.
     pub upload_concurrency: usize,
-    /// How many ranged GETs a load keeps in flight (default 8).
+    /// How many ranged GETs a load keeps in flight at most (default 8).
     pub download_concurrency: usize,
-    /// The least bytes one ranged GET of a load fetches (default 8 MiB): what a load needs is
-    /// fetched in `download_concurrency` GETs at once, each at least this large.
+    /// The least bytes one ranged GET of a load fetches (default 8 MiB). A load's first GET of
+    /// a long run of bytes fetches this much and measures the store: where a GET costs little
+    /// beside its bytes (S3, GCS, Azure across a network), the rest of each long run is
+    /// fetched in up to `download_concurrency` GETs at once, each at least this large; where a
+    /// GET costs more than moving the run on one connection takes, in one.
     pub download_chunk: usize,
     /// How many times a request that failed for a transient reason (a dropped connection, a
     /// 5xx, a 429) is retried, with exponential backoff (default 10).

@@ -118,11 +118,11 @@ impl ObjectUrl {
     pub(crate) fn sibling(&self, name: &str) -> ObjectUrl {
         let body_start = self.scheme_len + 3;
         let body_end = body_start + self.body().len();
-        let dir_end = self.full[body_start..body_end]
-            .rfind('/')
-            .map_or(body_end, |i| body_start + i + 1);
+        let slash = self.full[body_start..body_end].rfind('/');
+        let dir_end = slash.map_or(body_end, |i| body_start + i + 1);
         let mut full = self.full[..dir_end].to_owned();
-        if dir_end == body_end {
+        if slash.is_none() {
+            // `s3://bucket`: the bucket is the directory.
             full.push('/');
         }
         full.push_str(name);
@@ -227,6 +227,15 @@ mod tests {
             "s3://b/run/7/model-00001-of-00002.safetensors"
         );
         assert_eq!(url("s3://b").sibling("k").as_str(), "s3://b/k");
+        // A directory named with its trailing slash holds its children, once separated.
+        assert_eq!(
+            url("s3://b/run/").child(".metadata").as_str(),
+            "s3://b/run/.metadata"
+        );
+        assert_eq!(
+            url("s3://b/run").child(".metadata").as_str(),
+            "s3://b/run/.metadata"
+        );
         assert_eq!(url("s3://b").file_name(), None);
     }
 }

@@ -10,8 +10,8 @@
 //! a mix of two checkpoints.
 //!
 //! Tensor data is fetched by [`Source::read_ranges`] (the tensors a load into a model needs)
-//! or [`Source::fetch_whole`] (a whole load), several ranged GETs in flight, each at most
-//! `download_chunk` bytes.
+//! or [`Source::fetch_whole`] (a whole load), in as many ranged GETs at once as the store
+//! answers fastest with (see `fetch.rs`).
 
 use std::collections::VecDeque;
 use std::io;
