@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use indexmap::IndexMap;
 
-use crate::state::TensorSource;
+use crate::state::{Metadata, TensorSource};
 use crate::tensor::TensorView;
 
 /// A source seen through a key plan: what loads read when [`LoadOptions`](crate::LoadOptions)
@@ -29,5 +29,10 @@ impl TensorSource for MappedSource<'_> {
 
     fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
         Box::new(self.keys.keys().map(|k| Cow::Borrowed(k.as_str())))
+    }
+
+    /// The source's, under its own prefixes: a key map renames tensors, not modules.
+    fn metadata(&self) -> Option<&Metadata> {
+        self.inner.metadata()
     }
 }

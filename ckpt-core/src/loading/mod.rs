@@ -26,8 +26,8 @@ pub use self::report::LoadReport;
 use self::suggest::suggest;
 use crate::dtype::{DType, DTypeKind};
 use crate::keymap::{KeyMapError, MappedSource};
-use crate::state::{Leaf, Role, TensorSource, Visitor, VisitorMut};
-use crate::tensor::{TensorError, TensorView};
+use crate::state::{Leaf, Metadata, Role, TensorSource, Visitor, VisitorMut};
+use crate::tensor::{Tensor, TensorError, TensorView};
 
 /// What a load needs of a model: its tensors, read-only and as leaves, in one order, and its
 /// name for messages. Every [`StateDict`](crate::StateDict) is one.
@@ -38,6 +38,41 @@ pub(crate) trait Target {
     fn walk<'a>(&'a self, visitor: &mut dyn Visitor<'a>);
     /// Every tensor as a mutable leaf, in the order of [`walk`](Target::walk).
     fn walk_mut(&mut self, visitor: &mut dyn VisitorMut);
+    /// Calls `supply` with the entries the model's modules supply for an older checkpoint
+    /// (their versioned-load hooks), under the model's keys. None by default.
+    fn supply(&self, source: &dyn TensorSource, supply: &mut dyn FnMut(String, Tensor)) {
+        let _ = (source, supply);
+    }
+}
+
+/// A source and the entries a model's modules supplied for what it lacks: what a load reads.
+struct Supplied<'s> {
+    source: &'s dyn TensorSource,
+    supplied: IndexMap<String, Tensor>,
+}
+
+impl TensorSource for Supplied<'_> {
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>> {
+        self.source
+            .get_tensor(key)
+            .or_else(|| self.supplied.get(key).map(Tensor::view))
+    }
+
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(
+            self.source
+                .tensor_keys()
+                .chain(self.supplied.keys().map(|k| Cow::Borrowed(k.as_str()))),
+        )
+    }
+
+    fn defect(&self) -> Option<String> {
+        self.source.defect()
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        self.source.metadata()
+    }
 }
 
 /// A model tensor's key, dtype and shape, collected before anything is written.
@@ -135,6 +170,21 @@ pub(crate) fn load_into_with(
         }
         mapped = MappedSource::new(source, pairs);
         &mapped
+    };
+    // The modules' versioned-load hooks see the keys as the model names them, and supply
+    // what an older version of a module did not save.
+    let mut supplied = IndexMap::new();
+    model.supply(source, &mut |key, tensor| {
+        if source.get_tensor(&key).is_none() {
+            supplied.entry(key).or_insert(tensor);
+        }
+    });
+    let with_supplied;
+    let source: &dyn TensorSource = if supplied.is_empty() {
+        source
+    } else {
+        with_supplied = Supplied { source, supplied };
+        &with_supplied
     };
     for (key, slot) in &slots {
         let Some(tensor) = source.get_tensor(key) else {

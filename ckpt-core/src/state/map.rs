@@ -5,6 +5,7 @@ use std::ops::Index;
 
 use indexmap::IndexMap;
 
+use super::Metadata;
 use crate::device::DeviceError;
 use crate::tensor::{Tensor, TensorView};
 
@@ -25,6 +26,7 @@ pub struct TensorMap<'a> {
     entries: IndexMap<String, TensorView<'a>>,
     duplicates: Vec<String>,
     unsupported: Vec<(String, String)>,
+    metadata: Option<Metadata>,
 }
 
 impl<'a> TensorMap<'a> {
@@ -83,6 +85,18 @@ impl<'a> TensorMap<'a> {
             .chain(unsupported)
             .collect();
         (!all.is_empty()).then(|| all.join("; "))
+    }
+
+    /// The version of each module (PyTorch's `_metadata`), if recorded: a model's
+    /// [`state_dict`](crate::StateDict::state_dict) records each module's
+    /// [`version`](crate::StateDict::version); a map built from tensors has none.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+
+    /// Sets (or with `None` removes) the module versions the map carries.
+    pub fn set_metadata(&mut self, metadata: Option<Metadata>) {
+        self.metadata = metadata;
     }
 
     /// The tensor under `key`.
@@ -172,6 +186,7 @@ impl<'a, K: Into<String>, V: Into<TensorView<'a>>> FromIterator<(K, V)> for Tens
                 .collect(),
             duplicates: Vec::new(),
             unsupported: Vec::new(),
+            metadata: None,
         }
     }
 }
@@ -192,10 +207,11 @@ impl fmt::Debug for TensorMap<'_> {
 }
 
 impl PartialEq for TensorMap<'_> {
-    /// The same keys in the same order, with equal tensors.
+    /// The same keys in the same order, with equal tensors, and the same module versions.
     fn eq(&self, other: &Self) -> bool {
         self.duplicates == other.duplicates
             && self.unsupported == other.unsupported
+            && self.metadata == other.metadata
             && self.len() == other.len()
             && self
                 .iter()

@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 
 use indexmap::IndexMap;
 
-use super::TensorMap;
+use super::{Metadata, TensorMap};
 use crate::tensor::{Tensor, TensorView};
 
 /// Tensors looked up by key: what [`load_state_dict`](crate::StateDict::load_state_dict) reads.
@@ -27,6 +27,14 @@ pub trait TensorSource {
     fn defect(&self) -> Option<String> {
         None
     }
+
+    /// The version of each module the tensors were saved by (PyTorch's `_metadata`), if the
+    /// source records them: what each module's
+    /// [`upgrade_state`](crate::StateDict::upgrade_state) is told at load time. `None` by
+    /// default, which modules read as a checkpoint of unknown, old, versions.
+    fn metadata(&self) -> Option<&Metadata> {
+        None
+    }
 }
 
 impl TensorSource for TensorMap<'_> {
@@ -40,6 +48,10 @@ impl TensorSource for TensorMap<'_> {
 
     fn defect(&self) -> Option<String> {
         TensorMap::defect(self)
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        TensorMap::metadata(self)
     }
 }
 
@@ -87,5 +99,9 @@ impl<T: TensorSource + ?Sized> TensorSource for &T {
 
     fn defect(&self) -> Option<String> {
         (**self).defect()
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        (**self).metadata()
     }
 }
