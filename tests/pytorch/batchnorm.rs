@@ -72,6 +72,12 @@ impl Net {
     }
 }
 
+/// The state dict of the fixture's model as ckpt writes it: `written/batchnorm.pt`, which
+/// `tests/python/check_written.py` loads into PyTorch's model, strictly.
+pub(crate) fn rust_state_dict() -> ckpt::Value<'static> {
+    ckpt::Value::from(Net::new(1).state_dict()).to_owned_value()
+}
+
 fn dir() -> String {
     format!(
         "{}/tests/fixtures/pytorch/batchnorm",

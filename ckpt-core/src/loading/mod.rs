@@ -179,6 +179,7 @@ pub(crate) fn load_into_with(
             supplied.entry(key).or_insert(tensor);
         }
     });
+    let supplied_keys: HashSet<String> = supplied.keys().cloned().collect();
     let with_supplied;
     let source: &dyn TensorSource = if supplied.is_empty() {
         source
@@ -254,7 +255,22 @@ pub(crate) fn load_into_with(
                     .map(|key| LoadProblem::Unexpected { key: key.clone() }),
             );
         }
-        let mut hints = prefix_hints(&slots, &report, source);
+        // A key a module supplied for a checkpoint under another prefix (a BatchNorm's
+        // counter, in a file saved from `nn.DataParallel`) is missing for the hints.
+        let hint_report;
+        let for_hints = if supplied_keys.is_empty() {
+            &report
+        } else {
+            let mut with_supplied = report.clone();
+            with_supplied.missing_keys = slots
+                .keys()
+                .filter(|k| report.missing_keys.contains(k) || supplied_keys.contains(*k))
+                .cloned()
+                .collect();
+            hint_report = with_supplied;
+            &hint_report
+        };
+        let mut hints = prefix_hints(&slots, for_hints, source);
         hints.extend(
             report
                 .unmatched_rules
