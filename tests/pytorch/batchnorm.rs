@@ -11,8 +11,8 @@ use ckpt::{StateDict, StateDictOptions};
 use ndarray::{Array2, Array4, ArrayD, Ix2};
 use serde_json::Value as Json;
 
-/// The fixture's `nn.Sequential`, under its keys: Conv2d(2, 3, 3, padding=1), BatchNorm2d(3),
-/// ReLU, AdaptiveAvgPool2d(1), Flatten, Linear(3, 4), BatchNorm1d(4).
+/// The fixture's `nn.Sequential`, under its keys: `Conv2d(2, 3, 3, padding=1)`,
+/// `BatchNorm2d(3)`, `ReLU`, `AdaptiveAvgPool2d(1)`, `Flatten`, `Linear(3, 4)`, `BatchNorm1d(4)`.
 #[derive(StateDict)]
 struct Net {
     conv: Conv2d,

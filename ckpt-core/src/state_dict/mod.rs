@@ -212,7 +212,7 @@ pub trait StateDict {
     /// in PyTorch.
     ///
     /// Checked before anything moves, in this order: fields that can only hold host memory
-    /// (ndarray arrays; use [`Tensor`](crate::Tensor) for fields that should go to a GPU) make
+    /// (ndarray arrays; use [`Tensor`] for fields that should go to a GPU) make
     /// a move to a GPU an error naming every one of them, on any machine; then the device must
     /// exist (CUDA available, the ordinal present). Moving to [`Device::Cpu`] always works.
     ///
