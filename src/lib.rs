@@ -115,10 +115,16 @@ pub mod __private {
         fn visit_mut(&mut self, path: &mut KeyPath, role: Role, visitor: &mut dyn VisitorMut);
         fn set_training(&mut self, training: bool);
         fn training_mode(&self) -> Option<bool>;
+        fn visit_modules<'a>(
+            &'a self,
+            path: &mut KeyPath,
+            visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+        );
+        fn as_module(&self) -> &dyn StateDict;
     }
 
     #[diagnostic::do_not_recommend]
-    impl<T: StateDict + ?Sized> Field for T {
+    impl<T: StateDict> Field for T {
         fn visit<'a>(&'a self, path: &mut KeyPath, role: Role, visitor: &mut dyn Visitor<'a>) {
             StateDict::visit(self, path, role, visitor);
         }
@@ -130,6 +136,16 @@ pub mod __private {
         }
         fn training_mode(&self) -> Option<bool> {
             StateDict::training_mode(self)
+        }
+        fn visit_modules<'a>(
+            &'a self,
+            path: &mut KeyPath,
+            visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+        ) {
+            StateDict::visit_modules(self, path, visitor);
+        }
+        fn as_module(&self) -> &dyn StateDict {
+            self
         }
     }
 }

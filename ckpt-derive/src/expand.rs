@@ -27,6 +27,7 @@ fn impl_state_dict(input: &Input<'_>) -> TokenStream {
     let mut visit_mut = Vec::new();
     let mut set_training = Vec::new();
     let mut modes = Vec::new();
+    let mut modules = Vec::new();
     let mut flag = None;
     for field in &input.fields {
         let member = &field.member;
@@ -58,6 +59,18 @@ fn impl_state_dict(input: &Input<'_>) -> TokenStream {
                     None => (quote!(), quote!()),
                 };
                 let trait_ = trait_path(field);
+                // A flattened field is no module of its own: its modules are this one's.
+                modules.push(match &segment {
+                    Some(segment) => quote! {
+                        __path.push(#segment);
+                        __visitor(__path.as_str(), #trait_::as_module(&self.#member));
+                        #trait_::visit_modules(&self.#member, __path, __visitor);
+                        __path.pop();
+                    },
+                    None => quote! {
+                        #trait_::visit_modules(&self.#member, __path, __visitor);
+                    },
+                });
                 visit.push(quote! {
                     #push
                     #trait_::visit(&self.#member, __path, #role, __visitor);
@@ -119,6 +132,21 @@ fn impl_state_dict(input: &Input<'_>) -> TokenStream {
 
             fn module_name(&self) -> &'static ::core::primitive::str {
                 #name
+            }
+
+            fn version(&self) -> ::core::option::Option<::core::primitive::i64> {
+                ::core::option::Option::Some(1)
+            }
+
+            fn visit_modules<'__a>(
+                &'__a self,
+                __path: &mut ::ckpt::__private::KeyPath,
+                __visitor: &mut dyn ::core::ops::FnMut(
+                    &::core::primitive::str,
+                    &'__a dyn ::ckpt::StateDict,
+                ),
+            ) {
+                #(#modules)*
             }
         }
     }

@@ -3,7 +3,8 @@
 use ndarray::{Array, Array0, Array1, ArrayBase, ArrayD, Axis, Data, Dimension, Ix3};
 
 use super::{Layer, NnError};
-use crate::StateDict;
+use crate::state::{KeyPath, Role, TensorSource, Visitor, VisitorMut};
+use crate::{StateDict, Tensor};
 
 /// What both batch norms hold; each wraps one with `#[state(flatten)]`, so the keys are the same.
 #[derive(StateDict, Clone, Debug)]
@@ -46,6 +47,30 @@ impl Norm {
             training: true,
             momentum: Some(0.1),
             eps: 1e-5,
+        }
+    }
+
+    /// PyTorch's versioned-load rule (`_NormBase._load_from_state_dict`): a checkpoint saved
+    /// before version 2, or without versions at all (a state dict rebuilt in Python), may lack
+    /// `num_batches_tracked`, which then keeps this layer's current count instead of being
+    /// missing.
+    fn upgrade_counter(
+        &self,
+        prefix: &str,
+        saved_version: Option<i64>,
+        source: &dyn TensorSource,
+        supply: &mut dyn FnMut(String, Tensor),
+    ) {
+        if saved_version.is_some_and(|version| version >= 2) {
+            return;
+        }
+        let key = if prefix.is_empty() {
+            "num_batches_tracked".to_owned()
+        } else {
+            format!("{prefix}.num_batches_tracked")
+        };
+        if source.get_tensor(&key).is_none() {
+            supply(key, Tensor::from(self.num_batches_tracked.clone()));
         }
     }
 
@@ -155,10 +180,50 @@ macro_rules! batch_norm {
         /// training mode the forward pass normalises with the batch's mean and biased variance
         /// and moves the running statistics toward the batch's mean and unbiased variance by
         /// `momentum` (0.1); in evaluation mode it normalises with the running statistics.
-        #[derive(StateDict, Clone, Debug)]
+        ///
+        /// Version 2, as PyTorch's: a checkpoint of version 1, or with no versions (a state
+        /// dict rebuilt in Python, without `_metadata`), may lack `num_batches_tracked`, and
+        /// loads keeping the layer's current count, as in PyTorch; one of version 2 may not.
+        #[derive(Clone, Debug)]
         pub struct $name {
-            #[state(flatten)]
             norm: Norm,
+        }
+
+        /// The keys of its `Norm`, with PyTorch's version and versioned-load rule.
+        impl StateDict for $name {
+            fn visit<'a>(&'a self, path: &mut KeyPath, role: Role, visitor: &mut dyn Visitor<'a>) {
+                self.norm.visit(path, role, visitor);
+            }
+
+            fn visit_mut(&mut self, path: &mut KeyPath, role: Role, visitor: &mut dyn VisitorMut) {
+                self.norm.visit_mut(path, role, visitor);
+            }
+
+            fn set_training(&mut self, training: bool) {
+                self.norm.set_training(training);
+            }
+
+            fn training_mode(&self) -> Option<bool> {
+                self.norm.training_mode()
+            }
+
+            fn module_name(&self) -> &'static str {
+                stringify!($name)
+            }
+
+            fn version(&self) -> Option<i64> {
+                Some(2)
+            }
+
+            fn upgrade_state(
+                &self,
+                prefix: &str,
+                saved_version: Option<i64>,
+                source: &dyn TensorSource,
+                supply: &mut dyn FnMut(String, Tensor),
+            ) {
+                self.norm.upgrade_counter(prefix, saved_version, source, supply);
+            }
         }
 
         /// Saved whole with its channel count, `eps` and momentum.

@@ -122,6 +122,18 @@ impl StateDict for ModuleList {
     fn module_name(&self) -> &'static str {
         "ModuleList"
     }
+
+    fn version(&self) -> Option<i64> {
+        Some(1)
+    }
+
+    fn visit_modules<'a>(
+        &'a self,
+        path: &mut KeyPath,
+        visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+    ) {
+        self.modules.visit_modules(path, visitor);
+    }
 }
 
 /// Modules of any types keyed by name, in insertion order, as `torch.nn.ModuleDict`: keys
@@ -232,5 +244,17 @@ impl StateDict for ModuleDict {
 
     fn module_name(&self) -> &'static str {
         "ModuleDict"
+    }
+
+    fn version(&self) -> Option<i64> {
+        Some(1)
+    }
+
+    fn visit_modules<'a>(
+        &'a self,
+        path: &mut KeyPath,
+        visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+    ) {
+        self.modules.visit_modules(path, visitor);
     }
 }

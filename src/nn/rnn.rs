@@ -351,4 +351,8 @@ impl StateDict for Rnn {
             }
         }
     }
+    /// Version 1, as `torch.nn.RNN`, `LSTM` and `GRU`.
+    fn version(&self) -> Option<i64> {
+        Some(1)
+    }
 }

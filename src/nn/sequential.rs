@@ -98,6 +98,18 @@ impl StateDict for Sequential {
     fn module_name(&self) -> &'static str {
         "Sequential"
     }
+
+    fn version(&self) -> Option<i64> {
+        Some(1)
+    }
+
+    fn visit_modules<'a>(
+        &'a self,
+        path: &mut KeyPath,
+        visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+    ) {
+        self.layers.visit_modules(path, visitor);
+    }
 }
 
 impl Layer for Sequential {

@@ -30,7 +30,7 @@ pub(crate) fn overlay<'a>(
     for (key, value) in current {
         out.insert(Key::from(key), value);
     }
-    Value::Map(out)
+    Value::Map(out.into())
 }
 
 /// `a == b` as Python compares the plain values of a checkpoint, kinds apart: ints and floats
@@ -46,7 +46,10 @@ pub(crate) fn python_eq(a: &Value<'_>, b: &Value<'_>) -> bool {
         (Value::List(x), Value::List(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(x, y)| python_eq(x, y))
         }
-        (Value::Map(x), Value::Map(y)) | (Value::Counter(x), Value::Counter(y)) => {
+        (Value::Map(_), Value::Map(_)) | (Value::Counter(_), Value::Counter(_)) => {
+            let (Some(x), Some(y)) = (a.as_map(), b.as_map()) else {
+                return false;
+            };
             x.len() == y.len()
                 && x.iter()
                     .all(|(k, vx)| y.get(k).is_some_and(|vy| python_eq(vx, vy)))
@@ -105,6 +108,9 @@ mod tests {
             &Value::Counter(counts()),
             &Value::Counter(counts())
         ));
-        assert!(!python_eq(&Value::Map(counts()), &Value::Counter(counts())));
+        assert!(!python_eq(
+            &Value::Map(counts().into()),
+            &Value::Counter(counts())
+        ));
     }
 }

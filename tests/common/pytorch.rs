@@ -96,9 +96,12 @@ pub(crate) fn types_of(value: &Value<'_>) -> Vec<Json> {
             out.push(serde_json::json!({ "key": path.as_str(), "type": name }));
         }
         let children: Vec<(String, &Value<'_>)> = match value {
-            Value::Map(m) | Value::Counter(m) => {
-                m.iter().map(|(k, v)| (k.to_string(), v)).collect()
-            }
+            Value::Map(_) | Value::Counter(_) => value
+                .as_map()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             Value::List(items) | Value::Set(items) => items
                 .iter()
                 .enumerate()

@@ -160,7 +160,7 @@ fn foreign_files_and_newer_versions() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: written in ckpt format 2.1, newer than the 1.x this version reads; upgrade ckpt",
+            "{}: written in ckpt format 2.2, newer than the 1.x this version reads; upgrade ckpt",
             path.display()
         )
     );

@@ -19,8 +19,8 @@ const FLOATS: [f64; 5] = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e308, -1e
 fn numbers(value: &Value<'_>, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
     match value {
         Value::Int(_) | Value::Float(_) => out.push(path.clone()),
-        Value::Map(map) | Value::Counter(map) => {
-            for (key, item) in map {
+        Value::Map(_) | Value::Counter(_) => {
+            for (key, item) in value.as_map().into_iter().flatten() {
                 path.push(key.to_string());
                 numbers(item, path, out);
                 path.pop();
@@ -43,7 +43,13 @@ fn replaced(value: &Value<'_>, path: &[String], with: &Value<'static>) -> Value<
     let mut at = &mut value;
     for part in path {
         at = match at {
-            Value::Map(map) | Value::Counter(map) => {
+            Value::Map(map) => {
+                map.iter_mut()
+                    .find(|(k, _)| k.to_string() == *part)
+                    .unwrap()
+                    .1
+            }
+            Value::Counter(map) => {
                 map.iter_mut()
                     .find(|(k, _)| k.to_string() == *part)
                     .unwrap()

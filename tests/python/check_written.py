@@ -1,7 +1,9 @@
 """Loads the files ckpt wrote (tests/fixtures/pytorch/written/*.pt) with real PyTorch,
 torch.load(path, weights_only=True), and compares them with their manifests: every leaf in
 order, tensors by dtype, shape and SHA-256 of their C-contiguous little-endian bytes, plain
-values by equality, state dicts as OrderedDicts, and tied tensors still sharing one storage.
+values by equality, state dicts as OrderedDicts, and tied tensors still sharing one storage;
+a manifest's "metadata" is the state dict's _metadata, and batchnorm.pt loads strictly into the
+PyTorch model it is the state dict of, with the _metadata PyTorch writes for it.
 
     python tests/python/check_written.py
 
@@ -159,6 +161,13 @@ def main():
             found = type(at(obj, expected["key"]))
             if found is not python_types[expected["type"]]:
                 problems.append(f"{expected['key']} is a {found.__name__}, not a {expected['type']}")
+        if "metadata" in manifest:
+            found = getattr(obj, "_metadata", None)
+            found = None if found is None else {k: dict(v) for k, v in found.items()}
+            if found != manifest["metadata"]:
+                problems.append(f"_metadata is {found}, manifest lists {manifest['metadata']}")
+        if path.name == "batchnorm.pt":
+            problems += batchnorm_problems(torch, obj)
         for key in ("model_state_dict",):
             if isinstance(obj, dict) and key in obj and type(obj[key]) is not collections.OrderedDict:
                 problems.append(f"{key} is a {type(obj[key]).__name__}, not an OrderedDict")
@@ -169,6 +178,30 @@ def main():
             tied = f", {len(manifest['tied'])} tied pair(s) sharing storage" if manifest["tied"] else ""
             print(f"ok   {path.name}: {len(actual)} leaves match{tied} (torch {torch.__version__})")
     return 1 if failures else 0
+
+
+def batchnorm_problems(torch, sd):
+    """What is wrong with the state dict ckpt wrote for the model of make_pt_fixtures.py's
+    batchnorm(): its _metadata must be what PyTorch writes for that model, and it must load
+    into it strictly, every tensor copied."""
+    nn = torch.nn
+    model = nn.Sequential(collections.OrderedDict([
+        ("conv", nn.Conv2d(2, 3, 3, padding=1)), ("bn2d", nn.BatchNorm2d(3)), ("relu", nn.ReLU()),
+        ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()), ("fc", nn.Linear(3, 4)),
+        ("bn1d", nn.BatchNorm1d(4))]))
+    problems = []
+    want = {k: dict(v) for k, v in model.state_dict()._metadata.items()}
+    found = {k: dict(v) for k, v in getattr(sd, "_metadata", {}).items()}
+    if found != want:
+        problems.append(f"_metadata {found} is not PyTorch's {want}")
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        return problems + [f"strict load_state_dict failed: {e}"]
+    for key, value in model.state_dict().items():
+        if not torch.equal(value, sd[key]):
+            problems.append(f"{key} was not copied")
+    return problems
 
 
 if __name__ == "__main__":

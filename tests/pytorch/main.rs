@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod batchnorm;
 mod dtypes;
 mod globals;
 mod interop;

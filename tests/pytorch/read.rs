@@ -204,18 +204,38 @@ fn truncated_files_say_so_at_every_cut() {
 }
 
 #[test]
-fn a_flipped_storage_bit_is_a_crc_error_naming_the_record() {
+fn a_flipped_storage_bit_is_a_crc_error_naming_the_record_and_its_tensor() {
     let mut data = fixture("mlp_state_dict.pt");
     let at = record_offset(&data, "mlp_state_dict/data/0") + 5;
     data[at] ^= 0x10;
     let err = read(&data).unwrap_err();
     assert!(matches!(err.kind(), PtErrorKind::Crc { .. }), "{err}");
     assert_eq!(err.entry(), Some("mlp_state_dict/data/0"));
+    assert_eq!(err.tensor_keys(), ["0.weight"]);
     assert!(
         err.to_string()
-            .starts_with("mlp_state_dict/data/0: CRC-32 mismatch"),
+            .starts_with("mlp_state_dict/data/0 (storage of `0.weight`): CRC-32 mismatch"),
         "{err}"
     );
+    // So do `ckpt::load` and `load_from`, on a file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.pt");
+    std::fs::write(&path, &data).unwrap();
+    let err = ckpt::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("mlp_state_dict/data/0 (storage of `0.weight`): CRC-32"),
+        "{err}"
+    );
+    let mut model = read(&fixture("mlp_state_dict.pt"))
+        .unwrap()
+        .tensors()
+        .into_iter()
+        .map(|(key, t)| (key, t.to_tensor().unwrap()))
+        .collect::<indexmap::IndexMap<String, ckpt::Tensor>>();
+    let err = ckpt::LoadFrom::load_from(&mut model, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("(storage of `0.weight`): CRC-32"), "{err}");
     // Trusted files can skip the check, and then the damage goes through, as in PyTorch.
     let v = read_with(&data, false).unwrap();
     let good = read(&fixture("mlp_state_dict.pt")).unwrap();

@@ -256,15 +256,26 @@ fn written_files_match_the_committed_ones() {
         ),
         ("python_objects.pt", python_objects(), vec![]),
         ("new_dtypes.pt", super::dtypes::new_dtypes(), vec![]),
+        ("batchnorm.pt", super::batchnorm::rust_state_dict(), vec![]),
     ];
     let regenerate = std::env::var_os("CKPT_REGENERATE").is_some();
     for (name, value, tied_keys) in cases {
         let bytes = write_to_vec(&value);
-        let manifest = serde_json::json!({
+        let mut manifest = serde_json::json!({
             "entries": manifest_of(&value),
             "tied": tied_keys,
             "types": types_of(&value),
         });
+        // A state dict's module versions, which PyTorch must read back as `_metadata`.
+        if let Some(metadata) = value.metadata() {
+            let versions: serde_json::Map<String, serde_json::Value> = metadata
+                .iter()
+                .map(|(prefix, version)| {
+                    (prefix.to_owned(), serde_json::json!({ "version": version }))
+                })
+                .collect();
+            manifest["metadata"] = versions.into();
+        }
         let manifest = format!("{}\n", serde_json::to_string_pretty(&manifest).unwrap());
         let path = fixture_path(&format!("written/{name}"));
         let manifest_path = fixture_path(&format!("written/{name}.manifest.json"));

@@ -201,7 +201,8 @@ fn write_data(
         items
             .iter()
             .map(|item| (Key::Str(item.name.clone()), Value::from(item.view.view())))
-            .collect::<IndexMap<_, _>>(),
+            .collect::<IndexMap<_, _>>()
+            .into(),
     );
     let commit = Commit {
         fsync: options.fsync,

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::Error;
 use crate::format::Format;
-use crate::state::TensorSource;
+use crate::state::{Metadata, TensorSource};
 use crate::storage::Location;
 use crate::tensor::TensorView;
 use crate::value::{Defect, Value};
@@ -150,6 +150,10 @@ impl TensorSource for Checkpoint {
 
     fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
         self.value.tensor_keys()
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        self.value.metadata()
     }
 }
 

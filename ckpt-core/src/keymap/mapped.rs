@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use indexmap::IndexMap;
 
 use crate::shard::Sharded;
-use crate::state::TensorSource;
+use crate::state::{Metadata, TensorSource};
 use crate::tensor::TensorView;
 
 /// A source seen through a key plan: what loads read when [`LoadOptions`](crate::LoadOptions)
@@ -34,5 +34,10 @@ impl TensorSource for MappedSource<'_> {
 
     fn get_sharded(&self, key: &str) -> Option<&Sharded> {
         self.inner.get_sharded(self.keys.get(key)?)
+    }
+
+    /// The source's, under its own prefixes: a key map renames tensors, not modules.
+    fn metadata(&self) -> Option<&Metadata> {
+        self.inner.metadata()
     }
 }

@@ -29,7 +29,7 @@ use self::suggest::suggest;
 use crate::dtype::{DType, DTypeKind};
 use crate::keymap::{KeyMapError, MappedSource};
 use crate::shard::{Chunk, Sharded};
-use crate::state::{Leaf, Role, TensorSource, Visitor, VisitorMut};
+use crate::state::{Leaf, Metadata, Role, TensorSource, Visitor, VisitorMut};
 use crate::tensor::{Tensor, TensorError, TensorView};
 
 /// What a load needs of a model: its tensors, read-only and as leaves, in one order, and its
@@ -41,6 +41,45 @@ pub(crate) trait Target {
     fn walk<'a>(&'a self, visitor: &mut dyn Visitor<'a>);
     /// Every tensor as a mutable leaf, in the order of [`walk`](Target::walk).
     fn walk_mut(&mut self, visitor: &mut dyn VisitorMut);
+    /// Calls `supply` with the entries the model's modules supply for an older checkpoint
+    /// (their versioned-load hooks), under the model's keys. None by default.
+    fn supply(&self, source: &dyn TensorSource, supply: &mut dyn FnMut(String, Tensor)) {
+        let _ = (source, supply);
+    }
+}
+
+/// A source and the entries a model's modules supplied for what it lacks: what a load reads.
+struct Supplied<'s> {
+    source: &'s dyn TensorSource,
+    supplied: IndexMap<String, Tensor>,
+}
+
+impl TensorSource for Supplied<'_> {
+    fn get_tensor(&self, key: &str) -> Option<TensorView<'_>> {
+        self.source
+            .get_tensor(key)
+            .or_else(|| self.supplied.get(key).map(Tensor::view))
+    }
+
+    fn tensor_keys(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
+        Box::new(
+            self.source
+                .tensor_keys()
+                .chain(self.supplied.keys().map(|k| Cow::Borrowed(k.as_str()))),
+        )
+    }
+
+    fn defect(&self) -> Option<String> {
+        self.source.defect()
+    }
+
+    fn get_sharded(&self, key: &str) -> Option<&Sharded> {
+        self.source.get_sharded(key)
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        self.source.metadata()
+    }
 }
 
 /// A model tensor's key, dtype and shape, collected before anything is written.
@@ -167,6 +206,22 @@ pub(crate) fn load_into_with(
         mapped = MappedSource::new(source, pairs);
         &mapped
     };
+    // The modules' versioned-load hooks see the keys as the model names them, and supply
+    // what an older version of a module did not save.
+    let mut supplied = IndexMap::new();
+    model.supply(source, &mut |key, tensor| {
+        if source.get_tensor(&key).is_none() && source.get_sharded(&key).is_none() {
+            supplied.entry(key).or_insert(tensor);
+        }
+    });
+    let supplied_keys: HashSet<String> = supplied.keys().cloned().collect();
+    let with_supplied;
+    let source: &dyn TensorSource = if supplied.is_empty() {
+        source
+    } else {
+        with_supplied = Supplied { source, supplied };
+        &with_supplied
+    };
     // Parts of sharded tensors, gathered during the checks: (key -> one tensor per part).
     let mut gathered: HashMap<String, Vec<Tensor>> = HashMap::new();
     for (key, slot) in &slots {
@@ -248,7 +303,22 @@ pub(crate) fn load_into_with(
                     .map(|key| LoadProblem::Unexpected { key: key.clone() }),
             );
         }
-        let mut hints = prefix_hints(&slots, &report, source);
+        // A key a module supplied for a checkpoint under another prefix (a BatchNorm's
+        // counter, in a file saved from `nn.DataParallel`) is missing for the hints.
+        let hint_report;
+        let for_hints = if supplied_keys.is_empty() {
+            &report
+        } else {
+            let mut with_supplied = report.clone();
+            with_supplied.missing_keys = slots
+                .keys()
+                .filter(|k| report.missing_keys.contains(k) || supplied_keys.contains(*k))
+                .cloned()
+                .collect();
+            hint_report = with_supplied;
+            &hint_report
+        };
+        let mut hints = prefix_hints(&slots, for_hints, source);
         hints.extend(
             report
                 .unmatched_rules

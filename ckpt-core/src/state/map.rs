@@ -5,6 +5,7 @@ use std::ops::Index;
 
 use indexmap::IndexMap;
 
+use super::Metadata;
 use crate::device::DeviceError;
 use crate::shard::Sharded;
 use crate::tensor::{Tensor, TensorView};
@@ -32,6 +33,7 @@ pub struct TensorMap<'a> {
     shards: IndexMap<String, &'a Sharded>,
     duplicates: Vec<String>,
     unsupported: Vec<(String, String)>,
+    metadata: Option<Metadata>,
 }
 
 impl<'a> TensorMap<'a> {
@@ -127,6 +129,18 @@ impl<'a> TensorMap<'a> {
         (!all.is_empty()).then(|| all.join("; "))
     }
 
+    /// The version of each module (PyTorch's `_metadata`), if recorded: a model's
+    /// [`state_dict`](crate::StateDict::state_dict) records each module's
+    /// [`version`](crate::StateDict::version); a map built from tensors has none.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+
+    /// Sets (or with `None` removes) the module versions the map carries.
+    pub fn set_metadata(&mut self, metadata: Option<Metadata>) {
+        self.metadata = metadata;
+    }
+
     /// The tensor under `key`.
     pub fn get(&self, key: &str) -> Option<&TensorView<'a>> {
         self.entries.get(key)
@@ -215,6 +229,7 @@ impl<'a, K: Into<String>, V: Into<TensorView<'a>>> FromIterator<(K, V)> for Tens
             shards: IndexMap::new(),
             duplicates: Vec::new(),
             unsupported: Vec::new(),
+            metadata: None,
         }
     }
 }
@@ -238,7 +253,7 @@ impl fmt::Debug for TensorMap<'_> {
 }
 
 impl PartialEq for TensorMap<'_> {
-    /// The same keys in the same order, with equal tensors.
+    /// The same keys in the same order, with equal tensors, and the same module versions.
     fn eq(&self, other: &Self) -> bool {
         self.duplicates == other.duplicates
             && self.shards.len() == other.shards.len()
@@ -248,6 +263,7 @@ impl PartialEq for TensorMap<'_> {
                 .zip(&other.shards)
                 .all(|((ka, a), (kb, b))| ka == kb && a == b)
             && self.unsupported == other.unsupported
+            && self.metadata == other.metadata
             && self.len() == other.len()
             && self
                 .iter()

@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 
 use indexmap::IndexMap;
 
-use super::TensorMap;
+use super::{Metadata, TensorMap};
 use crate::shard::Sharded;
 use crate::tensor::{Tensor, TensorView};
 
@@ -37,6 +37,14 @@ pub trait TensorSource {
         let _ = key;
         None
     }
+
+    /// The version of each module the tensors were saved by (PyTorch's `_metadata`), if the
+    /// source records them: what each module's
+    /// [`upgrade_state`](crate::StateDict::upgrade_state) is told at load time. `None` by
+    /// default, which modules read as a checkpoint of unknown, old, versions.
+    fn metadata(&self) -> Option<&Metadata> {
+        None
+    }
 }
 
 impl TensorSource for TensorMap<'_> {
@@ -58,6 +66,10 @@ impl TensorSource for TensorMap<'_> {
 
     fn get_sharded(&self, key: &str) -> Option<&Sharded> {
         TensorMap::get_sharded(self, key)
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        TensorMap::metadata(self)
     }
 }
 
@@ -109,5 +121,9 @@ impl<T: TensorSource + ?Sized> TensorSource for &T {
 
     fn get_sharded(&self, key: &str) -> Option<&Sharded> {
         (**self).get_sharded(key)
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        (**self).metadata()
     }
 }

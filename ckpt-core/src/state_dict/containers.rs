@@ -9,7 +9,7 @@ use ndarray::{ArrayBase, DataMut, DataOwned, Dimension};
 use super::{StateDict, merge_modes};
 use crate::dtype::Element;
 use crate::shard::Sharded;
-use crate::state::{KeyPath, Leaf, Role, Visitor, VisitorMut};
+use crate::state::{KeyPath, Leaf, Role, TensorSource, Visitor, VisitorMut};
 use crate::tensor::Tensor;
 
 impl StateDict for Tensor {
@@ -78,6 +78,23 @@ macro_rules! indexed {
                 .map(StateDict::training_mode)
                 .fold(None, merge_modes)
         }
+
+        fn version(&self) -> Option<i64> {
+            Some(1)
+        }
+
+        fn visit_modules<'a>(
+            &'a self,
+            path: &mut KeyPath,
+            visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+        ) {
+            for (index, item) in self.iter().enumerate() {
+                path.push_index(index);
+                visitor(path.as_str(), item);
+                item.visit_modules(path, visitor);
+                path.pop();
+            }
+        }
     };
 }
 
@@ -121,6 +138,23 @@ macro_rules! keyed {
                 .map(StateDict::training_mode)
                 .fold(None, merge_modes)
         }
+
+        fn version(&self) -> Option<i64> {
+            Some(1)
+        }
+
+        fn visit_modules<'a>(
+            &'a self,
+            path: &mut KeyPath,
+            visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+        ) {
+            for (key, item) in self {
+                path.push(key);
+                visitor(path.as_str(), item);
+                item.visit_modules(path, visitor);
+                path.pop();
+            }
+        }
     };
 }
 
@@ -157,6 +191,32 @@ impl<T: StateDict> StateDict for Option<T> {
     fn training_mode(&self) -> Option<bool> {
         self.as_ref().and_then(StateDict::training_mode)
     }
+
+    fn version(&self) -> Option<i64> {
+        self.as_ref().and_then(StateDict::version)
+    }
+
+    fn visit_modules<'a>(
+        &'a self,
+        path: &mut KeyPath,
+        visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+    ) {
+        if let Some(inner) = self {
+            inner.visit_modules(path, visitor);
+        }
+    }
+
+    fn upgrade_state(
+        &self,
+        prefix: &str,
+        saved_version: Option<i64>,
+        source: &dyn TensorSource,
+        supply: &mut dyn FnMut(String, Tensor),
+    ) {
+        if let Some(inner) = self {
+            inner.upgrade_state(prefix, saved_version, source, supply);
+        }
+    }
 }
 
 /// A box is its contents, trait objects (`Box<dyn StateDict>`) included.
@@ -179,6 +239,28 @@ impl<T: StateDict + ?Sized> StateDict for Box<T> {
 
     fn module_name(&self) -> &'static str {
         (**self).module_name()
+    }
+
+    fn version(&self) -> Option<i64> {
+        (**self).version()
+    }
+
+    fn visit_modules<'a>(
+        &'a self,
+        path: &mut KeyPath,
+        visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+    ) {
+        (**self).visit_modules(path, visitor);
+    }
+
+    fn upgrade_state(
+        &self,
+        prefix: &str,
+        saved_version: Option<i64>,
+        source: &dyn TensorSource,
+        supply: &mut dyn FnMut(String, Tensor),
+    ) {
+        (**self).upgrade_state(prefix, saved_version, source, supply);
     }
 }
 

@@ -9,8 +9,8 @@ mod to_device;
 use crate::device::{Device, DeviceError};
 use crate::loading::{self, LoadError, LoadReport, StateDictOptions, Target};
 use crate::shard::Sharded;
-use crate::state::{KeyPath, Leaf, Role, TensorMap, TensorSource, Visitor, VisitorMut};
-use crate::tensor::{TensorError, TensorView};
+use crate::state::{KeyPath, Leaf, Metadata, Role, TensorMap, TensorSource, Visitor, VisitorMut};
+use crate::tensor::{Tensor, TensorError, TensorView};
 
 /// A model, a layer, or a container of them, whose tensors have dotted key paths
 /// (`encoder.layers.0.weight`) as in PyTorch's `state_dict()`.
@@ -80,6 +80,54 @@ pub trait StateDict {
         None
     }
 
+    /// The version of this module's keys, as PyTorch's `Module._version`: recorded under the
+    /// module's prefix in the [`Metadata`] of [`state_dict`](StateDict::state_dict), which a
+    /// `.pt` file keeps as `_metadata`, and told back to
+    /// [`upgrade_state`](StateDict::upgrade_state) when a checkpoint is loaded.
+    ///
+    /// `None` (the default) for what is not a module: a tensor, a random generator. Derived
+    /// modules and the containers (`Vec`, arrays, maps, as `nn.ModuleList` and `nn.ModuleDict`)
+    /// are version 1, as PyTorch's modules are; `Option` and `Box` are their contents'.
+    /// A module whose keys changed returns its newer version and reads older ones in
+    /// `upgrade_state`, as `ckpt::nn::BatchNorm2d` (version 2) does.
+    fn version(&self) -> Option<i64> {
+        None
+    }
+
+    /// Calls `visitor` with every module nested in this one (not with this one), with its key
+    /// path, a module before the modules inside it: what records the versions of
+    /// [`state_dict`](StateDict::state_dict) and runs each module's
+    /// [`upgrade_state`](StateDict::upgrade_state) on a load. Derived for every field but
+    /// `#[state(flatten)]` ones, whose own modules it visits instead; a hand-written container
+    /// calls `visitor` for each module it holds, then that module's `visit_modules`. Nothing
+    /// by default, for leaves.
+    fn visit_modules<'a>(
+        &'a self,
+        path: &mut KeyPath,
+        visitor: &mut dyn FnMut(&str, &'a dyn StateDict),
+    ) {
+        let _ = (path, visitor);
+    }
+
+    /// The versioned-load hook, as PyTorch's `_load_from_state_dict`: called by every load,
+    /// before anything is checked, for this module at `prefix` (its key path, `""` for the
+    /// model), with the version `saved_version` that the checkpoint's [`Metadata`] records for
+    /// it (`None` if it records none, as a state dict rebuilt in Python has) and `source`, the
+    /// checkpoint's tensors under the model's keys.
+    ///
+    /// `supply(key, tensor)` supplies an entry, under its full key, that an older version did
+    /// not save: the load then checks and copies it as if the checkpoint held it, so it is
+    /// neither missing nor unexpected. A key the source has is not replaced. Nothing by default.
+    fn upgrade_state(
+        &self,
+        prefix: &str,
+        saved_version: Option<i64>,
+        source: &dyn TensorSource,
+        supply: &mut dyn FnMut(String, Tensor),
+    ) {
+        let _ = (prefix, saved_version, source, supply);
+    }
+
     /// The name used in error messages, as PyTorch uses the class name (`Net`).
     fn module_name(&self) -> &'static str {
         short_type_name(std::any::type_name::<Self>())
@@ -92,8 +140,14 @@ pub trait StateDict {
     /// implementation can cause, are kept once and named in
     /// [`TensorMap::duplicate_keys`]; saving the map, or loading from it, is then an error
     /// naming the key, as loading into this model is.
+    ///
+    /// The map carries the [`version`](StateDict::version) of every module in its
+    /// [`metadata`](TensorMap::metadata), as PyTorch's `state_dict()` does in `_metadata`.
     fn state_dict(&self) -> TensorMap<'_> {
-        collect(self, Role::is_persistent)
+        let mut map = collect(self, Role::is_persistent);
+        let metadata = module_versions(self);
+        map.set_metadata((!metadata.is_empty()).then_some(metadata));
+        map
     }
 
     /// The parameters (tensors that are not buffers) by key, for optimizers.
@@ -159,7 +213,7 @@ pub trait StateDict {
     /// in PyTorch.
     ///
     /// Checked before anything moves, in this order: fields that can only hold host memory
-    /// (ndarray arrays; use [`Tensor`](crate::Tensor) for fields that should go to a GPU) make
+    /// (ndarray arrays; use [`Tensor`] for fields that should go to a GPU) make
     /// a move to a GPU an error naming every one of them, on any machine; then the device must
     /// exist (CUDA available, the ordinal present). Moving to [`Device::Cpu`] always works.
     ///
@@ -239,6 +293,37 @@ fn collect<M: StateDict + ?Sized>(module: &M, keep: impl Fn(Role) -> bool) -> Te
     collect.map
 }
 
+/// The version of `model` and of every module in it, by prefix, in PyTorch's order.
+fn module_versions<M: StateDict + ?Sized>(model: &M) -> Metadata {
+    let mut metadata = Metadata::new();
+    if let Some(version) = model.version() {
+        metadata.insert("", Some(version));
+    }
+    model.visit_modules(&mut KeyPath::new(), &mut |prefix, module| {
+        // A prefix seen before (two modules flattened into one) keeps its first version.
+        if let Some(version) = module.version()
+            && !metadata.contains(prefix)
+        {
+            metadata.insert(prefix, Some(version));
+        }
+    });
+    metadata
+}
+
+/// Runs the [`upgrade_state`](StateDict::upgrade_state) hook of `model` and of every module in
+/// it, each with the version `source` records for its prefix.
+fn upgrade<M: StateDict + ?Sized>(
+    model: &M,
+    source: &dyn TensorSource,
+    supply: &mut dyn FnMut(String, Tensor),
+) {
+    let saved = |prefix: &str| source.metadata().and_then(|m| m.version(prefix));
+    model.upgrade_state("", saved(""), source, supply);
+    model.visit_modules(&mut KeyPath::new(), &mut |prefix, module| {
+        module.upgrade_state(prefix, saved(prefix), source, supply);
+    });
+}
+
 /// [`load_state_dict_with`](StateDict::load_state_dict_with), copying each checked tensor with
 /// `copy`: for loads that copy from a file in their own way.
 pub(crate) fn load_into_with<M: StateDict + ?Sized>(
@@ -265,6 +350,10 @@ impl<M: StateDict + ?Sized> Target for Model<'_, M> {
     fn walk_mut(&mut self, visitor: &mut dyn VisitorMut) {
         self.0
             .visit_mut(&mut KeyPath::new(), Role::Parameter, visitor);
+    }
+
+    fn supply(&self, source: &dyn TensorSource, supply: &mut dyn FnMut(String, Tensor)) {
+        upgrade(self.0, source, supply);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Conversions into [`Value`], and [`dict!`](crate::dict).
 
-use super::{Defect, Key, TensorCow, Value};
+use super::{Defect, Key, Map, TensorCow, Value};
 use crate::state::TensorMap;
 use crate::tensor::{Tensor, TensorView};
 
@@ -80,18 +80,21 @@ impl<'a> From<&'a Value<'_>> for Value<'a> {
 }
 
 impl<'a> From<TensorMap<'a>> for Value<'a> {
-    /// A state dict becomes a flat map of dotted keys, as PyTorch saves it; one in which two
+    /// A state dict becomes a flat map of dotted keys with its module versions, as PyTorch
+    /// saves it; one in which two
     /// tensors had one key becomes a [`Value::Defect`] naming the keys, so that saving it is an
     /// error rather than a silent loss.
     fn from(map: TensorMap<'a>) -> Self {
         if let Some(reason) = map.save_defect() {
             return Value::Defect(Defect::new(reason));
         }
-        Value::Map(
-            map.into_iter()
-                .map(|(k, v)| (Key::Str(k), Value::from(v)))
-                .collect(),
-        )
+        let metadata = map.metadata().cloned();
+        let mut entries: Map<'a> = map
+            .into_iter()
+            .map(|(k, v)| (Key::Str(k), Value::from(v)))
+            .collect();
+        entries.set_metadata(metadata);
+        Value::Map(entries)
     }
 }
 

@@ -4,6 +4,7 @@ mod convert;
 mod cow;
 mod error;
 mod key;
+mod map;
 mod source;
 mod typed;
 
@@ -16,8 +17,9 @@ pub use num_complex::Complex64;
 pub use self::cow::TensorCow;
 pub use self::error::ValueError;
 pub use self::key::Key;
+pub use self::map::Map;
 use crate::dtype::TorchDType;
-use crate::state::KeyPath;
+use crate::state::{KeyPath, Metadata};
 use crate::tensor::TensorView;
 
 /// What a checkpoint holds: `None`, booleans, integers, floats, strings, lists, ordered maps
@@ -58,8 +60,9 @@ pub enum Value<'a> {
     String(String),
     /// A list or tuple.
     List(Vec<Value<'a>>),
-    /// A dict, in insertion order.
-    Map(IndexMap<Key, Value<'a>>),
+    /// A dict, in insertion order; a state dict's also carries the version of each module
+    /// ([`Map::metadata`], PyTorch's `_metadata`).
+    Map(Map<'a>),
     /// A tensor.
     Tensor(TensorCow<'a>),
     /// Python's `bytes`.
@@ -111,7 +114,7 @@ static NONE: Value<'static> = Value::None;
 impl<'a> Value<'a> {
     /// An empty map.
     pub fn map() -> Self {
-        Value::Map(IndexMap::new())
+        Value::Map(Map::new())
     }
 
     /// Whether this is `None`, or a [`Value::Defect`] such as a missing entry, which reads as
@@ -134,7 +137,9 @@ impl<'a> Value<'a> {
     /// The value under a string key of a map.
     pub fn get_value(&self, key: &str) -> Option<&Value<'a>> {
         match self {
-            Value::Map(map) | Value::Counter(map) => map.get(&Key::Str(key.to_owned())),
+            Value::Map(Map { entries: map, .. }) | Value::Counter(map) => {
+                map.get(&Key::Str(key.to_owned()))
+            }
             _ => None,
         }
     }
@@ -207,10 +212,19 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// The version of each module, if this is a state dict that records them (PyTorch's
+    /// `_metadata`; see [`Map::metadata`]).
+    pub fn metadata(&self) -> Option<&Metadata> {
+        match self {
+            Value::Map(map) => map.metadata(),
+            _ => None,
+        }
+    }
+
     /// The entries, if this is a map or a [`Counter`](Value::Counter).
     pub fn as_map(&self) -> Option<&IndexMap<Key, Value<'a>>> {
         match self {
-            Value::Map(map) | Value::Counter(map) => Some(map),
+            Value::Map(Map { entries: map, .. }) | Value::Counter(map) => Some(map),
             _ => None,
         }
     }
@@ -245,11 +259,13 @@ impl<'a> Value<'a> {
             Value::Float(x) => Value::Float(*x),
             Value::String(s) => Value::String(s.clone()),
             Value::List(items) => Value::List(items.iter().map(Value::to_owned_value).collect()),
-            Value::Map(map) => Value::Map(
-                map.iter()
+            Value::Map(map) => Value::Map(Map {
+                entries: map
+                    .iter()
                     .map(|(k, v)| (k.clone(), v.to_owned_value()))
                     .collect(),
-            ),
+                metadata: map.metadata.clone(),
+            }),
             Value::Tensor(TensorCow::Owned(t)) => Value::Tensor(TensorCow::Owned(t.clone())),
             // A copy a device fails (a lost GPU under a candle tensor) leaves a defect, which
             // a save refuses, naming the key and the failure.
@@ -283,7 +299,11 @@ impl<'a> Value<'a> {
             Value::String(s) => Value::String(s.clone()),
             Value::List(items) => Value::List(items.iter().map(Value::reborrow).collect()),
             Value::Map(map) => {
-                Value::Map(map.iter().map(|(k, v)| (k.clone(), v.reborrow())).collect())
+                let entries = map.iter().map(|(k, v)| (k.clone(), v.reborrow())).collect();
+                Value::Map(Map {
+                    entries,
+                    metadata: map.metadata.clone(),
+                })
             }
             Value::Tensor(t) => Value::Tensor(TensorCow::Borrowed(t.view())),
             Value::Set(items) => Value::Set(items.iter().map(Value::reborrow).collect()),
@@ -338,7 +358,7 @@ impl<'a> Value<'a> {
                     descend(path, &i, item);
                 }
             }
-            Value::Map(map) | Value::Counter(map) => {
+            Value::Map(Map { entries: map, .. }) | Value::Counter(map) => {
                 for (k, v) in map {
                     descend(path, k, v);
                 }
@@ -363,10 +383,12 @@ impl<'a> Value<'a> {
             return Some(found);
         }
         match self {
-            Value::Map(map) | Value::Counter(map) => map.iter().find_map(|(k, v)| {
-                let rest = key.strip_prefix(&k.to_string())?.strip_prefix('.')?;
-                v.lookup(rest)
-            }),
+            Value::Map(Map { entries: map, .. }) | Value::Counter(map) => {
+                map.iter().find_map(|(k, v)| {
+                    let rest = key.strip_prefix(&k.to_string())?.strip_prefix('.')?;
+                    v.lookup(rest)
+                })
+            }
             Value::List(items) | Value::Set(items) => {
                 let (first, rest) = key.split_once('.').unwrap_or((key, ""));
                 let item = items.get(first.parse::<usize>().ok()?)?;
@@ -399,7 +421,7 @@ impl<'a> Index<usize> for Value<'a> {
     fn index(&self, index: usize) -> &Value<'a> {
         let found = match self {
             Value::List(items) => items.get(index),
-            Value::Map(map) | Value::Counter(map) => i64::try_from(index)
+            Value::Map(Map { entries: map, .. }) | Value::Counter(map) => i64::try_from(index)
                 .ok()
                 .and_then(|i| map.get(&Key::Int(i))),
             _ => None,

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::Value;
-use crate::state::TensorSource;
+use crate::state::{Metadata, TensorSource};
 use crate::tensor::TensorView;
 
 impl TensorSource for Value<'_> {
@@ -22,6 +22,10 @@ impl TensorSource for Value<'_> {
             }));
         }
         Box::new(self.tensors().into_iter().map(|(k, _)| Cow::Owned(k)))
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        Value::metadata(self)
     }
 
     fn defect(&self) -> Option<String> {

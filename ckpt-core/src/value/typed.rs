@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Key, Value, ValueError};
+use super::{Key, Map, Value, ValueError};
 use crate::state::KeyPath;
 
 impl Value<'_> {
@@ -84,7 +84,7 @@ fn to_cbor(value: &Value<'_>, path: &mut KeyPath) -> Result<ciborium::Value, Val
                 .map(|(i, v)| child(path, i.to_string(), v))
                 .collect::<Result<_, _>>()?,
         ),
-        Value::Map(map) | Value::Counter(map) => C::Map(
+        Value::Map(Map { entries: map, .. }) | Value::Counter(map) => C::Map(
             map.iter()
                 .map(|(k, v)| {
                     let key = match k {

@@ -161,8 +161,10 @@ impl Schedule for MultiStepLr {
     fn load_state(&mut self, state: &StateReader<'_, '_>) -> Result<(), SchedulerError> {
         let milestones = match state.required("milestones")? {
             // A Counter, or a dict of counts.
-            Value::Counter(map) | Value::Map(map) => map
-                .iter()
+            value @ (Value::Counter(_) | Value::Map(_)) => value
+                .as_map()
+                .into_iter()
+                .flatten()
                 .map(|(key, count)| match (key, count) {
                     (Key::Int(m), Value::Int(n)) => Ok((*m, *n)),
                     _ => Err(state.error(

@@ -35,6 +35,10 @@ pub(crate) enum Node {
     Counter(Vec<(NodeKey, Node)>),
     /// A `torch.dtype` by its name in the `torch` module: `"float32"`.
     DType(String),
+    // Since minor version 2.
+    /// A map that carries the version of each module (a state dict's `_metadata`): its
+    /// entries, then each prefix and version.
+    VersionedMap(Vec<(NodeKey, Node)>, Vec<(String, Option<i64>)>),
 }
 
 /// Bytes as one CBOR byte string, rather than serde's default of an array of numbers (one

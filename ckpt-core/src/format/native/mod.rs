@@ -69,8 +69,9 @@ pub(crate) const MAGIC: [u8; 8] = *b"\x89CKPT\r\n\x1a";
 /// The format's major version: readers refuse a newer one.
 pub(crate) const MAJOR: u16 = 1;
 /// The format's minor version. 1 added the value kinds of `.pt` files beyond JSON's (bytes,
-/// bytearrays, complex numbers, sets, counters, dtypes), which a reader of 1.0 refuses by name.
-pub(crate) const MINOR: u16 = 1;
+/// bytearrays, complex numbers, sets, counters, dtypes), which a reader of 1.0 refuses by name;
+/// 2 the module versions of a state dict (PyTorch's `_metadata`).
+pub(crate) const MINOR: u16 = 2;
 /// Length of the fixed prefix; tensor data starts here.
 pub(crate) const PREFIX_LEN: usize = 64;
 /// Alignment of each tensor's data.

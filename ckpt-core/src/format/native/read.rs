@@ -14,7 +14,7 @@ use crate::format::{Checksum, Corruption, FormatError, FormatErrorKind, TensorDa
 use crate::state::KeyPath;
 use crate::storage::{self, Source};
 use crate::tensor::{Backing, Tensor, TensorError, check_size};
-use crate::value::{Complex64, Key, TensorCow, Value};
+use crate::value::{Complex64, Key, Map, TensorCow, Value};
 
 /// A file whose structure has been checked, tensor data not yet read.
 pub(crate) struct Opened {
@@ -211,7 +211,7 @@ fn name_records(
                 child(path, &i, item)?;
             }
         }
-        Node::Map(entries) | Node::Counter(entries) => {
+        Node::Map(entries) | Node::Counter(entries) | Node::VersionedMap(entries, _) => {
             for (k, v) in entries {
                 match k {
                     NodeKey::Str(s) => child(path, s, v)?,
@@ -462,7 +462,7 @@ fn plain_values(node: &Node, path: &mut KeyPath, out: &mut Vec<(String, Value<'s
                 child(path, &i, item);
             }
         }
-        Node::Map(entries) | Node::Counter(entries) => {
+        Node::Map(entries) | Node::Counter(entries) | Node::VersionedMap(entries, _) => {
             for (k, v) in entries {
                 match k {
                     NodeKey::Str(s) => child(path, s, v),
@@ -488,7 +488,7 @@ fn tensor_keys(node: &Node, path: &mut KeyPath, f: &mut dyn FnMut(&str, u64)) {
                 child(path, &i, item);
             }
         }
-        Node::Map(entries) => {
+        Node::Map(entries) | Node::VersionedMap(entries, _) => {
             for (k, v) in entries {
                 match k {
                     NodeKey::Str(s) => child(path, s, v),
@@ -514,7 +514,12 @@ fn build(node: &Node, tensors: &[Tensor]) -> Value<'static> {
         Node::Str(s) => Value::String(s.clone()),
         Node::List(items) => Value::List(items.iter().map(|n| build(n, tensors)).collect()),
         Node::Set(items) => Value::Set(items.iter().map(|n| build(n, tensors)).collect()),
-        Node::Map(entries) => Value::Map(build_entries(entries, tensors)),
+        Node::Map(entries) => Value::Map(build_entries(entries, tensors).into()),
+        Node::VersionedMap(entries, versions) => {
+            let mut map = Map::from(build_entries(entries, tensors));
+            map.set_metadata(Some(versions.iter().cloned().collect()));
+            Value::Map(map)
+        }
         Node::Counter(entries) => Value::Counter(build_entries(entries, tensors)),
         Node::Bytes(b) => Value::Bytes(b.0.clone()),
         Node::ByteArray(b) => Value::ByteArray(b.0.clone()),

@@ -184,7 +184,13 @@ impl<'v> Encoder<'v> {
             Value::String(s) => Node::Str(s.clone()),
             Value::List(items) => Node::List(items.iter().map(|v| self.node(v)).collect()),
             Value::Set(items) => Node::Set(items.iter().map(|v| self.node(v)).collect()),
-            Value::Map(map) => Node::Map(self.entries(map)),
+            Value::Map(map) => match map.metadata() {
+                None => Node::Map(self.entries(map)),
+                Some(metadata) => Node::VersionedMap(
+                    self.entries(map),
+                    metadata.iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                ),
+            },
             Value::Counter(map) => Node::Counter(self.entries(map)),
             Value::Bytes(b) => Node::Bytes(Bytes(b.clone())),
             Value::ByteArray(b) => Node::ByteArray(Bytes(b.clone())),

@@ -7,13 +7,15 @@ use std::fmt;
 /// where they are known. The file is named by the [`FormatError`](crate::format::FormatError)
 /// that carries it.
 #[derive(Debug, thiserror::Error)]
-#[error("{}{}", Location { entry: self.0.entry.as_deref(), key: self.0.key.as_deref() }, self.0.kind)]
+#[error("{}{}", Location { entry: self.0.entry.as_deref(), tensors: &self.0.tensors, key: self.0.key.as_deref() }, self.0.kind)]
 pub struct PtError(Box<Inner>);
 
 /// Boxed so that a `Result<_, PtError>` stays small.
 #[derive(Debug)]
 struct Inner {
     entry: Option<String>,
+    /// The keys of the tensors whose storage `entry` is, when it is one.
+    tensors: Vec<String>,
     key: Option<String>,
     kind: PtErrorKind,
 }
@@ -156,13 +158,22 @@ fn hint_for(name: &str) -> &'static str {
 
 struct Location<'p> {
     entry: Option<&'p str>,
+    tensors: &'p [String],
     key: Option<&'p str>,
 }
 
 impl fmt::Display for Location<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(entry) = self.entry {
-            write!(f, "{entry}: ")?;
+            write!(f, "{entry}")?;
+            if let Some((first, rest)) = self.tensors.split_first() {
+                write!(f, " (storage of `{first}`")?;
+                for key in rest {
+                    write!(f, ", `{key}`")?;
+                }
+                f.write_str(")")?;
+            }
+            f.write_str(": ")?;
         }
         if let Some(key) = self.key {
             write!(f, "at key {key:?}: ")?;
@@ -190,6 +201,12 @@ impl PtError {
         )
     }
 
+    /// The keys of the tensors that use the storage [`entry`](PtError::entry) is, when it is
+    /// one (a damaged `archive/data/9`): what the damage reaches.
+    pub fn tensor_keys(&self) -> &[String] {
+        &self.0.tensors
+    }
+
     /// The flattened key of the value where it went wrong (`model.fc.weight`), if known.
     pub fn key(&self) -> Option<&str> {
         self.0.key.as_deref()
@@ -211,12 +228,19 @@ impl PtError {
         }
         self
     }
+
+    /// Names the tensors whose storage the entry is.
+    pub(crate) fn of_tensors(mut self, keys: &[String]) -> Self {
+        self.0.tensors = keys.to_vec();
+        self
+    }
 }
 
 impl From<PtErrorKind> for PtError {
     fn from(kind: PtErrorKind) -> Self {
         PtError(Box::new(Inner {
             entry: None,
+            tensors: Vec::new(),
             key: None,
             kind,
         }))

@@ -126,6 +126,8 @@ struct StorageAt {
     crc32: Option<u32>,
     /// The zip record or part of a legacy file, for messages.
     entry: String,
+    /// The keys of the tensors that use it, for messages.
+    tensors: Vec<String>,
 }
 
 /// Opens one item of a PyTorch Distributed Checkpoint: a whole `torch.save` zip archive, as
@@ -219,6 +221,7 @@ fn open_zip(source: Arc<dyn Source>, dialect: Dialect) -> Result<PtOpened, PtErr
                 range: record.start..record.start + record.len,
                 crc32: Some(record.crc32),
                 entry: record.name.clone(),
+                tensors: Vec::new(),
             })
         })
         .collect::<Result<_, PtError>>()?;
@@ -242,6 +245,7 @@ fn open_legacy(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
             range: range.start as u64..range.end as u64,
             crc32: None,
             entry: format!("storage {}", storage.key),
+            tensors: Vec::new(),
         })
         .collect();
     let entry = "data pickle".to_owned();
@@ -260,14 +264,17 @@ fn open_legacy(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {
 fn finish(
     source: Arc<dyn Source>,
     pickle: Pickle,
-    storages: Vec<StorageAt>,
+    mut storages: Vec<StorageAt>,
     big_endian: bool,
     pickle_entry: String,
     mut budget: Budget,
     damage: Option<(String, u32, u32)>,
 ) -> Result<PtOpened, PtError> {
-    let (tensors, values) =
+    let (tensors, values, users) =
         rebuild::describe(&pickle, &mut budget).map_err(|e| e.in_entry(&pickle_entry))?;
+    for (at, users) in storages.iter_mut().zip(users) {
+        at.tensors = users;
+    }
     Ok(PtOpened {
         source,
         pickle,
@@ -329,7 +336,9 @@ impl PtOpened {
             let (expected, actual) = (*expected, hasher.finalize());
             if actual != expected {
                 return Err(self.error(
-                    PtError::from(PtErrorKind::Crc { expected, actual }).in_entry(&at.entry),
+                    PtError::from(PtErrorKind::Crc { expected, actual })
+                        .in_entry(&at.entry)
+                        .of_tensors(&at.tensors),
                 ));
             }
         }

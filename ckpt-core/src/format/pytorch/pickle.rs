@@ -11,6 +11,7 @@ use super::error::{PtError, PtErrorKind};
 use super::opcode as op;
 use super::rebuild::MAX_DEPTH;
 use crate::dtype::DType;
+use crate::state::Metadata;
 use crate::tensor::TensorView;
 use crate::value::{Key, Value};
 
@@ -70,13 +71,18 @@ impl<'v> Pickler<'v> {
             Value::String(s) => self.string(s)?,
             Value::List(items) => self.list(items, depth)?,
             Value::Map(map) => {
-                if map.keys().all(|k| matches!(k, Key::Str(_))) {
+                let ordered = map.keys().all(|k| matches!(k, Key::Str(_)));
+                if ordered {
                     self.global("collections\nOrderedDict\n");
                     self.out.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
                 } else {
                     self.out.push(op::EMPTY_DICT);
                 }
                 self.entries(map, depth)?;
+                // Only an OrderedDict has attributes, and every state dict is one.
+                if let (true, Some(metadata)) = (ordered, map.metadata()) {
+                    self.metadata(metadata)?;
+                }
             }
             Value::Tensor(t) => self.tensor(t.view())?,
             // The rest as Python's pickler writes them with protocol 2, which PyTorch's
@@ -132,6 +138,31 @@ impl<'v> Pickler<'v> {
             }
             self.out.push(op::APPENDS);
         }
+        Ok(())
+    }
+
+    /// A state dict's module versions, as pickle writes the attributes of an `OrderedDict`
+    /// after its items: `{"_metadata": OrderedDict([(prefix, {"version": n}), …])}`, then
+    /// `BUILD`, which sets them.
+    fn metadata(&mut self, metadata: &Metadata) -> Result<(), PtError> {
+        self.out.push(op::EMPTY_DICT);
+        self.string("_metadata")?;
+        self.global("collections\nOrderedDict\n");
+        self.out.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
+        if !metadata.is_empty() {
+            self.out.push(op::MARK);
+            for (prefix, version) in metadata.iter() {
+                self.string(prefix)?;
+                self.out.push(op::EMPTY_DICT);
+                if let Some(version) = version {
+                    self.string("version")?;
+                    self.int(version);
+                    self.out.push(op::SETITEM);
+                }
+            }
+            self.out.push(op::SETITEMS);
+        }
+        self.out.extend_from_slice(&[op::SETITEM, op::BUILD]);
         Ok(())
     }
 

@@ -13,9 +13,9 @@ use super::error::{PtError, PtErrorKind};
 use super::unpickle::{DictKind, Global, Ix, Obj, Pickle, StorageRef, TensorSpec, kind};
 use crate::dtype::{DType, DTypeKind};
 use crate::format::TensorInfo;
-use crate::state::KeyPath;
+use crate::state::{KeyPath, Metadata};
 use crate::tensor::{Backing, Tensor, check_size};
-use crate::value::{Complex64, Key, TensorCow, Value};
+use crate::value::{Complex64, Key, Map, TensorCow, Value};
 
 /// A storage's bytes, little-endian, and the backing they borrow from when they do: then
 /// contiguous views read them in place instead of being copied.
@@ -104,7 +104,11 @@ impl Convert<'_, '_> {
             Obj::List(items) | Obj::Tuple(items) => Value::List(self.items(items, depth)?),
             Obj::Set(items) => Value::Set(self.items(items, depth)?),
             Obj::Dict(DictKind::Counter, pairs) => Value::Counter(self.entries(pairs, depth)?),
-            Obj::Dict(_, pairs) => Value::Map(self.entries(pairs, depth)?),
+            Obj::Dict(_, pairs) => {
+                let mut map = Map::from(self.entries(pairs, depth)?);
+                map.set_metadata(self.metadata(ix)?);
+                Value::Map(map)
+            }
             Obj::Tensor(spec) => Value::Tensor(TensorCow::Owned(self.tensor(ix, spec)?)),
         })
     }
@@ -143,6 +147,39 @@ impl Convert<'_, '_> {
             map.insert(key, value);
         }
         Ok(map)
+    }
+
+    /// The module versions of the dict at `ix`, from the `_metadata` attribute PyTorch gives a
+    /// state dict: `{prefix: {"version": n}}`. Only a dict of them is kept, and only entries
+    /// with string prefixes; an entry whose version is not an integer reads as having none.
+    /// Anything else is not kept rather than refused: `torch.load` reads such a file, and only
+    /// a module that looks at its version would fail on it.
+    fn metadata(&mut self, ix: Ix) -> Result<Option<Metadata>, PtError> {
+        let Some(&at) = self.pickle.metadata.get(&ix) else {
+            return Ok(None);
+        };
+        let Obj::Dict(_, modules) = self.pickle.obj(at) else {
+            return Ok(None);
+        };
+        let mut metadata = Metadata::new();
+        for &(prefix, entry) in modules {
+            self.budget.charge(ENTRY_COST, "the values built")?;
+            let Obj::Str(prefix) = self.pickle.obj(prefix) else {
+                continue;
+            };
+            let version = match self.pickle.obj(entry) {
+                Obj::Dict(_, fields) => fields.iter().find_map(|&(k, v)| {
+                    match (self.pickle.obj(k), self.pickle.obj(v)) {
+                        (Obj::Str(name), Obj::Int(version)) if name == "version" => Some(*version),
+                        _ => None,
+                    }
+                }),
+                _ => None,
+            };
+            let prefix = self.copy_str(prefix)?;
+            metadata.insert(prefix, version);
+        }
+        Ok(Some(metadata))
     }
 
     /// Bytes copied out of the pickle, paid for as strings are.
@@ -452,8 +489,13 @@ pub(crate) fn little_endian(bytes: &[u8], item: usize, big_endian: bool) -> Cow<
     Cow::Owned(out)
 }
 
-/// What a pickle holds, from its structure: every tensor, and every plain value with its key.
-pub(crate) type Described = (Vec<TensorInfo>, Vec<(String, Value<'static>)>);
+/// What a pickle holds, from its structure: every tensor, every plain value with its key,
+/// and for each storage the keys of the tensors that use it.
+pub(crate) type Described = (
+    Vec<TensorInfo>,
+    Vec<(String, Value<'static>)>,
+    Vec<Vec<String>>,
+);
 
 /// The tensors and plain values of `pickle` without reading any storage: what a header shows.
 /// Tensors come once each, under their first key, with their shapes checked as a load would.
@@ -463,10 +505,11 @@ pub(crate) fn describe(pickle: &Pickle, budget: &mut Budget) -> Result<Described
         seen: std::collections::HashSet::new(),
         tensors: Vec::new(),
         values: Vec::new(),
+        users: vec![Vec::new(); pickle.storages.len()],
         budget,
     };
     cx.walk(pickle.root, &mut KeyPath::new(), 0)?;
-    Ok((cx.tensors, cx.values))
+    Ok((cx.tensors, cx.values, cx.users))
 }
 
 struct Describe<'p, 'b> {
@@ -474,6 +517,8 @@ struct Describe<'p, 'b> {
     seen: std::collections::HashSet<Ix>,
     tensors: Vec<TensorInfo>,
     values: Vec<(String, Value<'static>)>,
+    /// The keys of the tensors of each storage, for messages about damaged storages.
+    users: Vec<Vec<String>>,
     budget: &'b mut Budget,
 }
 
@@ -520,6 +565,11 @@ impl Describe<'_, '_> {
                 }
             }
             Obj::Tensor(spec) => {
+                if let Some(users) = self.users.get_mut(spec.storage) {
+                    let cost = size_of::<String>() + path.as_str().len();
+                    self.budget.charge(cost, "the header's tensors")?;
+                    users.push(path.as_str().to_owned());
+                }
                 if self.seen.insert(ix) {
                     let storage = self.pickle.storages.get(spec.storage).ok_or_else(|| {
                         unsupported("a tensor whose storage was never loaded".to_owned())

@@ -109,6 +109,9 @@ pub(crate) struct Pickle {
     pub(crate) storages: Vec<StorageRef>,
     /// Bytes of input the pickle occupied, `STOP` included.
     pub(crate) len: usize,
+    /// The `_metadata` attribute `BUILD` gave an `OrderedDict` (a state dict's module
+    /// versions), by the dict.
+    pub(crate) metadata: HashMap<Ix, Ix>,
 }
 
 impl Pickle {
@@ -159,6 +162,7 @@ pub(crate) fn unpickle_in(
         budget,
         stack_peak: 0,
         marks_peak: 0,
+        metadata: HashMap::new(),
     };
     let root = m.run()?;
     Ok(Pickle {
@@ -166,6 +170,7 @@ pub(crate) fn unpickle_in(
         root,
         storages: m.storages,
         len: m.pos,
+        metadata: m.metadata,
     })
 }
 
@@ -186,6 +191,8 @@ struct Machine<'a> {
     /// The deepest the stack and the marks have been: what their memory has grown to.
     stack_peak: usize,
     marks_peak: usize,
+    /// See [`Pickle::metadata`].
+    metadata: HashMap<Ix, Ix>,
 }
 
 /// What one object costs besides its heap data: the object, twice over for the arena's
@@ -925,8 +932,17 @@ impl<'a> Machine<'a> {
         match self.objs.get(target) {
             // `inst.__dict__.update(state)`.
             Some(Obj::Dict(DictKind::Ordered, _)) => match state_obj {
-                // The attributes (a state dict's `_metadata`) are not kept yet.
-                Some(Obj::Dict(..)) => Ok(()),
+                // Of the attributes, a state dict's `_metadata` is kept; PyTorch sets no other.
+                Some(Obj::Dict(_, pairs)) => {
+                    let metadata = pairs.iter().find(|&&(k, _)| {
+                        matches!(self.objs.get(k), Some(Obj::Str(name)) if name == "_metadata")
+                    });
+                    if let Some(&(_, value)) = metadata {
+                        self.budget.charge(MEMO_COST, "the pickle's objects")?;
+                        self.metadata.insert(target, value);
+                    }
+                    Ok(())
+                }
                 _ => Err(self
                     .error("BUILD of an OrderedDict with a state that is not a dict".to_owned())),
             },

@@ -231,12 +231,12 @@ mod tests {
             crate::value::Key::Str("transposed".into()),
             Value::from(Tensor::from(fortran.t().to_owned())),
         );
-        let value = Value::Map(map);
+        let value = Value::Map(map.into());
         for before in [0, 1, 13, 64, 100] {
             let (ours, theirs) = both(&value, before);
             assert!(ours == theirs, "archives differ after {before} bytes");
         }
-        let small = Value::Map(indexmap::IndexMap::new());
+        let small = Value::Map(indexmap::IndexMap::new().into());
         let (ours, theirs) = both(&small, 0);
         assert_eq!(ours, theirs);
     }

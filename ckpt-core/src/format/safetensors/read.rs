@@ -135,8 +135,8 @@ impl crate::format::Opened for Opened {
                 .iter()
                 .map(|(k, v)| (Key::Str(k.clone()), Value::String(v.clone())))
                 .collect();
-            map.insert(Key::Str(METADATA.to_owned()), Value::Map(entries));
+            map.insert(Key::Str(METADATA.to_owned()), Value::Map(entries.into()));
         }
-        Ok(Value::Map(map))
+        Ok(Value::Map(map.into()))
     }
 }

@@ -90,7 +90,7 @@ pub(crate) fn value(shards: &[Shard]) -> Result<Value<'static>, FormatError> {
                 .filter(|(key, _)| key.to_string() != METADATA),
         );
     }
-    Ok(Value::Map(merged))
+    Ok(Value::Map(merged.into()))
 }
 
 /// The object named `name` beside `index`, if `name` is a plain file name: an index cannot
