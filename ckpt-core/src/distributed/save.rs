@@ -79,15 +79,7 @@ pub fn save(
         Some(coordinator) => {
             let all = coordinator.all_gather(&bytes)?;
             // Every rank checks what was gathered, so that all of them fail alike.
-            let manifests = all
-                .iter()
-                .enumerate()
-                .map(|(rank, bytes)| {
-                    let file = dir.child(&manifest::manifest_name(rank));
-                    manifest::parse_manifest(&file, bytes, rank)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            index::build(&dir, &manifests)?;
+            check_votes(&dir, &all)?;
             if job.rank == 0 {
                 commit(&dir, job.world_size, &all, options)?;
             }
@@ -104,15 +96,7 @@ pub fn save(
         }
         None if job.rank == 0 => {
             let all = gather_votes(&dir, job, options)?;
-            let manifests = all
-                .iter()
-                .enumerate()
-                .map(|(rank, bytes)| {
-                    let file = dir.child(&manifest::manifest_name(rank));
-                    manifest::parse_manifest(&file, bytes, rank)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            index::build(&dir, &manifests)?;
+            check_votes(&dir, &all)?;
             commit(&dir, job.world_size, &all, options)
         }
         None => wait_for_commit(&dir, job, options),
@@ -293,6 +277,21 @@ fn gather_votes(
         }
         std::thread::sleep(job.poll);
     }
+}
+
+/// Parses every rank's manifest and checks that together they describe one checkpoint
+/// (chunks tile each tensor, ranks agree on dtypes): what is checked before the commit.
+fn check_votes(dir: &Location, all: &[Vec<u8>]) -> Result<(), Error> {
+    let manifests = all
+        .iter()
+        .enumerate()
+        .map(|(rank, bytes)| {
+            let file = dir.child(&manifest::manifest_name(rank));
+            manifest::parse_manifest(&file, bytes, rank)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    index::build(dir, &manifests)?;
+    Ok(())
 }
 
 /// Writes the commit marker: the checkpoint exists from here on.
