@@ -1,9 +1,11 @@
 //! ckpt's own sharded checkpoints: `Sharded` fields in models, saves from several ranks
 //! (threads here, real processes in `processes.rs`), resharding loads, and damaged files.
 
+mod coordinated;
 mod hostile;
 mod processes;
 mod reshard;
+mod stale;
 mod state;
 
 use ckpt::shard::{Chunk, Sharded};

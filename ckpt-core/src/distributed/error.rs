@@ -38,16 +38,31 @@ pub enum Error {
     },
     /// The coordinator waited for every rank's manifest in vain.
     #[error(
-        "{dir}: rank(s) {missing:?} of {world_size} wrote no manifest within {waited:?}; the checkpoint is not committed"
+        "{dir}: rank(s) {missing:?} of {world_size} wrote no manifest for this save within {waited:?}{}; the checkpoint is not committed",
+        stale_ranks(stale)
     )]
     MissingRanks {
         /// The directory.
         dir: Location,
         /// The ranks that did not finish.
         missing: Vec<usize>,
+        /// Those of them whose manifest in the directory is of another save (one that was
+        /// killed), and no vote of this one.
+        stale: Vec<usize>,
         /// The job's size.
         world_size: usize,
         /// How long the coordinator waited.
+        waited: Duration,
+    },
+    /// A rank waited in vain for the coordinator (rank 0) to begin the save, by writing
+    /// `save.json`.
+    #[error(
+        "{dir}: the coordinator (rank 0) did not begin this save (no save.json for a job of this size) within {waited:?}"
+    )]
+    NotStarted {
+        /// The directory.
+        dir: Location,
+        /// How long the rank waited.
         waited: Duration,
     },
     /// A rank waited for the coordinator's commit in vain.
@@ -175,6 +190,16 @@ fn missing_ranks(world_size: Option<usize>, missing: &[usize]) -> String {
     match world_size {
         Some(n) => format!("; of a job of {n}, rank(s) {missing:?} are missing"),
         None => "; no manifest says how many ranks the job has".to_owned(),
+    }
+}
+
+fn stale_ranks(stale: &[usize]) -> String {
+    if stale.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (the manifests of rank(s) {stale:?} there are of another save, one that did not finish)"
+        )
     }
 }
 

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::Error;
-use super::manifest::{self, MARKER};
+use super::attempt::{self, ATTEMPT};
+use super::manifest::{self, MARKER, Manifest};
 use crate::storage::{self, Location, ObjectStoreOptions};
 
 /// What a directory holds, by its commit marker and manifests.
@@ -15,8 +16,8 @@ pub enum Status {
         /// The ranks of the job that saved it.
         world_size: usize,
     },
-    /// A save that did not commit: the manifests of ranks `present`, of a job of
-    /// `world_size` ranks if a manifest says so.
+    /// A save that did not commit: the manifests of ranks `present` (of the last save begun
+    /// there), of a job of `world_size` ranks if a manifest says so.
     Incomplete {
         /// The ranks whose manifests are present.
         present: Vec<usize>,
@@ -43,18 +44,28 @@ pub(super) fn status_of(dir: &Location, remote: &ObjectStoreOptions) -> Result<S
         });
     }
     let names = storage::dir::list(dir).map_err(|e| Error::io(dir, e))?;
-    let present: Vec<usize> = names
+    let mut manifests: Vec<(usize, Manifest)> = names
         .iter()
         .filter_map(|n| manifest::manifest_rank(n))
+        .filter_map(|rank| {
+            let file = dir.child(&manifest::manifest_name(rank));
+            let bytes = manifest::read_small(&file, remote).ok()??;
+            Some((rank, manifest::parse_manifest(&file, &bytes, rank).ok()?))
+        })
         .collect();
-    // Any manifest that parses says the job's size.
-    let world_size = present.iter().find_map(|&rank| {
-        let file = dir.child(&manifest::manifest_name(rank));
-        let bytes = manifest::read_small(&file, remote).ok()??;
-        manifest::parse_manifest(&file, &bytes, rank)
-            .ok()
-            .map(|m| m.world_size)
-    });
+    manifests.sort_by_key(|(rank, _)| *rank);
+    // Any manifest says the job's size; of the save under way (the one `save.json` names),
+    // only its votes are present, not those an earlier save left.
+    let world_size = manifests.first().map(|(_, m)| m.world_size);
+    let current = match world_size {
+        Some(n) => attempt::current(dir, n, remote)?,
+        None => None,
+    };
+    let present: Vec<usize> = manifests
+        .iter()
+        .filter(|(_, m)| current.as_ref().is_none_or(|save| m.save == *save))
+        .map(|(rank, _)| *rank)
+        .collect();
     let missing = world_size
         .map(|n| (0..n).filter(|r| !present.contains(r)).collect())
         .unwrap_or_default();
@@ -85,8 +96,8 @@ pub(super) fn incomplete(dir: &Location, remote: &ObjectStoreOptions) -> Error {
     }
 }
 
-/// Removes what an unfinished save left in the local directory `dir`: manifests, data files
-/// and temporary files. Returns the names removed. A complete checkpoint is refused
+/// Removes what an unfinished save left in the local directory `dir`: manifests, data files,
+/// the save's nonce and temporary files. Returns the names removed. A complete checkpoint is refused
 /// ([`Error::Exists`]); the directory itself is kept.
 pub fn clean(dir: impl AsRef<Path>) -> Result<Vec<String>, Error> {
     let dir = Location::from(dir.as_ref());
@@ -105,7 +116,7 @@ pub fn clean(dir: impl AsRef<Path>) -> Result<Vec<String>, Error> {
 }
 
 /// The names of the files in the local directory `dir` that a sharded save writes: the
-/// commit marker, manifests, data files and temporary files, sorted. Empty for a directory
+/// commit marker, the save's nonce, manifests, data files and temporary files, sorted. Empty for a directory
 /// that holds no sharded checkpoint, complete or not.
 pub fn files(dir: impl AsRef<Path>) -> Result<Vec<String>, Error> {
     files_of(&Location::from(dir.as_ref()))
@@ -115,6 +126,8 @@ fn files_of(dir: &Location) -> Result<Vec<String>, Error> {
     let names = storage::dir::list(dir).map_err(|e| Error::io(dir, e))?;
     let ours = |name: &str| {
         name == MARKER
+            || name == ATTEMPT
+            || (name.starts_with(&format!(".{ATTEMPT}")) && name.ends_with(".tmp"))
             || manifest::manifest_rank(name).is_some()
             || (name.starts_with("rank-") && name.ends_with(".ckpt"))
             || (name.starts_with(".rank-") && name.ends_with(".tmp"))

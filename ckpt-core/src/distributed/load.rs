@@ -160,6 +160,15 @@ pub(super) fn open(dir: &Location, files: &LoadOptions) -> Result<Opened, Error>
             ));
         }
         let manifest = manifest::parse_manifest(&file, &bytes, rank)?;
+        if manifest.save != metadata.save {
+            return Err(Error::invalid(
+                &file,
+                format!(
+                    "a vote for save {}, in the checkpoint of save {}",
+                    manifest.save, metadata.save
+                ),
+            ));
+        }
         if manifest.world_size != metadata.world_size {
             return Err(Error::invalid(
                 &file,

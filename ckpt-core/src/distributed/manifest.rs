@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::Error;
+use crate::file::SaveOptions;
 use crate::shard::Chunk;
+use crate::storage::atomic::{Commit, CommitError, write_atomically};
 use crate::storage::{self, Location, ObjectStoreOptions};
 
 /// The name of the commit marker.
@@ -14,7 +16,7 @@ pub(super) const MARKER: &str = "checkpoint.json";
 /// What the files say they are.
 pub(super) const MANIFEST_FORMAT: &str = "ckpt-sharded-manifest";
 pub(super) const METADATA_FORMAT: &str = "ckpt-sharded";
-pub(super) const VERSION: u32 = 1;
+pub(super) const VERSION: u32 = 2;
 
 /// The largest manifest or metadata file read: far above what any job writes (a few
 /// hundred bytes per tensor), and a bound on what a hostile one can make ckpt allocate.
@@ -46,6 +48,8 @@ pub(super) struct Manifest {
     pub(super) version: u32,
     pub(super) rank: usize,
     pub(super) world_size: usize,
+    /// The nonce of the save this manifest is a vote of (see `attempt`).
+    pub(super) save: String,
     /// The data file's name, in the checkpoint's directory.
     pub(super) data_file: String,
     pub(super) data_len: u64,
@@ -85,6 +89,8 @@ pub(super) struct Metadata {
     pub(super) format: String,
     pub(super) version: u32,
     pub(super) world_size: usize,
+    /// The nonce of the save that was committed, which every manifest carries.
+    pub(super) save: String,
     /// xxh3-64 of each rank's manifest file, by rank.
     pub(super) manifests: Vec<u64>,
 }
@@ -110,6 +116,22 @@ pub(super) fn read_small(
     let bytes = storage::read_range(source.as_ref(), 0..source.len())
         .map_err(|e| Error::io(location, e))?;
     Ok(Some(bytes))
+}
+
+/// Writes a small file atomically.
+pub(super) fn write_small(
+    location: &Location,
+    bytes: &[u8],
+    options: &SaveOptions,
+) -> Result<(), Error> {
+    let commit = Commit {
+        fsync: options.fsync,
+        remote: &options.object_store,
+        size_hint: bytes.len() as u64,
+    };
+    write_atomically(location, &commit, |sink| sink.write_all(bytes)).map_err(|e| match e {
+        CommitError::Write(e) | CommitError::Io(e) => Error::io(location, e),
+    })
 }
 
 /// Parses a manifest's bytes and checks what it says about itself.
@@ -181,6 +203,21 @@ pub(super) fn parse_manifest(
         }
     }
     Ok(manifest)
+}
+
+/// The save a manifest is a vote of, read leniently: `None` for bytes that are not a manifest
+/// of this version (one an older ckpt left), which are no vote of any save under way.
+pub(super) fn save_of(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Vote {
+        format: String,
+        version: u32,
+        save: String,
+    }
+    serde_json::from_slice::<Vote>(bytes)
+        .ok()
+        .filter(|v| v.format == MANIFEST_FORMAT && v.version == VERSION)
+        .map(|v| v.save)
 }
 
 /// Parses the commit marker.

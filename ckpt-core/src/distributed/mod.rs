@@ -9,15 +9,18 @@
 //!   rank-0.manifest.json     keys, dtypes, global shapes, chunks, byte offsets, block checksums
 //!   rank-1.ckpt
 //!   rank-1.manifest.json
+//!   save.json                the save's nonce, written first by rank 0
 //!   checkpoint.json          the commit marker, written last by rank 0
 //! ```
 //!
-//! The commit rule: every rank writes its data, then its manifest, each atomically; rank 0
-//! waits for every manifest (or gathers them through a [`Coordinator`]), checks that every
-//! tensor's chunks tile it and that the ranks agree on dtypes and shapes, and writes
-//! `checkpoint.json`. A directory without it is never loaded: a killed save leaves the
-//! previous checkpoint (in its own directory) as it was, and an incomplete directory that
-//! [`status`] recognises and [`clean`] removes.
+//! The commit rule: rank 0 names the save with a random nonce (`save.json`); every rank
+//! writes its data, then its manifest, each atomically, and the manifest carries the nonce;
+//! rank 0 waits for every manifest of this save (or gathers them through a [`Coordinator`]),
+//! checks that every tensor's chunks tile it and that the ranks agree on dtypes and shapes,
+//! and writes `checkpoint.json`. A directory without it is never loaded: a killed save
+//! leaves the previous checkpoint (in its own directory) as it was, and an incomplete
+//! directory that [`status`] recognises and [`clean`] removes, or that the next save reuses:
+//! the manifests the killed save left carry its nonce, and count for nothing.
 //!
 //! Two ranks, in one process for the example (a real job runs one per process), save a
 //! tensor split by rows; one process loads it whole:
@@ -52,6 +55,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod attempt;
 mod coordinator;
 mod error;
 mod index;

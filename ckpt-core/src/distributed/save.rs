@@ -10,8 +10,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::manifest::{
     self, Entry, MANIFEST_FORMAT, MARKER, METADATA_FORMAT, Manifest, Metadata, Stored, VERSION,
+    write_small,
 };
-use super::{Error, Job, index};
+use super::{Error, Job, attempt, index};
 use crate::file::SaveOptions;
 use crate::format::{Format, Native};
 use crate::shard::Chunk;
@@ -33,9 +34,10 @@ use crate::value::{Key, Value};
 /// checkpoint: loads refuse it as incomplete, naming the ranks present and missing.
 ///
 /// Save each checkpoint into a new directory (the step in its name): one that already holds
-/// a complete checkpoint is refused, and one left incomplete by a killed job is removed with
-/// [`clean`](super::clean) before it is reused, so that no rank's old manifest is taken for
-/// a vote.
+/// a complete checkpoint is refused. One left incomplete by a killed job can be saved into
+/// again as it is: rank 0 names every save with a nonce (`save.json`) that every manifest
+/// carries, and counts only the manifests of this save as votes, never those the killed one
+/// left. Two jobs saving into one directory at once are not told apart.
 pub fn save(
     state: &TensorMap<'_>,
     dir: impl AsRef<Path>,
@@ -57,31 +59,37 @@ pub fn save(
         return Err(Error::Exists { dir });
     }
 
+    // Rank 0 names this save before any vote can count (see `attempt`).
+    let save = attempt::begin(&dir, job, options)?;
     let (entries, items) = plan(state, &dir, job.rank)?;
     let data_file = manifest::data_name(job.rank);
     let data = dir.child(&data_file);
     let (entries, data_len) = write_data(&data, entries, &items, job, options)?;
-    let manifest = Manifest {
+    // A rank that began before rank 0 votes for the save it names by now, if any.
+    let save = match save {
+        Some(save) => save,
+        None => attempt::current(&dir, job.world_size, &options.object_store)?.unwrap_or_default(),
+    };
+    let mut manifest = Manifest {
         format: MANIFEST_FORMAT.to_owned(),
         version: VERSION,
         rank: job.rank,
         world_size: job.world_size,
+        save,
         data_file,
         data_len,
         block_size: job.block_size,
         entries,
     };
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::invalid(&data, e.to_string()))?;
-    let name = dir.child(&manifest::manifest_name(job.rank));
-    write_small(&name, &bytes, options)?;
+    let bytes = vote(&dir, &manifest, options)?;
 
     match job.coordinator {
         Some(coordinator) => {
             let all = coordinator.all_gather(&bytes)?;
             // Every rank checks what was gathered, so that all of them fail alike.
-            check_votes(&dir, &all)?;
+            check_votes(&dir, &all, &manifest.save)?;
             if job.rank == 0 {
-                commit(&dir, job.world_size, &all, options)?;
+                commit(&dir, job.world_size, &manifest.save, &all, options)?;
             }
             coordinator.barrier()?;
             if !storage::dir::exists(&marker, &options.object_store)
@@ -95,12 +103,20 @@ pub fn save(
             Ok(())
         }
         None if job.rank == 0 => {
-            let all = gather_votes(&dir, job, options)?;
-            check_votes(&dir, &all)?;
-            commit(&dir, job.world_size, &all, options)
+            let all = gather_votes(&dir, job, &manifest.save, options)?;
+            check_votes(&dir, &all, &manifest.save)?;
+            commit(&dir, job.world_size, &manifest.save, &all, options)
         }
-        None => wait_for_commit(&dir, job, options),
+        None => wait_for_commit(&dir, job, &mut manifest, options),
     }
+}
+
+/// Writes this rank's manifest, its vote for the save it names; returns its bytes.
+fn vote(dir: &Location, manifest: &Manifest, options: &SaveOptions) -> Result<Vec<u8>, Error> {
+    let name = dir.child(&manifest::manifest_name(manifest.rank));
+    let bytes = serde_json::to_vec(manifest).map_err(|e| Error::invalid(&name, e.to_string()))?;
+    write_small(&name, &bytes, options)?;
+    Ok(bytes)
 }
 
 /// A tensor this rank stores: its name in the data file and its data.
@@ -234,31 +250,30 @@ fn write_data(
     Ok((entries, data_len))
 }
 
-/// Writes a small file atomically.
-fn write_small(location: &Location, bytes: &[u8], options: &SaveOptions) -> Result<(), Error> {
-    let commit = Commit {
-        fsync: options.fsync,
-        remote: &options.object_store,
-        size_hint: bytes.len() as u64,
-    };
-    write_atomically(location, &commit, |sink| sink.write_all(bytes)).map_err(|e| match e {
-        CommitError::Write(e) | CommitError::Io(e) => Error::io(location, e),
-    })
-}
-
-/// The coordinator's wait for every rank's manifest, its vote, up to the job's timeout.
+/// The coordinator's wait for every rank's manifest of the save `save`, its vote, up to the
+/// job's timeout. A manifest of another save (one an earlier, killed save left) is no vote:
+/// its rank has not written this save's yet.
 fn gather_votes(
     dir: &Location,
     job: &Job<'_>,
+    save: &str,
     options: &SaveOptions,
 ) -> Result<Vec<Vec<u8>>, Error> {
     let start = Instant::now();
     let mut votes: Vec<Option<Vec<u8>>> = vec![None; job.world_size];
     loop {
+        let mut stale = Vec::new();
         for (rank, vote) in votes.iter_mut().enumerate() {
-            if vote.is_none() {
-                let file = dir.child(&manifest::manifest_name(rank));
-                *vote = manifest::read_small(&file, &options.object_store)?;
+            if vote.is_some() {
+                continue;
+            }
+            let file = dir.child(&manifest::manifest_name(rank));
+            if let Some(bytes) = manifest::read_small(&file, &options.object_store)? {
+                if manifest::save_of(&bytes).as_deref() == Some(save) {
+                    *vote = Some(bytes);
+                } else {
+                    stale.push(rank);
+                }
             }
         }
         let missing: Vec<usize> = (0..job.world_size)
@@ -271,6 +286,7 @@ fn gather_votes(
             return Err(Error::MissingRanks {
                 dir: dir.clone(),
                 missing,
+                stale,
                 world_size: job.world_size,
                 waited: job.timeout,
             });
@@ -281,13 +297,20 @@ fn gather_votes(
 
 /// Parses every rank's manifest and checks that together they describe one checkpoint
 /// (chunks tile each tensor, ranks agree on dtypes): what is checked before the commit.
-fn check_votes(dir: &Location, all: &[Vec<u8>]) -> Result<(), Error> {
+fn check_votes(dir: &Location, all: &[Vec<u8>], save: &str) -> Result<(), Error> {
     let manifests = all
         .iter()
         .enumerate()
         .map(|(rank, bytes)| {
             let file = dir.child(&manifest::manifest_name(rank));
-            manifest::parse_manifest(&file, bytes, rank)
+            let manifest = manifest::parse_manifest(&file, bytes, rank)?;
+            if manifest.save != save {
+                return Err(Error::invalid(
+                    &file,
+                    format!("a vote for save {}, not this save ({save})", manifest.save),
+                ));
+            }
+            Ok(manifest)
         })
         .collect::<Result<Vec<_>, _>>()?;
     index::build(dir, &manifests)?;
@@ -298,6 +321,7 @@ fn check_votes(dir: &Location, all: &[Vec<u8>]) -> Result<(), Error> {
 fn commit(
     dir: &Location,
     world_size: usize,
+    save: &str,
     manifests: &[Vec<u8>],
     options: &SaveOptions,
 ) -> Result<(), Error> {
@@ -305,6 +329,7 @@ fn commit(
         format: METADATA_FORMAT.to_owned(),
         version: VERSION,
         world_size,
+        save: save.to_owned(),
         manifests: manifests.iter().map(|m| xxh3_64(m)).collect(),
     };
     let marker = dir.child(MARKER);
@@ -313,8 +338,15 @@ fn commit(
     write_small(&marker, &bytes, options)
 }
 
-/// A rank's wait for the coordinator's commit, up to the job's timeout.
-fn wait_for_commit(dir: &Location, job: &Job<'_>, options: &SaveOptions) -> Result<(), Error> {
+/// A rank's wait for the coordinator's commit, up to the job's timeout. Should rank 0 name
+/// another save meanwhile (this rank read the name an earlier, killed save left before rank 0
+/// replaced it, or none yet), the rank votes again, for that save: its data is the same.
+fn wait_for_commit(
+    dir: &Location,
+    job: &Job<'_>,
+    manifest: &mut Manifest,
+    options: &SaveOptions,
+) -> Result<(), Error> {
     let start = Instant::now();
     let marker = dir.child(MARKER);
     loop {
@@ -323,10 +355,18 @@ fn wait_for_commit(dir: &Location, job: &Job<'_>, options: &SaveOptions) -> Resu
         {
             return Ok(());
         }
+        if let Some(save) = attempt::current(dir, job.world_size, &options.object_store)?
+            && save != manifest.save
+        {
+            manifest.save = save;
+            vote(dir, manifest, options)?;
+        }
         if start.elapsed() >= job.timeout {
-            return Err(Error::NotCommitted {
-                dir: dir.clone(),
-                waited: job.timeout,
+            let (dir, waited) = (dir.clone(), job.timeout);
+            return Err(if manifest.save.is_empty() {
+                Error::NotStarted { dir, waited }
+            } else {
+                Error::NotCommitted { dir, waited }
             });
         }
         std::thread::sleep(job.poll);

@@ -1,0 +1,132 @@
+//! One save into a directory, told apart from every other by a nonce: rank 0 writes it to
+//! `save.json` before anything else, every rank's manifest carries it, and the coordinator
+//! counts only the manifests that carry it. A directory reused after a killed save (or any
+//! earlier one) may hold manifests of that save; they are never taken for votes of this one.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{self, VERSION};
+use super::{Error, Job};
+use crate::file::SaveOptions;
+use crate::storage::{Location, ObjectStoreOptions};
+
+/// The name of the file that names the save under way.
+pub(super) const ATTEMPT: &str = "save.json";
+
+const ATTEMPT_FORMAT: &str = "ckpt-sharded-save";
+
+/// What `save.json` holds: the save under way, of a job of `world_size` ranks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attempt {
+    format: String,
+    version: u32,
+    world_size: usize,
+    save: String,
+}
+
+/// Begins this rank's part of a save: rank 0 makes the save's nonce and writes it (or gives
+/// it to every rank through the job's coordinator). Without a coordinator, the other ranks
+/// get `None`: they learn the nonce from `save.json` once their data is written, and vote
+/// again should rank 0 name another save meanwhile.
+pub(super) fn begin(
+    dir: &Location,
+    job: &Job<'_>,
+    options: &SaveOptions,
+) -> Result<Option<String>, Error> {
+    if let Some(coordinator) = job.coordinator {
+        let mine = if job.rank == 0 {
+            nonce()
+        } else {
+            String::new()
+        };
+        let all = coordinator.all_gather(mine.as_bytes())?;
+        let first = all.first().map(Vec::as_slice).unwrap_or_default();
+        return match std::str::from_utf8(first) {
+            Ok(save) if is_nonce(save) => Ok(Some(save.to_owned())),
+            _ => Err(Error::invalid(
+                dir,
+                "the coordinator gave rank 0's save nonce as something else; check its all_gather",
+            )),
+        };
+    }
+    if job.rank != 0 {
+        return Ok(None);
+    }
+    let save = nonce();
+    write(dir, job.world_size, &save, options)?;
+    Ok(Some(save))
+}
+
+/// The nonce of the save under way in `dir` by a job of `world_size` ranks, if `save.json`
+/// names one. A `save.json` of another job, or one that does not parse, names none: a rank
+/// waits for its rank 0 to write its own.
+pub(super) fn current(
+    dir: &Location,
+    world_size: usize,
+    remote: &ObjectStoreOptions,
+) -> Result<Option<String>, Error> {
+    let file = dir.child(ATTEMPT);
+    let Some(bytes) = manifest::read_small(&file, remote)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Attempt>(&bytes)
+        .ok()
+        .filter(|a| {
+            a.format == ATTEMPT_FORMAT
+                && a.version == VERSION
+                && a.world_size == world_size
+                && is_nonce(&a.save)
+        })
+        .map(|a| a.save))
+}
+
+fn write(
+    dir: &Location,
+    world_size: usize,
+    save: &str,
+    options: &SaveOptions,
+) -> Result<(), Error> {
+    let file = dir.child(ATTEMPT);
+    let attempt = Attempt {
+        format: ATTEMPT_FORMAT.to_owned(),
+        version: VERSION,
+        world_size,
+        save: save.to_owned(),
+    };
+    let bytes = serde_json::to_vec(&attempt).map_err(|e| Error::invalid(&file, e.to_string()))?;
+    manifest::write_small(&file, &bytes, options)
+}
+
+/// 64 bits no other save will have: the standard library's per-process random hash keys
+/// (drawn from the operating system), mixed with the time and the process.
+fn nonce() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+fn is_nonce(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_differ_and_parse() {
+        let a = nonce();
+        let b = nonce();
+        assert_ne!(a, b);
+        assert!(is_nonce(&a) && is_nonce(&b), "{a} {b}");
+        assert!(!is_nonce("0123") && !is_nonce("0123456789abcdeg"));
+    }
+}

@@ -1,0 +1,137 @@
+//! A directory a killed save left behind, saved into again without `clean`: the manifests
+//! and data of the killed save are never taken for votes of the new one, whichever rank
+//! starts first.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ckpt::distributed::{self, Error, Job, Status};
+use ckpt::shard::Chunk;
+use ckpt::{DType, SaveOptions, StateDict, StateDictOptions, Tensor};
+
+use super::reshard::{Net, save_job};
+use super::{holds, parts, whole, zeros};
+
+const SHAPE: [u64; 2] = [48, 8];
+const RANKS: usize = 4;
+
+fn states(seed: u64) -> Vec<Net> {
+    Chunk::split(&SHAPE, 0, RANKS as u64)
+        .unwrap()
+        .into_iter()
+        .map(|c| Net {
+            w: parts(seed, &SHAPE, vec![c]),
+            b: whole(seed + 1, &[8]),
+        })
+        .collect()
+}
+
+/// A save of every rank of values `seed` that was killed just before its commit: every
+/// rank's data and manifest are there, the marker is not.
+fn killed_save(dir: &Path, seed: u64) {
+    save_job(dir, &states(seed))
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    std::fs::remove_file(dir.join("checkpoint.json")).unwrap();
+}
+
+/// Saves values `seed` with rank 0 starting `rank0_delay` after the others, or the others
+/// `others_delay` after rank 0.
+fn save_staggered(dir: &Path, seed: u64, rank0_delay: Duration, others_delay: Duration) {
+    let states = states(seed);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = states
+            .iter()
+            .enumerate()
+            .map(|(rank, net)| {
+                s.spawn(move || {
+                    std::thread::sleep(if rank == 0 { rank0_delay } else { others_delay });
+                    let job = Job::new(rank, RANKS).timeout(Duration::from_secs(60));
+                    distributed::save(&net.state_dict(), dir, &job, &SaveOptions::new())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+    });
+}
+
+fn load_whole(dir: &Path) -> Net {
+    let mut net = Net {
+        w: zeros(&SHAPE, vec![Chunk::whole(SHAPE.to_vec()).unwrap()]),
+        b: Tensor::zeros(DType::F32, &[8]).unwrap(),
+    };
+    distributed::load(&mut net, dir, &StateDictOptions::new()).unwrap();
+    net
+}
+
+#[test]
+fn a_save_into_a_killed_saves_directory_counts_only_its_own_manifests() {
+    let slow = Duration::from_millis(400);
+    for (rank0_delay, others_delay) in [(Duration::ZERO, slow), (slow, Duration::ZERO)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("step-2");
+        killed_save(&dir, 10);
+        save_staggered(&dir, 20, rank0_delay, others_delay);
+
+        assert_eq!(
+            distributed::status(&dir).unwrap(),
+            Status::Complete { world_size: RANKS }
+        );
+        let net = load_whole(&dir);
+        assert!(
+            holds(&net.w, 20),
+            "rank 0 delayed {rank0_delay:?}: the values of the new save, not the killed one's"
+        );
+        assert_eq!(net.b, whole(21, &[8]));
+    }
+}
+
+#[test]
+fn a_coordinator_alone_with_a_killed_saves_manifests_names_them_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("step-2");
+    killed_save(&dir, 10);
+
+    // Rank 0 of the new save, and no other rank: the killed save's manifests are no votes.
+    let net = &states(20)[0];
+    let job = Job::new(0, RANKS).timeout(Duration::from_millis(300));
+    let err = distributed::save(&net.state_dict(), &dir, &job, &SaveOptions::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingRanks { missing, stale, .. }
+            if *missing == [1, 2, 3] && *stale == [1, 2, 3]),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("the manifests of rank(s) [1, 2, 3] there are of another save"),
+        "{err}"
+    );
+    assert_eq!(
+        distributed::status(&dir).unwrap(),
+        Status::Incomplete {
+            present: vec![0],
+            world_size: Some(RANKS),
+            missing: vec![1, 2, 3],
+        }
+    );
+    let removed = distributed::clean(&dir).unwrap();
+    assert!(removed.contains(&"save.json".to_owned()), "{removed:?}");
+    assert!(distributed::files(&dir).unwrap().is_empty());
+}
+
+#[test]
+fn a_rank_without_its_coordinator_says_the_save_never_began() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("step-1");
+    let net = &states(20)[2];
+    let job = Job::new(2, RANKS).timeout(Duration::from_millis(200));
+    let err = distributed::save(&net.state_dict(), &dir, &job, &SaveOptions::new()).unwrap_err();
+    assert!(matches!(err, Error::NotStarted { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("the coordinator (rank 0) did not begin this save"),
+        "{err}"
+    );
+}
