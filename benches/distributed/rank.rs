@@ -1,0 +1,123 @@
+//! A rank process of the bench: it holds its parts of workload W, then runs the commands the
+//! bench sends on stdin, all ranks at once, and answers each with one line:
+//! `SECONDS PEAK_ABOVE BYTES_READ BYTES_NEEDED` (peak resident memory during the command
+//! above what the process held when it began).
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use indexmap::IndexMap;
+use xxhash_rust::xxh3::Xxh3;
+
+use ckpt::distributed::{self, Job};
+use ckpt::shard::{Chunk, Sharded};
+use ckpt::{DType, SaveOptions, StateDict, StateDictOptions};
+
+use super::workload::Gpt2;
+
+/// A rank's state: every tensor of W split by rows over the job, this rank's rows.
+pub(crate) type Parts = IndexMap<String, Sharded>;
+
+/// Rank `rank` of `world`'s rows of every tensor of W: `values` its data, else zeros.
+pub(crate) fn parts(mb: Option<f64>, rank: u64, world: u64, values: bool) -> Parts {
+    let model = Gpt2::new(mb);
+    let state = model.state_dict();
+    state
+        .iter()
+        .map(|(key, view)| {
+            let global: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+            let chunk = Chunk::split(&global, 0, world)
+                .unwrap()
+                .remove(rank as usize);
+            let sharded = if values {
+                Sharded::from_whole(view, vec![chunk]).unwrap()
+            } else {
+                Sharded::zeros(DType::F32, global, vec![chunk]).unwrap()
+            };
+            (key.to_owned(), sharded)
+        })
+        .collect()
+}
+
+/// A hash of every part's bytes, to check a load against without keeping a second copy.
+pub(crate) fn digest(parts: &Parts) -> u64 {
+    let mut hasher = Xxh3::new();
+    for sharded in parts.values() {
+        for (_, tensor) in sharded.parts() {
+            hasher.update(&tensor.view().to_le_bytes().unwrap());
+        }
+    }
+    hasher.digest()
+}
+
+/// This process's resident memory now (`VmRSS`) or at its peak (`VmHWM`), in bytes.
+fn rss(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Resets the peak (`VmHWM`) to the present (Linux's `clear_refs` 5).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Runs rank `rank` of `world`: `save` ranks hold W's values, `load` ranks zeros and the
+/// digest of the values they must get.
+pub(crate) fn run(mode: &str, rank: u64, world: u64, mb: Option<f64>) {
+    let expected = (mode == "load").then(|| digest(&parts(mb, rank, world, true)));
+    let mut held = parts(mb, rank, world, mode == "save");
+    let job = Job::new(rank as usize, world as usize);
+    let mut stdout = std::io::stdout().lock();
+    let bytes: u64 = held.values().map(Sharded::local_nbytes).sum();
+    writeln!(stdout, "ready {bytes}").unwrap();
+    stdout.flush().unwrap();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let (command, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        reset_peak();
+        let before = rss("VmRSS:");
+        let start = Instant::now();
+        let (read, needed) = match command {
+            "memcpy" => {
+                let copies: Vec<Vec<u8>> = held
+                    .values()
+                    .flat_map(|s| {
+                        s.parts()
+                            .iter()
+                            .map(|(_, t)| t.view().to_le_bytes().unwrap().into_owned())
+                    })
+                    .collect();
+                std::hint::black_box(&copies);
+                (0, 0)
+            }
+            "save" | "save_nofsync" => {
+                let options = SaveOptions::new().fsync(command == "save");
+                distributed::save(&held.state_dict(), Path::new(arg), &job, &options).unwrap();
+                (0, 0)
+            }
+            "load" => {
+                let loaded =
+                    distributed::load(&mut held, Path::new(arg), &StateDictOptions::new()).unwrap();
+                (loaded.bytes_read, loaded.bytes_needed)
+            }
+            "check" => {
+                assert_eq!(
+                    Some(digest(&held)),
+                    expected,
+                    "rank {rank}: the values saved"
+                );
+                (0, 0)
+            }
+            other => panic!("unknown command {other}"),
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let peak = rss("VmHWM:").saturating_sub(before);
+        writeln!(stdout, "{seconds:.6} {peak} {read} {needed}").unwrap();
+        stdout.flush().unwrap();
+    }
+}
