@@ -64,6 +64,8 @@ mod layout;
 mod load;
 mod manifest;
 mod save;
+mod saver;
+mod stage;
 mod survey;
 
 pub use self::coordinator::{CoordinationError, Coordinator};
@@ -72,4 +74,5 @@ pub use self::job::{DEFAULT_BLOCK_SIZE, Job};
 pub use self::layout::{Status, clean, files, status};
 pub use self::load::{Loaded, load, load_with};
 pub use self::save::save;
+pub use self::saver::{SaveHandle, Saver};
 pub use self::survey::{Damage, Summary, TensorSummary, Verified, inspect, verify};
