@@ -28,25 +28,21 @@ use crate::storage::Location;
 ///
 /// ```
 /// # use ckpt_core as ckpt;
+/// use std::collections::BTreeMap;
 /// use ckpt::distributed::{self, Job, Saver};
 /// use ckpt::{SaveOptions, StateDict, StateDictOptions, Tensor};
 ///
-/// #[derive(StateDict)]
-/// struct Net {
-///     w: Tensor,
-/// }
-///
 /// # let tmp = tempfile::tempdir()?;
-/// let mut net = Net { w: Tensor::from(ndarray::array![1.0f32, 2.0]) };
+/// let mut net = BTreeMap::from([("w".to_owned(), Tensor::from(ndarray::array![1.0f32, 2.0]))]);
 /// let mut saver = Saver::new(Job::new(0, 1)); // rank 0 of a job of one
 /// let step = tmp.path().join("step-1");
 /// saver.save(&net.state_dict(), &step, &SaveOptions::new())?; // returns once staged
-/// net.w.array_mut::<f32>()?[[0]] = 9.0; // training goes on while the save writes
+/// net.get_mut("w").unwrap().array_mut::<f32>()?[[0]] = 9.0; // training goes on meanwhile
 /// saver.wait()?; // the last save's error, if it failed
 ///
-/// let mut loaded = Net { w: Tensor::from(ndarray::array![0.0f32, 0.0]) };
+/// let mut loaded = BTreeMap::from([("w".to_owned(), Tensor::from(ndarray::array![0.0f32, 0.0]))]);
 /// distributed::load(&mut loaded, &step, &StateDictOptions::new())?;
-/// assert_eq!(loaded.w.view().to_f64_vec()?, [1.0, 2.0]);
+/// assert_eq!(loaded["w"].view().to_f64_vec()?, [1.0, 2.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Saver {
