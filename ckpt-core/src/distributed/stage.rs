@@ -128,7 +128,8 @@ impl<'a> Source<'a> {
 enum Copy<'s, 'b> {
     /// Contiguous host bytes.
     Bytes { from: &'s [u8], to: &'b mut [u8] },
-    /// A tensor that streams its bytes: strided host data, a GPU or foreign tensor.
+    /// A tensor written element by element (strided host data) or streamed (a GPU or
+    /// foreign tensor).
     Stream {
         source: &'s Source<'s>,
         to: &'b mut [u8],
@@ -269,23 +270,12 @@ impl Staged {
     }
 }
 
-/// Copies a tensor that streams its bytes into `to`, which is exactly its size.
+/// Copies a tensor that is not one run of host bytes into `to`, which is exactly its size.
 fn stream(source: &Source<'_>, to: &mut [u8]) -> Result<(), String> {
-    let mut at = 0;
-    let mut overflow = false;
-    source
-        .view
-        .stream_le_bytes(&mut |piece| match to.get_mut(at..at + piece.len()) {
-            Some(place) => {
-                place.copy_from_slice(piece);
-                at += piece.len();
-            }
-            None => overflow = true,
-        })
-        .map_err(|e| e.to_string())?;
-    if overflow || at != to.len() {
+    let written = source.view.write_le_bytes(to).map_err(|e| e.to_string())?;
+    if written != to.len() {
         return Err(format!(
-            "its data streamed other than {} bytes while being staged",
+            "gave {written} bytes of data while being staged, not {}",
             to.len()
         ));
     }
