@@ -38,6 +38,7 @@ pub(super) struct Staging {
 }
 
 /// Host memory aligned for every element type (8 bytes), which staged tensors borrow.
+#[derive(Clone)]
 struct Buffer(Vec<u64>);
 
 impl Backing for Buffer {
@@ -82,11 +83,9 @@ impl Staging {
             self.buffer = Arc::new(Buffer(vec![0; len.div_ceil(size_of::<u64>())]));
             self.allocations += 1;
         }
-        match Arc::get_mut(&mut self.buffer) {
-            Some(buffer) => &mut bytemuck::cast_slice_mut(&mut buffer.0)[..len],
-            // Just made, so not shared.
-            None => &mut [],
-        }
+        // Not shared (checked, or just made), so this never copies.
+        let buffer = Arc::make_mut(&mut self.buffer);
+        &mut bytemuck::cast_slice_mut(&mut buffer.0)[..len]
     }
 }
 
@@ -173,36 +172,7 @@ impl Staged {
             }
         }
         let end = sources.last().map_or(0, |source| source.range.end);
-
-        let buffer = staging.reserve(end);
-        let mut copies = Vec::new();
-        let mut rest = buffer;
-        let mut at = 0;
-        for source in &sources {
-            let (_, tail) = rest.split_at_mut(source.range.start - at);
-            let (to, tail) = tail.split_at_mut(source.range.len());
-            rest = tail;
-            at = source.range.end;
-            match source.view.le_bytes_in_place() {
-                Some(from) => copies.extend(
-                    from.chunks(PART)
-                        .zip(to.chunks_mut(PART))
-                        .map(|(from, to)| Copy::Bytes { from, to }),
-                ),
-                None => copies.push(Copy::Stream { source, to }),
-            }
-        }
-        threads::run(None, || {
-            copies.into_par_iter().try_for_each(|copy| match copy {
-                Copy::Bytes { from, to } => {
-                    to.copy_from_slice(from);
-                    Ok(())
-                }
-                Copy::Stream { source, to } => {
-                    stream(source, to).map_err(|problem| state_error(source.key, problem))
-                }
-            })
-        })?;
+        fill(&sources, staging.reserve(end), &state_error)?;
 
         // The staged tensors, reading the buffer in place.
         let backing: Arc<dyn Backing> = staging.buffer.clone();
@@ -268,6 +238,42 @@ impl Staged {
         }
         Ok(state)
     }
+}
+
+/// Copies every source into its range of `buffer`, on ckpt's pool.
+fn fill(
+    sources: &[Source<'_>],
+    buffer: &mut [u8],
+    state_error: &(dyn Fn(&str, String) -> Error + Sync),
+) -> Result<(), Error> {
+    let mut copies = Vec::new();
+    let mut rest = buffer;
+    let mut at = 0;
+    for source in sources {
+        let (_, tail) = rest.split_at_mut(source.range.start - at);
+        let (to, tail) = tail.split_at_mut(source.range.len());
+        rest = tail;
+        at = source.range.end;
+        match source.view.le_bytes_in_place() {
+            Some(from) => copies.extend(
+                from.chunks(PART)
+                    .zip(to.chunks_mut(PART))
+                    .map(|(from, to)| Copy::Bytes { from, to }),
+            ),
+            None => copies.push(Copy::Stream { source, to }),
+        }
+    }
+    threads::run(None, || {
+        copies.into_par_iter().try_for_each(|copy| match copy {
+            Copy::Bytes { from, to } => {
+                to.copy_from_slice(from);
+                Ok(())
+            }
+            Copy::Stream { source, to } => {
+                stream(source, to).map_err(|problem| state_error(source.key, problem))
+            }
+        })
+    })
 }
 
 /// Copies a tensor that is not one run of host bytes into `to`, which is exactly its size.
