@@ -60,7 +60,8 @@ struct Running {
 
 impl Saver {
     /// A saver for `job`, whose ranks agree through the checkpoint's storage (see [`Job`]),
-    /// or through a coordinator that lives as long as the program.
+    /// or through a coordinator that lives as long as the program. A coordinator the saves
+    /// cannot borrow for that long is shared with [`Saver::with_coordinator`] instead.
     pub fn new(job: Job<'static>) -> Self {
         Saver {
             job,
@@ -71,7 +72,10 @@ impl Saver {
     }
 
     /// A saver for the rank and world of `coordinator`, which the ranks agree through; the
-    /// saver and its background saves share it.
+    /// saver and its background saves share it. Its collectives run on the background
+    /// thread while training goes on, so where the library allows one communicator only one
+    /// thread at a time, give the saver one of its own (as PyTorch's `async_save` is given a
+    /// process group of its own).
     pub fn with_coordinator(coordinator: Arc<dyn Coordinator>) -> Self {
         Saver {
             job: Job::new(coordinator.rank(), coordinator.world_size()),
