@@ -3,13 +3,14 @@
 //! after; failures reported by the next call; staging memory kept and bounded.
 
 use std::path::Path;
-use std::sync::{Arc, Barrier, Mutex, RwLock};
+use std::sync::{Arc, Barrier, RwLock};
 use std::time::Duration;
 
 use ckpt::distributed::{self, CoordinationError, Coordinator, Error, Job, Saver, Status};
 use ckpt::shard::Chunk;
 use ckpt::{DType, SaveOptions, StateDict, StateDictOptions, Tensor};
 
+use super::coordinated::Threads;
 use super::reshard::Net;
 use super::{holds, parts, whole, zeros};
 
@@ -83,52 +84,32 @@ fn four_ranks_save_twice_in_the_background_and_three_load_the_values_of_each_cal
     }
 }
 
-/// A job's own collective library, for ranks that are threads of this process; its
-/// `gate` held for writing keeps every gather waiting.
-struct Threads {
-    rank: usize,
-    world: usize,
-    shared: Arc<Shared>,
+/// The coordinator over threads of `coordinated.rs`, whose gathers wait while `gate` is
+/// held for writing.
+struct Gated {
+    threads: Threads,
+    gate: Arc<RwLock<()>>,
 }
 
-struct Shared {
-    barrier: Barrier,
-    slots: Mutex<Vec<Vec<u8>>>,
-    gate: RwLock<()>,
-}
-
-impl Coordinator for Threads {
+impl Coordinator for Gated {
     fn rank(&self) -> usize {
-        self.rank
+        self.threads.rank()
     }
 
     fn world_size(&self) -> usize {
-        self.world
+        self.threads.world_size()
     }
 
     fn barrier(&self) -> Result<(), CoordinationError> {
-        self.shared.barrier.wait();
-        Ok(())
+        self.threads.barrier()
     }
 
     fn all_gather(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CoordinationError> {
         let _open = self
-            .shared
             .gate
             .read()
             .map_err(|_| CoordinationError::new("the gate is poisoned"))?;
-        let lock = || {
-            self.shared
-                .slots
-                .lock()
-                .map_err(|_| CoordinationError::new("a rank panicked"))
-        };
-        lock()?[self.rank] = bytes.to_vec();
-        self.shared.barrier.wait();
-        let all = lock()?.clone();
-        // No rank's next gather overwrites a slot before every rank has read them all.
-        self.shared.barrier.wait();
-        Ok(all)
+        self.threads.all_gather(bytes)
     }
 }
 
@@ -136,27 +117,20 @@ impl Coordinator for Threads {
 fn a_save_through_a_shared_coordinator_returns_before_the_ranks_have_agreed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("step-1");
-    let shared = Arc::new(Shared {
-        barrier: Barrier::new(4),
-        slots: Mutex::new(vec![Vec::new(); 4]),
-        gate: RwLock::new(()),
-    });
-    let closed = shared.gate.write().unwrap();
+    let gate = Arc::new(RwLock::new(()));
+    let closed = gate.write().unwrap();
     let staged = Barrier::new(5);
     std::thread::scope(|s| {
         let ranks: Vec<_> = Chunk::split(&SHAPE, 0, 4)
             .unwrap()
             .into_iter()
+            .zip(Threads::job(4))
             .enumerate()
-            .map(|(rank, chunk)| {
-                let (shared, dir, staged) = (Arc::clone(&shared), &dir, &staged);
+            .map(|(rank, (chunk, threads))| {
+                let (gate, dir, staged) = (Arc::clone(&gate), &dir, &staged);
                 s.spawn(move || {
                     let mut net = net(5, chunk);
-                    let coordinator = Arc::new(Threads {
-                        rank,
-                        world: 4,
-                        shared,
-                    });
+                    let coordinator = Arc::new(Gated { threads, gate });
                     let mut saver = Saver::with_coordinator(coordinator);
                     let handle = saver.save(&net.state_dict(), dir, &options()).unwrap();
                     // The gather cannot have happened: the save runs on in the background.
