@@ -1,6 +1,7 @@
 //! A sharded checkpoint of a multi-rank job, with real processes: this program runs itself
 //! once per rank. Four ranks each hold a quarter of the rows of a layer's weight (and all of
-//! its bias); they save one checkpoint together, coordinating through its directory. A job of
+//! its bias); they save one checkpoint together, coordinating through its directory, each in
+//! the background as a training loop would (a `Saver`). A job of
 //! three ranks, sharded by columns, loads it, and one process loads it whole; each checks
 //! that it holds exactly the values saved.
 //!
@@ -9,7 +10,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ckpt::distributed::{self, Job};
+use ckpt::distributed::{self, Job, Saver};
 use ckpt::shard::{Chunk, Sharded};
 use ckpt::{DType, SaveOptions, StateDict, StateDictOptions, Tensor};
 
@@ -67,15 +68,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Rank `rank` of `world` saves its rows.
+/// Rank `rank` of `world` saves its rows in the background, and waits for the commit before
+/// it exits.
 fn save(rank: usize, world: usize, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
     let rows = Chunk::split(&SHAPE, 0, world as u64)?.remove(rank);
-    let layer = Layer {
+    let mut layer = Layer {
         weight: Sharded::from_whole(&weight().view(), vec![rows])?,
         bias: bias(),
     };
-    let job = Job::new(rank, world).timeout(Duration::from_secs(60));
-    distributed::save(&layer.state_dict(), dir, &job, &SaveOptions::new())?;
+    // Kept by the training loop: its staging memory serves every save.
+    let mut saver = Saver::new(Job::new(rank, world).timeout(Duration::from_secs(60)));
+    // Returns once this rank's tensors are copied; `distributed::save` would wait for the commit.
+    saver.save(&layer.state_dict(), dir, &SaveOptions::new())?;
+    // Training goes on meanwhile; the checkpoint holds the values of the call.
+    layer.bias.array_mut::<f32>()?.fill(0.0);
+    saver.wait()?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod coordinated;
 mod hostile;
 mod processes;
 mod reshard;
+mod saver;
 mod stale;
 mod state;
 

@@ -1,13 +1,14 @@
 //! Real OS processes against one directory: this test binary run again once per rank, the
 //! rank and the job in the environment. A 4-rank job is killed mid-save; the previous
 //! checkpoint still loads, the partial one is recognised, cleaned and saved again, and a
-//! 3-rank job loads it with identical values.
+//! 3-rank job loads it with identical values. A 4-rank job saving twice in the background
+//! (`Saver`) leaves two checkpoints a 3-rank job loads.
 
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use ckpt::distributed::{self, Error, Job, Status};
+use ckpt::distributed::{self, Error, Job, Saver, Status};
 use ckpt::shard::Chunk;
 use ckpt::{SaveOptions, StateDict, StateDictOptions};
 
@@ -16,7 +17,7 @@ use super::{holds, parts, whole, zeros};
 
 const SHAPE: [u64; 2] = [96, 40];
 
-/// What a rank process does: `save` or `load`, of which seed, in which directory.
+/// What a rank process does: `save`, `async-save` or `load`, of which seed, in which directory.
 const MODE: &str = "CKPT_TEST_RANK_MODE";
 const RANK: &str = "CKPT_TEST_RANK";
 const WORLD: &str = "CKPT_TEST_WORLD";
@@ -49,6 +50,25 @@ fn rank_process() {
             };
             let job = Job::new(rank, world as usize).timeout(Duration::from_secs(120));
             distributed::save(&net.state_dict(), &dir, &job, &SaveOptions::new()).unwrap();
+        }
+        // Two background saves, into `dir` and `{dir}-next`, the model changing meanwhile.
+        "async-save" => {
+            let mut net = Net {
+                w: parts(seed, &SHAPE, vec![mine.clone()]),
+                b: whole(seed + 1, &[SHAPE[1]]),
+            };
+            let job = Job::new(rank, world as usize).timeout(Duration::from_secs(120));
+            let mut saver = Saver::new(job);
+            saver
+                .save(&net.state_dict(), &dir, &SaveOptions::new())
+                .unwrap();
+            net.w = parts(seed + 10, &SHAPE, vec![mine]);
+            net.b = whole(seed + 11, &[SHAPE[1]]);
+            let next = format!("{dir}-next");
+            saver
+                .save(&net.state_dict(), &next, &SaveOptions::new())
+                .unwrap();
+            saver.wait().unwrap();
         }
         "load" => {
             let mut net = Net {
@@ -158,4 +178,16 @@ fn a_job_killed_mid_save_leaves_the_previous_checkpoint_and_a_recognisable_parti
         Status::Complete { world_size: 4 }
     );
     assert!(run("load", 3, &step2, 2), "the 3-rank load");
+}
+
+#[test]
+fn four_processes_save_twice_in_the_background_and_three_load_each_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let step = tmp.path().join("step");
+    assert!(run("async-save", 4, &step, 4), "the background saves");
+    assert!(run("load", 3, &step, 4), "the first checkpoint");
+    assert!(
+        run("load", 3, &tmp.path().join("step-next"), 14),
+        "the second"
+    );
 }

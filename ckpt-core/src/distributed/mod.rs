@@ -1,7 +1,8 @@
 //! ckpt's own sharded checkpoints, for multi-rank jobs: every rank [`save`]s its
 //! [`Sharded`](crate::shard::Sharded) parts (and rank 0 the replicated tensors) into one
-//! directory, and any job, of any number of ranks and any sharding, [`load`]s it, each rank
-//! reading only the blocks that overlap what it holds.
+//! directory, or has a [`Saver`] save them in the background, and any job, of any number of
+//! ranks and any sharding, [`load`]s it, each rank reading only the blocks that overlap what
+//! it holds.
 //!
 //! ```text
 //! step-100/
@@ -54,6 +55,26 @@
 //! assert_eq!(whole.view().to_f64_vec()?, [0., 1., 2., 3., 4., 5., 6., 7.]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A training loop keeps a [`Saver`]: its [`save`](Saver::save) blocks only while it copies
+//! the rank's tensors into staging memory, which it keeps for the next save, and writes them
+//! in the background; the next save, or [`Saver::wait`], reports the last one's error.
+//!
+//! ```
+//! # use ckpt_core as ckpt;
+//! use ckpt::distributed::{Job, Saver};
+//! use ckpt::{SaveOptions, StateDict, Tensor};
+//!
+//! # let tmp = tempfile::tempdir()?;
+//! let mut w = Tensor::zeros(ckpt::DType::F32, &[4])?;
+//! let mut saver = Saver::new(Job::new(0, 1));
+//! for step in 1..=2 {
+//!     w.array_mut::<f32>()?.fill(step as f32); // a training step
+//!     saver.save(&w.state_dict(), tmp.path().join(format!("step-{step}")), &SaveOptions::new())?;
+//! }
+//! saver.wait()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod attempt;
 mod coordinator;
@@ -64,6 +85,8 @@ mod layout;
 mod load;
 mod manifest;
 mod save;
+mod saver;
+mod stage;
 mod survey;
 
 pub use self::coordinator::{CoordinationError, Coordinator};
@@ -72,4 +95,5 @@ pub use self::job::{DEFAULT_BLOCK_SIZE, Job};
 pub use self::layout::{Status, clean, files, status};
 pub use self::load::{Loaded, load, load_with};
 pub use self::save::save;
+pub use self::saver::{SaveHandle, Saver};
 pub use self::survey::{Damage, Summary, TensorSummary, Verified, inspect, verify};

@@ -15,7 +15,7 @@ mod open;
 mod options;
 mod place;
 mod save;
-mod threads;
+pub(crate) mod threads;
 
 pub use self::checkpoint::Checkpoint;
 pub use self::error::Error;

@@ -260,6 +260,26 @@ impl<'a> TensorView<'a> {
         }
     }
 
+    /// Writes the little-endian bytes in C order into `out`, as many as fit, and returns how
+    /// many it wrote: host data element by element whatever its strides, without a copy of
+    /// its own, and GPU or foreign data as [`stream_le_bytes`](TensorView::stream_le_bytes)
+    /// gives it. For memory the caller keeps, such as a background save's staging.
+    pub(crate) fn write_le_bytes(&self, out: &mut [u8]) -> Result<usize, DeviceError> {
+        match &self.src {
+            Src::Host(host) => Ok(dispatch!(host, HostView, v => write_le(v, out))),
+            #[cfg(any(feature = "cuda", feature = "candle"))]
+            _ => {
+                let mut at = 0;
+                self.stream_le_bytes(&mut |piece| {
+                    let end = (at + piece.len()).min(out.len());
+                    out[at..end].copy_from_slice(&piece[..end - at]);
+                    at = end;
+                })?;
+                Ok(at)
+            }
+        }
+    }
+
     /// Whether [`to_le_bytes`](TensorView::to_le_bytes) borrows the data rather than copying
     /// it, so that writers may hold the bytes of many tensors at once: host data, not GPU or
     /// foreign data, which writers stream with `stream_le_bytes` instead.
@@ -460,6 +480,19 @@ fn le_bytes<T: NoUninit>(view: ArrayViewD<'_, T>) -> Cow<'_, [u8]> {
         }
     }
     Cow::Owned(out)
+}
+
+fn write_le<T: NoUninit>(view: &ArrayViewD<'_, T>, out: &mut [u8]) -> usize {
+    let size = size_of::<T>();
+    let mut written = 0;
+    for (x, to) in view.iter().zip(out.chunks_exact_mut(size)) {
+        to.copy_from_slice(bytemuck::bytes_of(x));
+        if cfg!(target_endian = "big") {
+            to.reverse();
+        }
+        written += size;
+    }
+    written
 }
 
 impl<'a, T: Element, D: Dimension> From<ArrayView<'a, T, D>> for TensorView<'a> {
