@@ -1,7 +1,7 @@
 //! A rank process of the bench: it holds its parts of workload W, then runs the commands the
 //! bench sends on stdin, all ranks at once, and answers each with one line:
 //! `SECONDS PEAK_ABOVE BYTES_READ BYTES_NEEDED` (peak resident memory during the command
-//! above what the process held when it began).
+//! above what the process held when it began; for `async`, the seconds the call blocked).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::time::Instant;
 use indexmap::IndexMap;
 use xxhash_rust::xxh3::Xxh3;
 
-use ckpt::distributed::{self, Job};
+use ckpt::distributed::{self, Job, Saver};
 use ckpt::shard::{Chunk, Sharded};
 use ckpt::{DType, SaveOptions, StateDict, StateDictOptions};
 
@@ -72,6 +72,7 @@ pub(crate) fn run(mode: &str, rank: u64, world: u64, mb: Option<f64>) {
     let expected = (mode == "load").then(|| digest(&parts(mb, rank, world, true)));
     let mut held = parts(mb, rank, world, mode == "save");
     let job = Job::new(rank as usize, world as usize);
+    let mut saver = Saver::new(job);
     let mut stdout = std::io::stdout().lock();
     let bytes: u64 = held.values().map(Sharded::local_nbytes).sum();
     writeln!(stdout, "ready {bytes}").unwrap();
@@ -99,6 +100,19 @@ pub(crate) fn run(mode: &str, rank: u64, world: u64, mb: Option<f64>) {
                 let options = SaveOptions::new().fsync(command == "save");
                 distributed::save(&held.state_dict(), Path::new(arg), &job, &options).unwrap();
                 (0, 0)
+            }
+            "async" => {
+                // Answers the time blocked; the whole save ends before the answer.
+                let options = SaveOptions::new().fsync(false);
+                saver
+                    .save(&held.state_dict(), Path::new(arg), &options)
+                    .unwrap();
+                let blocked = start.elapsed().as_secs_f64();
+                saver.wait().unwrap();
+                let peak = rss("VmHWM:").saturating_sub(before);
+                writeln!(stdout, "{blocked:.6} {peak} 0 0").unwrap();
+                stdout.flush().unwrap();
+                continue;
             }
             "load" => {
                 let loaded =
