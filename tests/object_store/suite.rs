@@ -34,6 +34,7 @@ on_every_backend!(
     load_from_fetches_what_the_model_takes,
     sharded_checkpoints_round_trip,
     dcp_directories_round_trip,
+    ckpt_sharded_jobs_round_trip,
     background_saves_reach_the_store,
     a_failed_save_leaves_the_previous_checkpoint,
     damaged_objects_are_the_errors_of_damaged_files,
@@ -199,6 +200,90 @@ fn sharded_checkpoints_round_trip(backend: &Backend) {
         state["fc.weight"].as_tensor().unwrap()
     );
     assert_eq!(two.steps, Tensor::scalar(1234i64));
+}
+
+/// ckpt's own sharded checkpoints at a URL: three ranks save, two load their rows; the
+/// survey functions and `clean` work there as on a local directory.
+fn ckpt_sharded_jobs_round_trip(backend: &Backend) {
+    use std::time::Duration;
+
+    use ckpt::distributed::{self, Job, Status};
+    use ckpt::shard::{Chunk, Sharded};
+
+    #[derive(ckpt::StateDict)]
+    struct Rank {
+        w: Sharded,
+        b: Tensor,
+    }
+
+    let shape = [96u64, 64];
+    let whole = Tensor::from_vec(noise(96 * 64, 7), &[96, 64]).unwrap();
+    let bias = Tensor::from_vec(noise(64, 8), &[64]).unwrap();
+    let save = |dir: &str, ranks: &[usize], timeout: Duration| -> Vec<bool> {
+        let options = backend.save();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ranks
+                .iter()
+                .map(|&rank| {
+                    let (whole, bias, options) = (&whole, &bias, &options);
+                    s.spawn(move || {
+                        let rows = Chunk::split(&shape, 0, 3).unwrap().remove(rank);
+                        let w = Sharded::from_whole(&whole.view(), vec![rows]).unwrap();
+                        let state = Rank { w, b: bias.clone() };
+                        let job = Job::new(rank, 3).timeout(timeout).block_size(4096);
+                        distributed::save(&state.state_dict(), dir, &job, options).is_ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let remote = backend.load().object_store;
+    let dir = backend.url("run/step-1/");
+    assert_eq!(save(&dir, &[0, 1, 2], Duration::from_secs(60)), [true; 3]);
+    assert_eq!(
+        distributed::status_with(&dir, &remote).unwrap(),
+        Status::Complete { world_size: 3 }
+    );
+    let summary = distributed::inspect_with(&dir, &backend.load()).unwrap();
+    assert_eq!(summary.tensors.len(), 2);
+    let verified = distributed::verify_with(&dir, &backend.load()).unwrap();
+    assert!(verified.damaged.is_empty());
+    assert_eq!(verified.bytes, (96 * 64 + 64) * 4);
+    for (rank, rows) in Chunk::split(&shape, 0, 2).unwrap().into_iter().enumerate() {
+        let mut mine = std::collections::BTreeMap::from([(
+            "w".to_owned(),
+            Sharded::zeros(DType::F32, shape.to_vec(), vec![rows.clone()]).unwrap(),
+        )]);
+        let partial = StateDictOptions::new().strict(false);
+        let loaded = distributed::load_with(&mut mine, &dir, &partial, &backend.load()).unwrap();
+        assert_eq!(loaded.report.unexpected_keys, ["b"], "rank {rank}");
+        let expected = Sharded::from_whole(&whole.view(), vec![rows]).unwrap();
+        assert!(mine["w"] == expected, "rank {rank} of 2: the rows saved");
+    }
+
+    // Rank 2 never saves: an incomplete checkpoint, which `clean` empties.
+    let dir = backend.url("run/step-2/");
+    assert_eq!(
+        save(&dir, &[0, 1], Duration::from_millis(300)),
+        [false, false]
+    );
+    assert_eq!(
+        distributed::status_with(&dir, &remote).unwrap(),
+        Status::Incomplete {
+            present: vec![0, 1],
+            world_size: Some(3),
+            missing: vec![2],
+        }
+    );
+    let removed = distributed::clean_with(&dir, &remote).unwrap();
+    assert!(removed.contains(&"save.json".to_owned()), "{removed:?}");
+    assert!(removed.contains(&"rank-1.ckpt".to_owned()), "{removed:?}");
+    assert!(distributed::files_with(&dir, &remote).unwrap().is_empty());
+    // The committed one is untouched, and refused.
+    let dir = backend.url("run/step-1/");
+    assert!(distributed::clean_with(&dir, &remote).is_err());
+    assert_eq!(distributed::files_with(&dir, &remote).unwrap().len(), 8);
 }
 
 fn dcp_directories_round_trip(backend: &Backend) {

@@ -28,11 +28,15 @@ pub enum Status {
     },
 }
 
-/// Whether the local directory `dir` holds a complete sharded checkpoint or an incomplete
-/// one.
+/// Whether the directory `dir` (a local one, or a URL's prefix) holds a complete sharded
+/// checkpoint or an incomplete one.
 pub fn status(dir: impl AsRef<Path>) -> Result<Status, Error> {
-    let dir = Location::from(dir.as_ref());
-    status_of(&dir, &ObjectStoreOptions::default())
+    status_with(dir, &ObjectStoreOptions::default())
+}
+
+/// [`status`], with how URLs are reached.
+pub fn status_with(dir: impl AsRef<Path>, remote: &ObjectStoreOptions) -> Result<Status, Error> {
+    status_of(&Location::from(dir.as_ref()), remote)
 }
 
 pub(super) fn status_of(dir: &Location, remote: &ObjectStoreOptions) -> Result<Status, Error> {
@@ -43,7 +47,7 @@ pub(super) fn status_of(dir: &Location, remote: &ObjectStoreOptions) -> Result<S
             world_size: metadata.world_size,
         });
     }
-    let names = storage::dir::list(dir).map_err(|e| Error::io(dir, e))?;
+    let names = storage::dir::list(dir, remote).map_err(|e| Error::io(dir, e))?;
     let mut manifests: Vec<(usize, Manifest)> = names
         .iter()
         .filter_map(|n| manifest::manifest_rank(n))
@@ -96,34 +100,51 @@ pub(super) fn incomplete(dir: &Location, remote: &ObjectStoreOptions) -> Error {
     }
 }
 
-/// Removes what an unfinished save left in the local directory `dir`: manifests, data files,
-/// the save's nonce and temporary files. Returns the names removed. A complete checkpoint is refused
-/// ([`Error::Exists`]); the directory itself is kept.
+/// Removes what an unfinished save left in the directory `dir` (a local one, or a URL's
+/// prefix): manifests, data files, the save's nonce and temporary files. Returns the names
+/// removed. A complete checkpoint is refused ([`Error::Exists`]); the directory itself is
+/// kept.
 pub fn clean(dir: impl AsRef<Path>) -> Result<Vec<String>, Error> {
+    clean_with(dir, &ObjectStoreOptions::default())
+}
+
+/// [`clean`], with how URLs are reached.
+pub fn clean_with(
+    dir: impl AsRef<Path>,
+    remote: &ObjectStoreOptions,
+) -> Result<Vec<String>, Error> {
     let dir = Location::from(dir.as_ref());
-    let remote = ObjectStoreOptions::default();
-    if let Status::Complete { .. } = status_of(&dir, &remote)? {
+    if let Status::Complete { .. } = status_of(&dir, remote)? {
         return Err(Error::Exists { dir });
     }
     let mut removed = Vec::new();
     // Never the marker: one that appears now is a commit that raced this clean.
-    for name in files_of(&dir)?.into_iter().filter(|n| n != MARKER) {
+    for name in files_of(&dir, remote)?.into_iter().filter(|n| n != MARKER) {
         let file = dir.child(&name);
-        storage::dir::remove(&file, true, &remote).map_err(|e| Error::io(&file, e))?;
+        storage::dir::remove(&file, true, remote).map_err(|e| Error::io(&file, e))?;
         removed.push(name);
     }
     Ok(removed)
 }
 
-/// The names of the files in the local directory `dir` that a sharded save writes: the
-/// commit marker, the save's nonce, manifests, data files and temporary files, sorted. Empty for a directory
-/// that holds no sharded checkpoint, complete or not.
+/// The names of the files in the directory `dir` (a local one, or a URL's prefix) that a
+/// sharded save writes: the commit marker, the save's nonce, manifests, data files and
+/// temporary files, sorted. Empty for a directory that holds no sharded checkpoint,
+/// complete or not.
 pub fn files(dir: impl AsRef<Path>) -> Result<Vec<String>, Error> {
-    files_of(&Location::from(dir.as_ref()))
+    files_with(dir, &ObjectStoreOptions::default())
 }
 
-fn files_of(dir: &Location) -> Result<Vec<String>, Error> {
-    let names = storage::dir::list(dir).map_err(|e| Error::io(dir, e))?;
+/// [`files`], with how URLs are reached.
+pub fn files_with(
+    dir: impl AsRef<Path>,
+    remote: &ObjectStoreOptions,
+) -> Result<Vec<String>, Error> {
+    files_of(&Location::from(dir.as_ref()), remote)
+}
+
+fn files_of(dir: &Location, remote: &ObjectStoreOptions) -> Result<Vec<String>, Error> {
+    let names = storage::dir::list(dir, remote).map_err(|e| Error::io(dir, e))?;
     let ours = |name: &str| {
         name == MARKER
             || name == ATTEMPT

@@ -92,8 +92,10 @@ mod survey;
 pub use self::coordinator::{CoordinationError, Coordinator};
 pub use self::error::{Error, Holding};
 pub use self::job::{DEFAULT_BLOCK_SIZE, Job};
-pub use self::layout::{Status, clean, files, status};
+pub use self::layout::{Status, clean, clean_with, files, files_with, status, status_with};
 pub use self::load::{Loaded, load, load_with};
 pub use self::save::save;
 pub use self::saver::{SaveHandle, Saver};
-pub use self::survey::{Damage, Summary, TensorSummary, Verified, inspect, verify};
+pub use self::survey::{
+    Damage, Summary, TensorSummary, Verified, inspect, inspect_with, verify, verify_with,
+};

@@ -16,7 +16,7 @@ use super::manifest::{self, Manifest};
 use crate::dtype::DType;
 use crate::file::LoadOptions;
 use crate::shard::Chunk;
-use crate::storage::{self, Location, ObjectStoreOptions};
+use crate::storage::{self, Location};
 
 /// What a directory's manifests say: whether it is committed, and every tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,21 +85,26 @@ impl fmt::Display for Damage {
     }
 }
 
-/// What the sharded checkpoint in the local directory `dir` holds, from its commit marker and
-/// manifests alone: no tensor data is read. A committed one is checked as a load checks it
-/// (the manifests as committed, the chunks tiling every tensor); of an incomplete one, the
-/// manifests present are listed.
+/// What the sharded checkpoint in the directory `dir` (a local one, or a URL's prefix) holds,
+/// from its commit marker and manifests alone: no tensor data is read. A committed one is
+/// checked as a load checks it (the manifests as committed, the chunks tiling every tensor);
+/// of an incomplete one, the manifests present are listed.
 pub fn inspect(dir: impl AsRef<Path>) -> Result<Summary, Error> {
+    inspect_with(dir, &LoadOptions::default())
+}
+
+/// [`inspect`], with how files are opened and URLs reached.
+pub fn inspect_with(dir: impl AsRef<Path>, files: &LoadOptions) -> Result<Summary, Error> {
     let dir = Location::from(dir.as_ref());
-    let remote = ObjectStoreOptions::default();
-    let status = status_of(&dir, &remote)?;
+    let remote = &files.object_store;
+    let status = status_of(&dir, remote)?;
     let manifests = match &status {
-        Status::Complete { .. } => open(&dir, &LoadOptions::default())?.manifests,
+        Status::Complete { .. } => open(&dir, files)?.manifests,
         Status::Incomplete { present, .. } => present
             .iter()
             .map(|&rank| {
                 let file = dir.child(&manifest::manifest_name(rank));
-                let bytes = manifest::read_small(&file, &remote)?
+                let bytes = manifest::read_small(&file, remote)?
                     .ok_or_else(|| Error::invalid(&file, "removed while it was read"))?;
                 manifest::parse_manifest(&file, &bytes, rank)
             })
@@ -140,14 +145,18 @@ fn summarize(manifests: &[Manifest]) -> Vec<TensorSummary> {
 /// manifest gives.
 const READ_LEN: u64 = 1 << 20;
 
-/// Reads every block of tensor data of the committed sharded checkpoint in `dir` and checks
-/// it against its checksum, reporting every block that does not match. The structure is
-/// checked as a load checks it; what is not a sharded checkpoint, or an incomplete one, is
-/// an error.
+/// Reads every block of tensor data of the committed sharded checkpoint in `dir` (a local
+/// directory, or a URL's prefix) and checks it against its checksum, reporting every block
+/// that does not match. The structure is checked as a load checks it; what is not a sharded
+/// checkpoint, or an incomplete one, is an error.
 pub fn verify(dir: impl AsRef<Path>) -> Result<Verified, Error> {
+    verify_with(dir, &LoadOptions::default())
+}
+
+/// [`verify`], with how files are opened and URLs reached.
+pub fn verify_with(dir: impl AsRef<Path>, files: &LoadOptions) -> Result<Verified, Error> {
     let dir = Location::from(dir.as_ref());
-    let files = LoadOptions::default();
-    let opened = open(&dir, &files)?;
+    let opened = open(&dir, files)?;
     let mut verified = Verified {
         world_size: opened.manifests.len(),
         tensors: opened.tensors.len(),

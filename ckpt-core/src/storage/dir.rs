@@ -100,11 +100,12 @@ pub(crate) fn exists(location: &Location, remote: &ObjectStoreOptions) -> io::Re
     }
 }
 
-/// The names of the files in the local directory `location`; listing an object store's
-/// prefix is not supported.
-pub(crate) fn list(location: &Location) -> io::Result<Vec<String>> {
+/// The names of the files in the directory `location`, sorted: a local directory's, or the
+/// objects directly under an object store's prefix.
+pub(crate) fn list(location: &Location, remote: &ObjectStoreOptions) -> io::Result<Vec<String>> {
     match location {
         Location::Path(path) => {
+            let _ = remote;
             let mut names = Vec::new();
             for entry in std::fs::read_dir(path)? {
                 let entry = entry?;
@@ -117,9 +118,13 @@ pub(crate) fn list(location: &Location) -> io::Result<Vec<String>> {
             names.sort();
             Ok(names)
         }
-        _ => Err(io::Error::new(
+        #[cfg(feature = "object-store")]
+        Location::Url(url) => super::remote::list(url, remote),
+        #[cfg(not(feature = "object-store"))]
+        Location::Url(url) => Err(super::without_object_store(url)),
+        Location::Memory(_) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "listing is supported for local directories only",
+            "bytes in memory are no directory",
         )),
     }
 }

@@ -37,6 +37,28 @@ pub(crate) fn remove(url: &ObjectUrl, options: &super::ObjectStoreOptions) -> io
     })
 }
 
+/// The names of the objects directly under the prefix `url` names (a "directory"), sorted.
+pub(crate) fn list(
+    url: &ObjectUrl,
+    options: &super::ObjectStoreOptions,
+) -> io::Result<Vec<String>> {
+    let object = store::object(url, options)?;
+    runtime::wait(async move {
+        let listed = object
+            .store
+            .list_with_delimiter(Some(&object.path))
+            .await
+            .map_err(|e| error::io_error(e, "listing", &object.secrets))?;
+        let mut names: Vec<String> = listed
+            .objects
+            .iter()
+            .filter_map(|meta| meta.location.filename().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    })
+}
+
 /// Writes a new object at `url` through `write` and commits it (see `upload.rs`); `write`
 /// runs a second time when the format went back into parts already sent.
 pub(crate) fn write<E>(
