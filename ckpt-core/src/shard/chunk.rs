@@ -138,6 +138,48 @@ impl Chunk {
             .collect()
     }
 
+    /// Splits dimension `dim` of a tensor of shape `global` into `parts` chunks by
+    /// `torch.chunk`'s rule, the one PyTorch's `DTensor` `Shard(dim)` and FSDP2 use: each
+    /// part has `ceil(len / parts)` rows of the dimension, the last ones fewer or none (an
+    /// empty part starts at the end). A job that shards as its PyTorch counterpart does, so
+    /// that each rank's rows are the same on both sides, splits with this rather than
+    /// [`Chunk::split`].
+    ///
+    /// ```
+    /// # use ckpt_core as ckpt;
+    /// use ckpt::shard::Chunk;
+    ///
+    /// let parts = Chunk::split_like_torch(&[5, 3], 0, 4)?;
+    /// let rows: Vec<_> = parts.iter().map(|c| (c.offsets()[0], c.sizes()[0])).collect();
+    /// assert_eq!(rows, [(0, 2), (2, 2), (4, 1), (5, 0)]);
+    /// # Ok::<(), ckpt::shard::ShardError>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `dim` is not a dimension of `global` or `parts` is 0.
+    pub fn split_like_torch(
+        global: &[u64],
+        dim: usize,
+        parts: u64,
+    ) -> Result<Vec<Chunk>, ShardError> {
+        assert!(dim < global.len(), "dimension {dim} of a shape {global:?}");
+        assert!(parts > 0, "a split into 0 parts");
+        let len = global[dim];
+        let each = len.div_ceil(parts);
+        (0..parts)
+            .map(|part| {
+                let start = part.saturating_mul(each).min(len);
+                let end = start.saturating_add(each).min(len);
+                let mut offsets = vec![0; global.len()];
+                let mut sizes = global.to_vec();
+                offsets[dim] = start;
+                sizes[dim] = end - start;
+                Chunk::new(global.to_vec(), offsets, sizes)
+            })
+            .collect()
+    }
+
     /// Splits a tensor of shape `global` into a grid: dimension `d` into `parts[d]` pieces as
     /// [`Chunk::split`] does, every combination once, in row-major order of the grid (a 2-D
     /// block sharding is `grid(&[rows, cols], &[2, 2])`).
