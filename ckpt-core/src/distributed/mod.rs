@@ -19,6 +19,10 @@
 //! previous checkpoint (in its own directory) as it was, and an incomplete directory that
 //! [`status`] recognises and [`clean`] removes.
 //!
+//! Outside a job, [`inspect`] lists a checkpoint from its manifests, [`verify`] checks every
+//! block of its data, and [`Whole`] reads it one global tensor at a time, whole, to
+//! consolidate it into one file (`ckpt convert DIR model.safetensors`).
+//!
 //! Two ranks, in one process for the example (a real job runs one per process), save a
 //! tensor split by rows; one process loads it whole:
 //!
@@ -61,6 +65,7 @@ mod load;
 mod manifest;
 mod save;
 mod survey;
+mod whole;
 
 pub use self::coordinator::{CoordinationError, Coordinator};
 pub use self::error::{Error, Holding};
@@ -69,3 +74,4 @@ pub use self::layout::{Status, clean, files, status};
 pub use self::load::{Loaded, load, load_with};
 pub use self::save::save;
 pub use self::survey::{Damage, Summary, TensorSummary, Verified, inspect, verify};
+pub use self::whole::Whole;

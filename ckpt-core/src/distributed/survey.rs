@@ -112,7 +112,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Summary, Error> {
 }
 
 /// Every tensor the manifests name, with the chunks each stored.
-fn summarize(manifests: &[Manifest]) -> Vec<TensorSummary> {
+pub(super) fn summarize(manifests: &[Manifest]) -> Vec<TensorSummary> {
     let mut tensors: IndexMap<&str, TensorSummary> = IndexMap::new();
     for manifest in manifests {
         for entry in &manifest.entries {
