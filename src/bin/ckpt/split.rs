@@ -44,7 +44,7 @@ pub(crate) fn split(
     plain_values: Option<PlainValues>,
 ) -> Result<Written, Box<dyn std::error::Error>> {
     check_new(dir)?;
-    let (tensors, plain) = leaves(value);
+    let Leaves { tensors, plain } = leaves(value);
     if let (Some((key, kind)), None) = (&plain, plain_values) {
         return Err(format!(
             "{location}: {key:?} is {kind}, not a tensor: a sharded checkpoint holds tensors \
@@ -121,25 +121,27 @@ fn check_new(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-/// The tensors of `value` under their flattened keys, in order, and the first leaf that is
-/// not a tensor, with what it is.
-fn leaves<'v>(
-    value: &'v Value<'_>,
-) -> (
-    Vec<(String, TensorView<'v>)>,
-    Option<(String, &'static str)>,
-) {
-    let mut tensors = Vec::new();
-    let mut plain = None;
+/// The leaves of a value: its tensors under their flattened keys, in order, and the first
+/// leaf that is not a tensor, with what it is.
+struct Leaves<'v> {
+    tensors: Vec<(String, TensorView<'v>)>,
+    plain: Option<(String, &'static str)>,
+}
+
+fn leaves<'v>(value: &'v Value<'_>) -> Leaves<'v> {
+    let mut out = Leaves {
+        tensors: Vec::new(),
+        plain: None,
+    };
     value.walk(&mut KeyPath::new(), &mut |key, leaf| match leaf {
-        Value::Tensor(t) => tensors.push((key.to_owned(), t.view())),
+        Value::Tensor(t) => out.tensors.push((key.to_owned(), t.view())),
         other => {
-            if plain.is_none() {
-                plain = Some((key.to_owned(), other.kind()));
+            if out.plain.is_none() {
+                out.plain = Some((key.to_owned(), other.kind()));
             }
         }
     });
-    (tensors, plain)
+    out
 }
 
 /// Runs the `world` ranks of the save, each a thread with its parts and every replicated
