@@ -5,6 +5,7 @@ mod hostile;
 mod processes;
 mod reshard;
 mod state;
+mod whole;
 
 use ckpt::shard::{Chunk, Sharded};
 use ckpt::{DType, Tensor};
