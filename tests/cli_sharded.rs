@@ -506,3 +506,25 @@ fn a_damaged_data_file_is_refused_naming_the_file_and_key() {
     let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "no scratch file is left: {names:?}");
 }
+
+/// Keys that look like the data file's names for parts (a whole `w#0` and `w#0#` beside a
+/// sharded `w`, whose part 0 is `w#0` there) split and consolidate with their own bytes.
+#[test]
+fn keys_like_part_names_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("odd.safetensors");
+    ckpt::save(
+        dict! {
+            "w" => patterned(DType::F32, &[4, 2], 31),
+            "w#0" => patterned(DType::F32, &[1, 3], 32),
+            "w#0#" => Tensor::scalar(7i64),
+        },
+        &input,
+    )
+    .unwrap();
+    let dir = tmp.path().join("odd");
+    ok(&[&"convert", &input, &dir, &"--shards", &"2"]);
+    let back = tmp.path().join("back.safetensors");
+    ok(&[&"convert", &dir, &back]);
+    assert_eq!(file_contents(&back), file_contents(&input));
+}

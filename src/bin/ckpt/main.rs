@@ -6,6 +6,7 @@ mod convert;
 mod diff;
 mod entries;
 mod progress;
+mod room;
 mod sharded;
 mod split;
 

@@ -1,6 +1,6 @@
 //! `ckpt convert FILE DIR --shards N`: one checkpoint split into a sharded checkpoint
 //! directory as a job of N ranks would have saved it, every rank a thread calling
-//! `distributed::save`. A tensor with at least N rows is split along its first dimension
+//! `distributed::save` (agreeing in memory, see `room.rs`). A tensor with at least N rows is split along its first dimension
 //! (`Chunk::split`: sizes differing by at most one, the larger first); the others (0-d
 //! tensors, fewer rows than ranks) are saved whole, once, by rank 0, as replicated tensors.
 //! The layout holds tensors only, under their flattened keys (`model_state_dict.fc.weight`).
@@ -16,6 +16,7 @@ use ckpt::tensor::TensorView;
 use ckpt::{SaveOptions, Value};
 
 use crate::convert::PlainValues;
+use crate::room::Room;
 
 /// How a tensor is saved.
 enum Layout<'v> {
@@ -88,7 +89,15 @@ pub(crate) fn split(
         };
         layouts.push((key, layout));
     }
-    save_ranks(&layouts, dir, world)?;
+    let existed = dir.exists();
+    if let Err(e) = save_ranks(&layouts, dir, world) {
+        // The directory was new or empty: what the failed save left in it is removed, so
+        // that no incomplete checkpoint stays behind (a committed one is kept).
+        if distributed::clean(dir).is_ok() && !existed {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(e);
+    }
     let split = layouts
         .iter()
         .filter(|(_, l)| matches!(l, Layout::Rows(_)))
@@ -145,16 +154,20 @@ fn leaves<'v>(value: &'v Value<'_>) -> Leaves<'v> {
 }
 
 /// Runs the `world` ranks of the save, each a thread with its parts and every replicated
-/// tensor (which rank 0 alone writes), coordinating through the directory.
+/// tensor (which rank 0 alone writes), agreeing in a [`Room`]: the files are those of ranks
+/// coordinating through the directory, and a rank that fails fails the others at once.
 fn save_ranks(
     layouts: &[(String, Layout<'_>)],
     dir: &Path,
     world: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let room = Room::new(world);
     let results: Vec<thread::Result<Result<(), distributed::Error>>> = thread::scope(|s| {
         let ranks: Vec<_> = (0..world)
             .map(|rank| {
+                let room = &room;
                 s.spawn(move || {
+                    let seat = room.seat(rank);
                     let mut state = TensorMap::new();
                     for (key, layout) in layouts {
                         match layout {
@@ -166,7 +179,12 @@ fn save_ranks(
                             }
                         }
                     }
-                    distributed::save(&state, dir, &Job::new(rank, world), &SaveOptions::new())
+                    let job = Job::with_coordinator(&seat);
+                    let saved = distributed::save(&state, dir, &job, &SaveOptions::new());
+                    if saved.is_ok() {
+                        seat.done();
+                    }
+                    saved
                 })
             })
             .collect();
@@ -180,13 +198,8 @@ fn save_ranks(
             Err(_) => return Err(format!("rank {rank} of the split panicked").into()),
         }
     }
-    // A rank that failed makes the others wait in vain: its own error says why.
-    let waited = |e: &distributed::Error| {
-        matches!(
-            e,
-            distributed::Error::MissingRanks { .. } | distributed::Error::NotCommitted { .. }
-        )
-    };
+    // A rank that failed makes the others fail as it left: its own error says why.
+    let waited = |e: &distributed::Error| matches!(e, distributed::Error::Coordination(_));
     match errors
         .iter()
         .position(|e| !waited(e))

@@ -1,0 +1,182 @@
+//! [`Room`]: the ranks of one sharded save, threads of this process, agreeing in memory
+//! through `distributed::Coordinator`. A rank whose save fails [`leaves`](Seat) the room, and
+//! the others stop waiting for it at once, failing alike, where ranks coordinating through
+//! the directory would wait out the job's timeout (10 minutes) for a vote or a commit that
+//! never comes.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use ckpt::distributed::{CoordinationError, Coordinator};
+
+/// What the ranks of one save share.
+pub(crate) struct Room {
+    world: usize,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+struct State {
+    /// Each rank's manifest, once it gave it.
+    gathered: Vec<Option<Vec<u8>>>,
+    /// How many ranks reached the barrier.
+    arrived: usize,
+    /// The first rank that left without finishing.
+    failed: Option<usize>,
+}
+
+impl Room {
+    /// A room for the `world` ranks of one save.
+    pub(crate) fn new(world: usize) -> Self {
+        Room {
+            world,
+            state: Mutex::new(State {
+                gathered: vec![None; world],
+                arrived: 0,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Rank `rank`'s place: its coordinator, which fails the others if dropped before
+    /// [`Seat::done`].
+    pub(crate) fn seat(&self, rank: usize) -> Seat<'_> {
+        Seat {
+            room: self,
+            rank,
+            done: false,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A rank that panicked while holding the lock left the state as consistent as any
+        // other moment: every change is one assignment.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `ready` holds or a rank has left, which is an error.
+    fn wait_for<'s>(
+        &'s self,
+        mut state: MutexGuard<'s, State>,
+        ready: impl Fn(&State) -> bool,
+    ) -> Result<MutexGuard<'s, State>, CoordinationError> {
+        loop {
+            if let Some(rank) = state.failed {
+                return Err(CoordinationError::new(format!(
+                    "rank {rank} of the split failed"
+                )));
+            }
+            if ready(&state) {
+                return Ok(state);
+            }
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// One rank's coordinator. Dropped before [`done`](Seat::done), as when its save returns an
+/// error or panics, it tells the others that this rank left.
+pub(crate) struct Seat<'r> {
+    room: &'r Room,
+    rank: usize,
+    done: bool,
+}
+
+impl Seat<'_> {
+    /// This rank's save finished.
+    pub(crate) fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = self.room.lock();
+            state.failed.get_or_insert(self.rank);
+            self.room.changed.notify_all();
+        }
+    }
+}
+
+impl Coordinator for Seat<'_> {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world_size(&self) -> usize {
+        self.room.world
+    }
+
+    fn barrier(&self) -> Result<(), CoordinationError> {
+        let mut state = self.room.lock();
+        state.arrived += 1;
+        self.room.changed.notify_all();
+        let world = self.room.world;
+        drop(self.room.wait_for(state, |s| s.arrived >= world)?);
+        Ok(())
+    }
+
+    fn all_gather(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CoordinationError> {
+        let mut state = self.room.lock();
+        state.gathered[self.rank] = Some(bytes.to_vec());
+        self.room.changed.notify_all();
+        let state = self
+            .room
+            .wait_for(state, |s| s.gathered.iter().all(Option::is_some))?;
+        Ok(state.gathered.iter().flatten().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_gather_and_meet() {
+        let room = Room::new(3);
+        let all: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+            let ranks: Vec<_> = (0..3u8)
+                .map(|rank| {
+                    let room = &room;
+                    s.spawn(move || {
+                        let seat = room.seat(usize::from(rank));
+                        let all = seat.all_gather(&[rank; 2]).unwrap();
+                        seat.barrier().unwrap();
+                        seat.done();
+                        all
+                    })
+                })
+                .collect();
+            ranks.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for gathered in all {
+            assert_eq!(gathered, [vec![0, 0], vec![1, 1], vec![2, 2]]);
+        }
+    }
+
+    #[test]
+    fn a_rank_that_leaves_fails_the_others_at_once() {
+        let room = Room::new(3);
+        let errors: Vec<String> = std::thread::scope(|s| {
+            let waiting: Vec<_> = (0..2)
+                .map(|rank| {
+                    let room = &room;
+                    s.spawn(move || {
+                        let seat = room.seat(rank);
+                        let err = if rank == 0 {
+                            seat.all_gather(b"manifest").unwrap_err()
+                        } else {
+                            seat.barrier().unwrap_err()
+                        };
+                        err.to_string()
+                    })
+                })
+                .collect();
+            // Rank 2's save fails: its seat is dropped unfinished.
+            drop(room.seat(2));
+            waiting.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(errors, ["rank 2 of the split failed"; 2]);
+    }
+}
