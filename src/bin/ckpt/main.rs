@@ -69,8 +69,8 @@ enum Command {
     /// rows split along its first dimension, sizes differing by at most one; 0-d tensors and
     /// those with fewer rows saved whole, once, by rank 0 (replicated). The layout holds
     /// tensors only, under their flattened keys: other values are refused by key unless
-    /// --plain-values drop. Each rank's parts are copied out of INPUT, so memory holds its
-    /// tensors' bytes.
+    /// --plain-values drop. Each rank's rows are copied out of INPUT, so memory holds about
+    /// INPUT's tensor bytes. A sharded directory as INPUT is resharded.
     #[command(verbatim_doc_comment)]
     Convert {
         /// A file, a PyTorch DCP directory, or a ckpt sharded checkpoint directory.
