@@ -266,6 +266,18 @@ fn a_job_of_four_ranks_consolidates_into_every_format() {
     ok(&[&"convert", &dir, &named, &"--format", &"safetensors"]);
     assert_eq!(ckpt::load(&named).unwrap().format().name(), "safetensors");
     assert_eq!(file_contents(&named), expected);
+    let nowhere = tmp.path().join("no/such/model.pt");
+    let out = ckpt(&[&"convert", &dir, &nowhere]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).ends_with(&format!(
+            "{}: cannot be written: {} is not a directory\n",
+            nowhere.display(),
+            tmp.path().join("no/such").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
     // No scratch file is left beside the outputs.
     let mut names: Vec<String> = std::fs::read_dir(tmp.path())
         .unwrap()

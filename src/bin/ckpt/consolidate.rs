@@ -41,6 +41,14 @@ pub(crate) fn read(
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
+    if !scratch.is_dir() {
+        return Err(format!(
+            "{}: cannot be written: {} is not a directory",
+            output.display(),
+            scratch.display()
+        )
+        .into());
+    }
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let value = whole.consolidate(&keys, scratch)?;
     Ok(Consolidated {
