@@ -8,6 +8,7 @@ mod reshard;
 mod saver;
 mod stale;
 mod state;
+mod whole;
 
 use ckpt::shard::{Chunk, Sharded};
 use ckpt::{DType, Tensor};

@@ -228,3 +228,39 @@ fn the_commit_checks_tiling_and_dtypes_across_ranks() {
         "{err}"
     );
 }
+
+/// A whole tensor whose key is what the data file calls a sharded tensor's part (`w#0`)
+/// keeps its own data, and the part its own.
+#[test]
+fn a_whole_tensor_named_like_a_part_keeps_its_data() {
+    #[derive(StateDict)]
+    struct Named {
+        w: Sharded,
+        #[state(rename = "w#0")]
+        other: Tensor,
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("step-1");
+    let shape = [4u64, 2];
+    let rows = Chunk::split(&shape, 0, 2).unwrap();
+    std::thread::scope(|s| {
+        for (rank, chunk) in rows.iter().enumerate() {
+            let dir = &dir;
+            s.spawn(move || {
+                let named = Named {
+                    w: parts(5, &shape, vec![chunk.clone()]),
+                    other: whole(6, &[3]),
+                };
+                let job = Job::new(rank, 2).timeout(std::time::Duration::from_secs(60));
+                distributed::save(&named.state_dict(), dir, &job, &SaveOptions::new()).unwrap();
+            });
+        }
+    });
+    let mut fresh = Named {
+        w: zeros(&shape, vec![Chunk::whole(shape.to_vec()).unwrap()]),
+        other: Tensor::zeros(DType::F32, &[3]).unwrap(),
+    };
+    distributed::load(&mut fresh, &dir, &StateDictOptions::new()).unwrap();
+    assert!(holds(&fresh.w, 5));
+    assert_eq!(fresh.other, whole(6, &[3]));
+}

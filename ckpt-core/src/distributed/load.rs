@@ -215,12 +215,12 @@ impl Visitor<'_> for Needs {
 }
 
 /// Reads blocks of the data files, opening each once.
-struct Reader<'r> {
-    dir: &'r Location,
-    opened: &'r Opened,
-    files: &'r LoadOptions,
-    sources: HashMap<usize, Arc<dyn Source>>,
-    bytes_read: u64,
+pub(super) struct Reader<'r> {
+    pub(super) dir: &'r Location,
+    pub(super) opened: &'r Opened,
+    pub(super) files: &'r LoadOptions,
+    pub(super) sources: HashMap<usize, Arc<dyn Source>>,
+    pub(super) bytes_read: u64,
 }
 
 impl Reader<'_> {
@@ -254,6 +254,26 @@ impl Reader<'_> {
         global: &Global,
         targets: &[Chunk],
     ) -> Result<Vec<Tensor>, Error> {
+        let buffers = self.read_bytes(key, global, targets)?;
+        targets
+            .iter()
+            .zip(buffers)
+            .map(|(target, bytes)| {
+                let shape =
+                    local_shape(target).map_err(|e| Error::invalid(self.dir, e.to_string()))?;
+                Tensor::from_le_bytes(global.dtype, &shape, &bytes)
+                    .map_err(|e| Error::invalid(self.dir, format!("\"{key}\": {e}")))
+            })
+            .collect()
+    }
+
+    /// [`read`](Reader::read), as each target's little-endian bytes in C order.
+    pub(super) fn read_bytes(
+        &mut self,
+        key: &str,
+        global: &Global,
+        targets: &[Chunk],
+    ) -> Result<Vec<Vec<u8>>, Error> {
         let dtype = global.dtype;
         let mut buffers: Vec<Vec<u8>> = targets
             .iter()
@@ -288,16 +308,7 @@ impl Reader<'_> {
                     .map_err(|e| Error::invalid(self.dir, e.to_string()))?;
             }
         }
-        targets
-            .iter()
-            .zip(buffers)
-            .map(|(target, bytes)| {
-                let shape =
-                    local_shape(target).map_err(|e| Error::invalid(self.dir, e.to_string()))?;
-                Tensor::from_le_bytes(dtype, &shape, &bytes)
-                    .map_err(|e| Error::invalid(self.dir, format!("\"{key}\": {e}")))
-            })
-            .collect()
+        Ok(buffers)
     }
 
     /// Reads and checks every block of `piece` that one of `wanted` (ranges of its data)

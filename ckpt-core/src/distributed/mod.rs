@@ -23,6 +23,10 @@
 //! directory that [`status`] recognises and [`clean`] removes, or that the next save reuses:
 //! the manifests the killed save left carry its nonce, and count for nothing.
 //!
+//! Outside a job, [`inspect`] lists a checkpoint from its manifests, [`verify`] checks every
+//! block of its data, and [`Whole`] reads it one global tensor at a time, whole, to
+//! consolidate it into one file (`ckpt convert DIR model.safetensors`).
+//!
 //! Two ranks, in one process for the example (a real job runs one per process), save a
 //! tensor split by rows; one process loads it whole:
 //!
@@ -88,6 +92,7 @@ mod save;
 mod saver;
 mod stage;
 mod survey;
+mod whole;
 
 pub use self::coordinator::{CoordinationError, Coordinator};
 pub use self::error::{Error, Holding};
@@ -99,3 +104,4 @@ pub use self::saver::{SaveHandle, Saver};
 pub use self::survey::{
     Damage, Summary, TensorSummary, Verified, inspect, inspect_with, verify, verify_with,
 };
+pub use self::whole::Whole;

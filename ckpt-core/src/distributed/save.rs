@@ -1,7 +1,7 @@
 //! [`save`]: every rank writes its data file and manifest, then the coordinator checks them
 //! all and writes the commit marker last.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -157,6 +157,7 @@ fn plan<'a>(
             stored,
         });
     }
+    let mut names: HashSet<String> = items.iter().map(|item| item.name.clone()).collect();
     for (key, sharded) in state.sharded() {
         sharded.check().map_err(|e| Error::State {
             dir: dir.clone(),
@@ -164,8 +165,15 @@ fn plan<'a>(
             problem: e.to_string(),
         })?;
         for (i, (chunk, tensor)) in sharded.parts().iter().enumerate() {
+            // A part's name in the data file must be no other item's: a whole tensor may be
+            // called "w#0" too.
+            let mut name = format!("{key}#{i}");
+            while names.contains(name.as_str()) {
+                name.push('#');
+            }
+            names.insert(name.clone());
             items.push(Item {
-                name: format!("{key}#{i}"),
+                name,
                 view: tensor.view(),
             });
             entries.push(Entry {

@@ -117,7 +117,7 @@ pub fn inspect_with(dir: impl AsRef<Path>, files: &LoadOptions) -> Result<Summar
 }
 
 /// Every tensor the manifests name, with the chunks each stored.
-fn summarize(manifests: &[Manifest]) -> Vec<TensorSummary> {
+pub(super) fn summarize(manifests: &[Manifest]) -> Vec<TensorSummary> {
     let mut tensors: IndexMap<&str, TensorSummary> = IndexMap::new();
     for manifest in manifests {
         for entry in &manifest.entries {

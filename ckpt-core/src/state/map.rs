@@ -76,6 +76,35 @@ impl<'a> TensorMap<'a> {
         }
     }
 
+    /// Inserts the parts of a tensor this process holds only parts of, under its global key,
+    /// returning the parts it replaced: how a state dict for
+    /// [`distributed::save`](crate::distributed::save) is built by hand rather than derived.
+    /// A key also given a whole tensor makes saving and loading the map an error naming it.
+    ///
+    /// ```
+    /// # use ckpt_core as ckpt;
+    /// use ckpt::shard::{Chunk, Sharded};
+    /// use ckpt::{DType, state::TensorMap};
+    ///
+    /// let rows = Chunk::split(&[4, 2], 0, 2)?.remove(1);
+    /// let part = Sharded::zeros(DType::F32, vec![4, 2], vec![rows])?;
+    /// let mut map = TensorMap::new();
+    /// map.insert_sharded("w", &part);
+    /// assert_eq!(map.get_sharded("w").map(Sharded::global_shape), Some(&[4, 2][..]));
+    /// # Ok::<(), ckpt::shard::ShardError>(())
+    /// ```
+    pub fn insert_sharded(
+        &mut self,
+        key: impl Into<String>,
+        tensor: &'a Sharded,
+    ) -> Option<&'a Sharded> {
+        let key = key.into();
+        if self.entries.contains_key(&key) && !self.duplicates.contains(&key) {
+            self.duplicates.push(key.clone());
+        }
+        self.shards.insert(key, tensor)
+    }
+
     /// The tensors this process holds only parts of, by global key, in order.
     pub fn sharded(&self) -> impl ExactSizeIterator<Item = (&str, &'a Sharded)> + '_ {
         self.shards.iter().map(|(k, v)| (k.as_str(), *v))

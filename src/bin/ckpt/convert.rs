@@ -9,7 +9,7 @@ use ckpt::format::Registry;
 use ckpt::keymap::KeyMap;
 use ckpt::state::KeyPath;
 use ckpt::value::Key;
-use ckpt::{Checkpoint, SaveOptions, Value};
+use ckpt::{SaveOptions, Value};
 
 /// What `convert` does with the values of the file that are not tensors (`epoch`, `lr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,27 +33,43 @@ pub(crate) struct Plan<'a> {
     pub plain_values: Option<PlainValues>,
 }
 
-/// Writes `checkpoint` to `output` as `plan` says.
+/// Writes `root`, the value of the file or directory `location`, to `output` as `plan` says.
 pub(crate) fn convert(
-    checkpoint: &Checkpoint,
+    root: &Value<'_>,
+    location: &str,
     output: &Path,
     plan: &Plan<'_>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut root = checkpoint.value();
-    if let Some(key) = plan.select {
-        root = root.lookup(key).ok_or_else(|| {
-            format!(
-                "{}: --select {key:?}: the file has no such key (its top-level keys: {})",
-                checkpoint.location(),
-                top_level_keys(root)
-            )
-        })?;
-    }
+    prepared(root, location, plan, |value| write(value, output, plan))
+}
+
+/// Calls `f` with what `plan` keeps of `root`: its `--select`ed sub-tree, with the
+/// `--strip-prefix` rules applied to the keys of every state dict in it. A sub-tree is
+/// found nested (`{"model_state_dict": {...}}`) or flattened (`"model_state_dict.fc.weight"`,
+/// as safetensors and sharded checkpoints keep keys).
+pub(crate) fn prepared<R>(
+    root: &Value<'_>,
+    location: &str,
+    plan: &Plan<'_>,
+    f: impl FnOnce(&Value<'_>) -> Result<R, Box<dyn std::error::Error>>,
+) -> Result<R, Box<dyn std::error::Error>> {
+    let selected = match plan.select {
+        None => root.reborrow(),
+        Some(key) => match root.lookup(key) {
+            Some(found) => found.reborrow(),
+            None => flattened_subtree(root, key).ok_or_else(|| {
+                format!(
+                    "{location}: --select {key:?}: the file has no such key (its top-level keys: {})",
+                    top_level_keys(root)
+                )
+            })?,
+        },
+    };
     let map = plan.strip.iter().fold(KeyMap::new(), |map, prefix| {
         map.strip_prefix(prefix.as_str())
     });
     let mut matched = vec![false; map.rules().len()];
-    let value = rename(root, &map, &mut matched)?;
+    let value = rename(&selected, &map, &mut matched)?;
     let unmatched: Vec<String> = map
         .rules()
         .iter()
@@ -63,12 +79,34 @@ pub(crate) fn convert(
         .collect();
     if !unmatched.is_empty() {
         return Err(format!(
-            "{}: the key rule(s) {} matched no key of any state dict in the file",
-            checkpoint.location(),
+            "{location}: the key rule(s) {} matched no key of any state dict in the file",
             unmatched.join(", ")
         )
         .into());
     }
+    f(&value)
+}
+
+/// The entries of the map `root` whose keys start with `key.`, without that prefix: the
+/// sub-tree `key` of a checkpoint whose keys were flattened.
+fn flattened_subtree<'v>(root: &'v Value<'_>, key: &str) -> Option<Value<'v>> {
+    let prefix = format!("{key}.");
+    let mut out = Value::map();
+    for (k, v) in root.as_map()? {
+        if let Some(rest) = k.to_string().strip_prefix(&prefix) {
+            out.insert(rest.to_owned(), v.reborrow());
+        }
+    }
+    out.as_map().is_some_and(|m| !m.is_empty()).then_some(out)
+}
+
+/// Writes `value` to `output` in the format `plan` names or the extension says, with its
+/// plain values as `plan` says.
+fn write(
+    value: &Value<'_>,
+    output: &Path,
+    plan: &Plan<'_>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::builtin();
     let mut options = SaveOptions::new();
     if let Some(name) = plan.format {
@@ -78,8 +116,8 @@ pub(crate) fn convert(
         options.format = Some(format.clone());
     }
     let value = match plan.plain_values {
-        None => value,
-        Some(PlainValues::Drop) => tensors_only(&value, None),
+        None => value.reborrow(),
+        Some(PlainValues::Drop) => tensors_only(value, None),
         Some(PlainValues::Metadata) => {
             let format = options
                 .format
@@ -96,7 +134,7 @@ pub(crate) fn convert(
                 .into());
             }
             let mut metadata = BTreeMap::new();
-            let mut value = tensors_only(&value, Some(&mut metadata));
+            let mut value = tensors_only(value, Some(&mut metadata));
             if !metadata.is_empty() {
                 let entries: Value<'_> = metadata
                     .into_iter()

@@ -1,11 +1,14 @@
 //! `ckpt`: inspect, compare, convert and verify checkpoint files (ckpt, PyTorch, safetensors)
 //! and directories (PyTorch DCP, ckpt's sharded checkpoints); clean up unfinished sharded saves.
 
+mod consolidate;
 mod convert;
 mod diff;
 mod entries;
 mod progress;
+mod room;
 mod sharded;
+mod split;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,8 +56,26 @@ enum Command {
     Diff { a: PathBuf, b: PathBuf },
     /// Convert between formats; the output's format follows its extension (.ckpt, .pt/.pth,
     /// .safetensors, NAME.safetensors.index.json) unless --format says otherwise.
+    ///
+    /// INPUT may be a sharded checkpoint directory (rank-N.ckpt, rank-N.manifest.json,
+    /// checkpoint.json): it is consolidated, every global tensor whole under its global key
+    /// and every block checked against its checksum. Memory holds one tensor at a time (about
+    /// twice the largest tensor's bytes); the others wait in a nameless scratch file in
+    /// OUTPUT's directory, which needs their bytes of free disk. A directory without
+    /// checkpoint.json is refused, naming the ranks present and missing.
+    ///
+    /// With --shards N, OUTPUT is a new directory written as a job of N ranks would save it
+    /// (`ckpt::distributed::load` reads it into any sharding): every tensor with at least N
+    /// rows split along its first dimension, sizes differing by at most one; 0-d tensors and
+    /// those with fewer rows saved whole, once, by rank 0 (replicated). The layout holds
+    /// tensors only, under their flattened keys: other values are refused by key unless
+    /// --plain-values drop. Each rank's rows are copied out of INPUT, so memory holds about
+    /// INPUT's tensor bytes. A sharded directory as INPUT is resharded.
+    #[command(verbatim_doc_comment)]
     Convert {
+        /// A file, a PyTorch DCP directory, or a ckpt sharded checkpoint directory.
         input: PathBuf,
+        /// The file to write; with --shards, the new directory.
         output: PathBuf,
         /// Remove this prefix from the keys of every state dict in the file that carry it (such
         /// as DataParallel's "module."); a prefix no key carries is an error.
@@ -72,6 +93,9 @@ enum Command {
         /// it they are kept, and safetensors output refuses them naming the key.
         #[arg(long, value_enum)]
         plain_values: Option<convert::PlainValues>,
+        /// Split INPUT into a sharded checkpoint directory of this many ranks (at least 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        shards: Option<u64>,
     },
     /// Check a file: structure, and every checksum where the format has them. Of a sharded
     /// checkpoint directory, every block of every rank's data, naming each damaged one.
@@ -137,21 +161,61 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             format,
             select,
             plain_values,
+            shards,
         } => {
-            let checkpoint = load(&input)?;
             let plan = convert::Plan {
                 strip: &strip_prefix,
                 format: format.as_deref(),
                 select: select.as_deref(),
                 plain_values,
             };
-            convert::convert(&checkpoint, &output, &plan)?;
-            eprintln!(
-                "converted {} ({}) to {}",
-                input.display(),
-                checkpoint.format().name(),
-                output.display()
-            );
+            if shards.is_some() {
+                if let Some(name) = &format {
+                    return Err(format!(
+                        "--format {name} names one output file's format; the data files of a \
+                         sharded directory (--shards) are always ckpt's"
+                    )
+                    .into());
+                }
+                if plain_values == Some(convert::PlainValues::Metadata) {
+                    return Err(
+                        "--plain-values metadata is for safetensors output; a sharded \
+                                directory (--shards) holds tensors only: use --plain-values drop"
+                            .into(),
+                    );
+                }
+            }
+            let (value, label): (std::borrow::Cow<'_, ckpt::Value<'static>>, String);
+            let checkpoint;
+            if sharded::is_sharded(&input) {
+                let read = consolidate::read(&input, &output, plan.select)?;
+                label = format!("ckpt sharded, {} ranks", read.world_size);
+                value = std::borrow::Cow::Owned(read.value);
+            } else {
+                checkpoint = load(&input)?;
+                label = checkpoint.format().name().to_owned();
+                value = std::borrow::Cow::Borrowed(checkpoint.value());
+            }
+            let location = input.display().to_string();
+            match shards {
+                None => {
+                    convert::convert(&value, &location, &output, &plan)?;
+                    eprintln!("converted {location} ({label}) to {}", output.display());
+                }
+                Some(n) => {
+                    let world =
+                        usize::try_from(n).map_err(|_| format!("--shards {n}: too many"))?;
+                    let written = convert::prepared(&value, &location, &plan, |value| {
+                        split::split(value, &location, &output, world, plain_values)
+                    })?;
+                    eprintln!(
+                        "split {location} ({label}) into {world} shard(s) in {}: {} tensor(s) by rows, {} whole on rank 0",
+                        output.display(),
+                        written.split,
+                        written.replicated
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { file } if sharded::is_sharded(&file) => Ok(if sharded::verify(&file)? {

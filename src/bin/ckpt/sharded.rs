@@ -1,5 +1,6 @@
 //! ckpt's own sharded checkpoint directories (`rank-{r}.ckpt`, `rank-{r}.manifest.json`,
-//! `checkpoint.json`) through the tool: `inspect`, `verify` and `clean`.
+//! `checkpoint.json`) through the tool: `inspect`, `verify` and `clean` (`convert` is in
+//! `consolidate.rs` and `split.rs`).
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
