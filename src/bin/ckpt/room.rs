@@ -159,7 +159,9 @@ mod tests {
     #[test]
     fn ranks_gather_and_meet() {
         let room = Room::new(3);
-        let all: Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)> = std::thread::scope(|s| {
+        /// What each rank gathered, by rank.
+        type Gathered = Vec<Vec<u8>>;
+        let all: Vec<(Gathered, Gathered)> = std::thread::scope(|s| {
             let ranks: Vec<_> = (0..3u8)
                 .map(|rank| {
                     let room = &room;
