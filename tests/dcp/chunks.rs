@@ -1,5 +1,5 @@
 //! `Chunk::split_like_torch` gives the chunks real PyTorch gave each rank of a `DTensor`
-//! sharded by `Shard(0)` (FSDP2 over 4 ranks, uneven and empty parts; DTensor over 2), as
+//! sharded by `Shard(0)` (FSDP2 over 4 ranks, uneven and empty parts; `DTensor` over 2), as
 //! the DCP fixtures' manifests record them.
 
 use std::collections::BTreeSet;
