@@ -17,7 +17,7 @@ use crate::loading::{LoadReport, StateDictOptions};
 use crate::shard::{Chunk, Sharded, byte_ranges, copy_overlap, local_shape};
 use crate::state::{KeyPath, Role, TensorSource, Visitor};
 use crate::state_dict::StateDict;
-use crate::storage::{self, Location, Source};
+use crate::storage::{self, Lent, Location, Source};
 use crate::tensor::{Tensor, TensorView};
 
 /// What a sharded load did: `load_state_dict`'s report over the global keys, and how many
@@ -330,21 +330,21 @@ impl Reader<'_> {
         for index in indices {
             let start = index * size;
             let end = (start + size).min(length);
-            let mut buf = vec![0u8; (end - start) as usize];
             let at = piece.stored.offset + start;
-            source
-                .read_at(at, &mut buf)
+            // Lent in place from a mapped file; read into memory of its own otherwise.
+            let block = storage::shared(source.as_ref(), at..at + (end - start))
                 .map_err(|e| Error::io(&location, e))?;
-            self.bytes_read += buf.len() as u64;
-            if piece.stored.checksums.get(index as usize) != Some(&xxh3_64(&buf)) {
+            let bytes = &block.0.bytes()[block.1.clone()];
+            self.bytes_read += bytes.len() as u64;
+            if piece.stored.checksums.get(index as usize) != Some(&xxh3_64(bytes)) {
                 return Err(Error::Damaged {
                     file: location,
                     key: key.to_owned(),
                     start: at,
-                    end: at + buf.len() as u64,
+                    end: at + bytes.len() as u64,
                 });
             }
-            blocks.insert(index, buf);
+            blocks.insert(index, block);
         }
         Ok(Blocks { size, blocks })
     }
@@ -353,7 +353,7 @@ impl Reader<'_> {
 /// Checked blocks of one stored chunk's data, by index.
 struct Blocks {
     size: u64,
-    blocks: HashMap<u64, Vec<u8>>,
+    blocks: HashMap<u64, Lent>,
 }
 
 impl Blocks {
@@ -361,7 +361,8 @@ impl Blocks {
     fn copy(&self, mut start: u64, end: u64, out: &mut Vec<u8>) {
         while start < end {
             let index = start / self.size;
-            let block = &self.blocks[&index];
+            let (backing, range) = &self.blocks[&index];
+            let block = &backing.bytes()[range.clone()];
             let from = (start - index * self.size) as usize;
             let to = ((end - index * self.size) as usize).min(block.len());
             out.extend_from_slice(&block[from..to]);
