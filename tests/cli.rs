@@ -696,3 +696,42 @@ fn clean_lists_and_removes_incomplete_sharded_checkpoints() {
         "0 incomplete sharded checkpoint(s) removed, 1 committed kept\n"
     );
 }
+
+/// `inspect` and `verify` of a sharded directory named by a URL (`file://` here; `s3://` alike),
+/// with its trailing slash.
+#[cfg(feature = "object-store")]
+#[test]
+fn inspect_and_verify_sharded_directories_at_urls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("step-100");
+    save_sharded(&dir, 2, &[0, 1]);
+    let url = format!("file://{}/", dir.display());
+    let out = ckpt(&[&"inspect", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("{url} (ckpt sharded: committed, 2 ranks)\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 tensors, 400 B of tensor data stored"),
+        "{text}"
+    );
+    let out = ckpt(&[&"verify", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).starts_with(&format!(
+            "{url}: OK (ckpt sharded, 2 ranks, 3 tensors, 400 B)"
+        )),
+        "{}",
+        stdout(&out)
+    );
+}

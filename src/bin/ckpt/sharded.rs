@@ -10,9 +10,13 @@ use ckpt::shard::Chunk;
 
 use crate::entries::human;
 
-/// Whether `path` is a directory holding (the files of) a sharded checkpoint, complete or not.
+/// Whether `path` is a directory holding (the files of) a sharded checkpoint, complete or not:
+/// a local one, or a URL's prefix (`s3://bucket/run/step-100/`, with its trailing slash).
 pub(crate) fn is_sharded(path: &Path) -> bool {
-    path.is_dir() && distributed::files(path).is_ok_and(|names| !names.is_empty())
+    let url_dir = path
+        .to_str()
+        .is_some_and(|s| s.contains("://") && s.ends_with('/'));
+    (path.is_dir() || url_dir) && distributed::files(path).is_ok_and(|names| !names.is_empty())
 }
 
 /// How a directory stands, in a few words.
