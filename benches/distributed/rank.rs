@@ -1,7 +1,8 @@
-//! A rank process of the bench: it holds its parts of workload W, then runs the commands the
+//! A rank process of the bench: it holds its parts of workload W (read from W saved whole,
+//! so that it holds nothing else), then runs the commands the
 //! bench sends on stdin, all ranks at once, and answers each with one line:
-//! `SECONDS PEAK_ABOVE BYTES_READ BYTES_NEEDED` (peak resident memory during the command
-//! above what the process held when it began; for `async`, the seconds the call blocked).
+//! `SECONDS PEAK BYTES_READ BYTES_NEEDED` (the process's peak resident memory during the
+//! command, everything it holds included; for `async`, the seconds the call blocked).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -12,32 +13,43 @@ use xxhash_rust::xxh3::Xxh3;
 
 use ckpt::distributed::{self, Job, Saver};
 use ckpt::shard::{Chunk, Sharded};
+use ckpt::tensor::TensorView;
 use ckpt::{DType, SaveOptions, StateDict, StateDictOptions};
-
-use super::workload::Gpt2;
 
 /// A rank's state: every tensor of W split by rows over the job, this rank's rows.
 pub(crate) type Parts = IndexMap<String, Sharded>;
 
-/// Rank `rank` of `world`'s rows of every tensor of W: `values` its data, else zeros.
-pub(crate) fn parts(mb: Option<f64>, rank: u64, world: u64, values: bool) -> Parts {
-    let model = Gpt2::new(mb);
-    let state = model.state_dict();
+/// Rank `rank` of `world`'s rows of every tensor of `state` (W's, in order): `values` its
+/// data, else zeros.
+pub(crate) fn parts<'a>(
+    state: impl IntoIterator<Item = (String, TensorView<'a>)>,
+    rank: u64,
+    world: u64,
+    values: bool,
+) -> Parts {
     state
-        .iter()
+        .into_iter()
         .map(|(key, view)| {
             let global: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
             let chunk = Chunk::split(&global, 0, world)
                 .unwrap()
                 .remove(rank as usize);
             let sharded = if values {
-                Sharded::from_whole(view, vec![chunk]).unwrap()
+                Sharded::from_whole(&view, vec![chunk]).unwrap()
             } else {
                 Sharded::zeros(DType::F32, global, vec![chunk]).unwrap()
             };
-            (key.to_owned(), sharded)
+            (key, sharded)
         })
         .collect()
+}
+
+/// The rows of W a rank holds, from W saved whole at `source` (read in place, so that the
+/// process holds nothing else of W), and, for a load, zeros and the digest its values must
+/// have once loaded.
+pub(crate) fn from_file(source: &Path, rank: u64, world: u64, values: bool) -> Parts {
+    let whole = ckpt::load(source).unwrap();
+    parts(whole.tensors(), rank, world, values)
 }
 
 /// A hash of every part's bytes, to check a load against without keeping a second copy.
@@ -51,7 +63,7 @@ pub(crate) fn digest(parts: &Parts) -> u64 {
     hasher.digest()
 }
 
-/// This process's resident memory now (`VmRSS`) or at its peak (`VmHWM`), in bytes.
+/// This process's resident memory at its peak (`VmHWM`), or now (`VmRSS`), in bytes.
 fn rss(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -68,9 +80,8 @@ fn reset_peak() {
 
 /// Runs rank `rank` of `world`: `save` ranks hold W's values, `load` ranks zeros and the
 /// digest of the values they must get.
-pub(crate) fn run(mode: &str, rank: u64, world: u64, mb: Option<f64>) {
-    let expected = (mode == "load").then(|| digest(&parts(mb, rank, world, true)));
-    let mut held = parts(mb, rank, world, mode == "save");
+pub(crate) fn run(mode: &str, rank: u64, world: u64, source: &Path) {
+    let mut held = from_file(source, rank, world, mode == "save");
     let job = Job::new(rank as usize, world as usize);
     let mut saver = Saver::new(job);
     let mut stdout = std::io::stdout().lock();
@@ -81,7 +92,6 @@ pub(crate) fn run(mode: &str, rank: u64, world: u64, mb: Option<f64>) {
         let line = line.unwrap();
         let (command, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
         reset_peak();
-        let before = rss("VmRSS:");
         let start = Instant::now();
         let (read, needed) = match command {
             "memcpy" => {
@@ -109,7 +119,7 @@ pub(crate) fn run(mode: &str, rank: u64, world: u64, mb: Option<f64>) {
                     .unwrap();
                 let blocked = start.elapsed().as_secs_f64();
                 saver.wait().unwrap();
-                let peak = rss("VmHWM:").saturating_sub(before);
+                let peak = rss("VmHWM:");
                 writeln!(stdout, "{blocked:.6} {peak} 0 0").unwrap();
                 stdout.flush().unwrap();
                 continue;
@@ -121,8 +131,8 @@ pub(crate) fn run(mode: &str, rank: u64, world: u64, mb: Option<f64>) {
             }
             "check" => {
                 assert_eq!(
-                    Some(digest(&held)),
-                    expected,
+                    digest(&held).to_string(),
+                    arg,
                     "rank {rank}: the values saved"
                 );
                 (0, 0)
@@ -130,7 +140,7 @@ pub(crate) fn run(mode: &str, rank: u64, world: u64, mb: Option<f64>) {
             other => panic!("unknown command {other}"),
         };
         let seconds = start.elapsed().as_secs_f64();
-        let peak = rss("VmHWM:").saturating_sub(before);
+        let peak = rss("VmHWM:");
         writeln!(stdout, "{seconds:.6} {peak} {read} {needed}").unwrap();
         stdout.flush().unwrap();
     }

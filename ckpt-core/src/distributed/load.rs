@@ -14,7 +14,7 @@ use super::manifest::{self, MARKER, Manifest};
 use super::{Error, layout};
 use crate::file::LoadOptions;
 use crate::loading::{LoadReport, StateDictOptions};
-use crate::shard::{Chunk, Sharded, byte_ranges, copy_overlap, local_shape};
+use crate::shard::{Chunk, Sharded, byte_ranges, copy_overlap, in_place, local_shape};
 use crate::state::{KeyPath, Role, TensorSource, Visitor};
 use crate::state_dict::StateDict;
 use crate::storage::{self, Lent, Location, Source};
@@ -261,7 +261,7 @@ impl Reader<'_> {
             .map(|(target, bytes)| {
                 let shape =
                     local_shape(target).map_err(|e| Error::invalid(self.dir, e.to_string()))?;
-                Tensor::from_le_bytes(global.dtype, &shape, &bytes)
+                in_place(global.dtype, &shape, bytes)
                     .map_err(|e| Error::invalid(self.dir, format!("\"{key}\": {e}")))
             })
             .collect()
@@ -350,10 +350,19 @@ impl Reader<'_> {
     }
 }
 
-/// Checked blocks of one stored chunk's data, by index.
+/// Checked blocks of one stored chunk's data, by index. Blocks lent by a mapped file let
+/// their pages go when dropped, so the file does not stay resident beside what was read.
 struct Blocks {
     size: u64,
     blocks: HashMap<u64, Lent>,
+}
+
+impl Drop for Blocks {
+    fn drop(&mut self) {
+        for (backing, range) in self.blocks.values() {
+            backing.release(&backing.bytes()[range.clone()]);
+        }
+    }
 }
 
 impl Blocks {

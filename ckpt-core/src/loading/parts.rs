@@ -96,6 +96,11 @@ impl<'s> Found<'s> {
                                 held: held().cloned().collect(),
                             });
                         }
+                        // A part that is the target: shared, not copied (a clone of a
+                        // tensor read in place is a reference to the same bytes).
+                        if let Some((_, part)) = s.parts().iter().find(|(c, _)| c == target) {
+                            return Ok(part.clone());
+                        }
                         let pieces = s.parts().iter().map(|(c, t)| (c, t.view()));
                         assemble(s.dtype(), pieces, target).map_err(shard)
                     })

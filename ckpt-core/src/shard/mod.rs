@@ -48,7 +48,7 @@ pub use self::chunk::Chunk;
 pub use self::copy::copy_overlap;
 pub use self::ranges::{byte_ranges, coalesce};
 pub use self::sharded::Sharded;
-pub(crate) use self::sharded::{assemble, covers, local_shape};
+pub(crate) use self::sharded::{assemble, covers, in_place, local_shape};
 pub use self::tiling::check_tiling;
 
 use crate::dtype::DType;

@@ -2,7 +2,7 @@
 
 use super::{Chunk, ShardError, copy_overlap};
 use crate::dtype::DType;
-use crate::tensor::{Tensor, TensorView};
+use crate::tensor::{Tensor, TensorError, TensorView};
 
 /// The parts of a global tensor that one process (one rank of a job) holds: its global shape
 /// and dtype, and one or more [`Chunk`]s of it, each with its local data.
@@ -181,7 +181,18 @@ pub(crate) fn assemble<'p>(
         let bytes = data.to_le_bytes().map_err(ShardError::Device)?;
         copy_overlap(dtype, chunk, &bytes, target, &mut local)?;
     }
-    Tensor::from_le_bytes(dtype, &local_shape(target)?, &local).map_err(ShardError::Tensor)
+    in_place(dtype, &local_shape(target)?, local).map_err(ShardError::Tensor)
+}
+
+/// A tensor of `bytes` (little-endian), read in place rather than copied where the element
+/// type allows it (aligned, on a little-endian host).
+pub(crate) fn in_place(
+    dtype: DType,
+    shape: &[usize],
+    bytes: Vec<u8>,
+) -> Result<Tensor, TensorError> {
+    let len = bytes.len();
+    Tensor::mapped(std::sync::Arc::new(bytes), 0..len, dtype, shape)
 }
 
 /// Whether the disjoint chunks `held` hold every element of `target`.
