@@ -135,3 +135,39 @@ fn a_rank_without_its_coordinator_says_the_save_never_began() {
         "{err}"
     );
 }
+
+#[test]
+fn a_rank_whose_directory_another_save_commits_is_told_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("step-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Rank 0 of this job has begun save 0123456789abcdef, and no more (it was killed).
+    let attempt = |save: &str| {
+        format!(
+            r#"{{"format": "ckpt-sharded-save", "version": 2, "world_size": {RANKS}, "save": "{save}"}}"#
+        )
+    };
+    std::fs::write(dir.join("save.json"), attempt("0123456789abcdef")).unwrap();
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            let net = &states(20)[1];
+            let job = Job::new(1, RANKS).timeout(Duration::from_secs(30));
+            distributed::save(&net.state_dict(), &dir, &job, &SaveOptions::new())
+        });
+        // Once rank 1 has voted, another job's save commits the directory.
+        while !dir.join("rank-1.manifest.json").exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let marker = format!(
+            r#"{{"format": "ckpt-sharded", "version": 2, "world_size": {RANKS}, "save": "fedcba9876543210", "manifests": [1, 2, 3, 4]}}"#
+        );
+        std::fs::write(dir.join("checkpoint.json"), marker).unwrap();
+        let err = waiting.join().unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "commits save fedcba9876543210, not this rank's (0123456789abcdef): another job saved into the directory"
+            ),
+            "{err}"
+        );
+    });
+}

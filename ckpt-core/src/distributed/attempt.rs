@@ -45,13 +45,20 @@ pub(super) fn begin(
         };
         let all = coordinator.all_gather(mine.as_bytes())?;
         let first = all.first().map(Vec::as_slice).unwrap_or_default();
-        return match std::str::from_utf8(first) {
-            Ok(save) if is_nonce(save) => Ok(Some(save.to_owned())),
-            _ => Err(Error::invalid(
-                dir,
-                "the coordinator gave rank 0's save nonce as something else; check its all_gather",
-            )),
+        let save = match std::str::from_utf8(first) {
+            Ok(save) if is_nonce(save) => save.to_owned(),
+            _ => {
+                return Err(Error::invalid(
+                    dir,
+                    "the coordinator gave rank 0's save nonce as something else; check its all_gather",
+                ));
+            }
         };
+        // The directory says which save is under way here too, for `status`.
+        if job.rank == 0 {
+            write(dir, job.world_size, &save, options)?;
+        }
+        return Ok(Some(save));
     }
     if job.rank != 0 {
         return Ok(None);
@@ -69,19 +76,24 @@ pub(super) fn current(
     world_size: usize,
     remote: &ObjectStoreOptions,
 ) -> Result<Option<String>, Error> {
+    Ok(named(dir, remote)?
+        .filter(|(n, _)| *n == world_size)
+        .map(|(_, save)| save))
+}
+
+/// The job's size and the nonce of the save under way in `dir`, as `save.json` names them.
+pub(super) fn named(
+    dir: &Location,
+    remote: &ObjectStoreOptions,
+) -> Result<Option<(usize, String)>, Error> {
     let file = dir.child(ATTEMPT);
     let Some(bytes) = manifest::read_small(&file, remote)? else {
         return Ok(None);
     };
     Ok(serde_json::from_slice::<Attempt>(&bytes)
         .ok()
-        .filter(|a| {
-            a.format == ATTEMPT_FORMAT
-                && a.version == VERSION
-                && a.world_size == world_size
-                && is_nonce(&a.save)
-        })
-        .map(|a| a.save))
+        .filter(|a| a.format == ATTEMPT_FORMAT && a.version == VERSION && is_nonce(&a.save))
+        .map(|a| (a.world_size, a.save)))
 }
 
 fn write(

@@ -58,13 +58,14 @@ pub(super) fn status_of(dir: &Location, remote: &ObjectStoreOptions) -> Result<S
         })
         .collect();
     manifests.sort_by_key(|(rank, _)| *rank);
-    // Any manifest says the job's size; of the save under way (the one `save.json` names),
-    // only its votes are present, not those an earlier save left.
-    let world_size = manifests.first().map(|(_, m)| m.world_size);
-    let current = match world_size {
-        Some(n) => attempt::current(dir, n, remote)?,
-        None => None,
-    };
+    // The save under way (the one `save.json` names) says the job's size, else any
+    // manifest; of that save, only its votes are present, not those an earlier one left.
+    let named = attempt::named(dir, remote)?;
+    let world_size = named
+        .as_ref()
+        .map(|(n, _)| *n)
+        .or_else(|| manifests.first().map(|(_, m)| m.world_size));
+    let current = named.map(|(_, save)| save);
     let present: Vec<usize> = manifests
         .iter()
         .filter(|(_, m)| current.as_ref().is_none_or(|save| m.save == *save))

@@ -92,15 +92,13 @@ pub fn save(
                 commit(&dir, job.world_size, &manifest.save, &all, options)?;
             }
             coordinator.barrier()?;
-            if !storage::dir::exists(&marker, &options.object_store)
-                .map_err(|e| Error::io(&marker, e))?
-            {
-                return Err(Error::NotCommitted {
+            match manifest::read_small(&marker, &options.object_store)? {
+                Some(bytes) => committed(&marker, &bytes, &manifest.save),
+                None => Err(Error::NotCommitted {
                     dir,
                     waited: Default::default(),
-                });
+                }),
             }
-            Ok(())
         }
         None if job.rank == 0 => {
             let all = gather_votes(&dir, job, &manifest.save, options)?;
@@ -346,6 +344,23 @@ fn commit(
     write_small(&marker, &bytes, options)
 }
 
+/// Whether the commit marker's `bytes` commit the save `save`: a marker of another save is
+/// a rank of another job's (one left running after its job was killed, say), whose vote
+/// was not counted.
+fn committed(marker: &Location, bytes: &[u8], save: &str) -> Result<(), Error> {
+    let metadata = manifest::parse_metadata(marker, bytes)?;
+    if metadata.save == save {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        marker,
+        format!(
+            "commits save {}, not this rank's ({save}): another job saved into the directory",
+            metadata.save
+        ),
+    ))
+}
+
 /// A rank's wait for the coordinator's commit, up to the job's timeout. Should rank 0 name
 /// another save meanwhile (this rank read the name an earlier, killed save left before rank 0
 /// replaced it, or none yet), the rank votes again, for that save: its data is the same.
@@ -358,10 +373,8 @@ fn wait_for_commit(
     let start = Instant::now();
     let marker = dir.child(MARKER);
     loop {
-        if storage::dir::exists(&marker, &options.object_store)
-            .map_err(|e| Error::io(&marker, e))?
-        {
-            return Ok(());
+        if let Some(bytes) = manifest::read_small(&marker, &options.object_store)? {
+            return committed(&marker, &bytes, &manifest.save);
         }
         if let Some(save) = attempt::current(dir, job.world_size, &options.object_store)?
             && save != manifest.save

@@ -69,13 +69,14 @@ impl Room {
         ready: impl Fn(&State) -> bool,
     ) -> Result<MutexGuard<'s, State>, CoordinationError> {
         loop {
+            // What every rank reached stands, even if one fails right after.
+            if ready(&state) {
+                return Ok(state);
+            }
             if let Some(rank) = state.failed {
                 return Err(CoordinationError::new(format!(
                     "rank {rank} of the split failed"
                 )));
-            }
-            if ready(&state) {
-                return Ok(state);
             }
             state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
