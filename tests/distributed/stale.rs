@@ -171,3 +171,58 @@ fn a_rank_whose_directory_another_save_commits_is_told_so() {
         );
     });
 }
+
+#[test]
+fn a_rank_of_a_killed_run_never_votes_in_the_next_runs_save() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("step-2");
+    let job = |rank: usize, run: &str, seconds: u64| {
+        Job::new(rank, RANKS)
+            .run_id(run)
+            .timeout(Duration::from_secs(seconds))
+    };
+    let (old, new) = (states(10), states(20));
+    let (dir, job, old, new) = (&dir, &job, &old, &new);
+    std::thread::scope(|s| {
+        // Run 1 was killed but for its rank 1, which voted and waits for a commit.
+        let zombie = s.spawn(move || {
+            distributed::save(
+                &old[1].state_dict(),
+                dir,
+                &job(1, "run-1", 30),
+                &SaveOptions::new(),
+            )
+        });
+        while !dir.join("rank-1.manifest.json").exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Run 2 saves into the same directory: its rank 0's name for the save is no name
+        // the old rank 1 answers to, so only run 2's votes are counted.
+        let ranks: Vec<_> = new
+            .iter()
+            .enumerate()
+            .map(|(rank, net)| {
+                s.spawn(move || {
+                    distributed::save(
+                        &net.state_dict(),
+                        dir,
+                        &job(rank, "run-2", 30),
+                        &SaveOptions::new(),
+                    )
+                })
+            })
+            .collect();
+        for rank in ranks {
+            rank.join().unwrap().unwrap();
+        }
+        let err = zombie.join().unwrap().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("another job saved into the directory"),
+            "{err}"
+        );
+    });
+    let net = load_whole(dir);
+    assert!(holds(&net.w, 20), "run 2's values");
+    assert_eq!(net.b, whole(21, &[8]));
+}

@@ -25,6 +25,8 @@ struct Attempt {
     format: String,
     version: u32,
     world_size: usize,
+    /// The digest of the job's run id, if it has one (see `Job::run_id`).
+    run: Option<u64>,
     save: String,
 }
 
@@ -56,7 +58,7 @@ pub(super) fn begin(
         };
         // The directory says which save is under way here too, for `status`.
         if job.rank == 0 {
-            write(dir, job.world_size, &save, options)?;
+            write(dir, job, &save, options)?;
         }
         return Ok(Some(save));
     }
@@ -64,28 +66,32 @@ pub(super) fn begin(
         return Ok(None);
     }
     let save = nonce();
-    write(dir, job.world_size, &save, options)?;
+    write(dir, job, &save, options)?;
     Ok(Some(save))
 }
 
-/// The nonce of the save under way in `dir` by a job of `world_size` ranks, if `save.json`
-/// names one. A `save.json` of another job, or one that does not parse, names none: a rank
-/// waits for its rank 0 to write its own.
+/// The nonce of the save under way in `dir` by `job` (its size and run), if `save.json` names
+/// one. A `save.json` of another job, or one that does not parse, names none: a rank waits
+/// for its rank 0 to write its own.
 pub(super) fn current(
     dir: &Location,
-    world_size: usize,
+    job: &Job<'_>,
     remote: &ObjectStoreOptions,
 ) -> Result<Option<String>, Error> {
     Ok(named(dir, remote)?
-        .filter(|(n, _)| *n == world_size)
-        .map(|(_, save)| save))
+        .filter(|n| n.world_size == job.world_size && n.run == job.run)
+        .map(|n| n.save))
 }
 
-/// The job's size and the nonce of the save under way in `dir`, as `save.json` names them.
-pub(super) fn named(
-    dir: &Location,
-    remote: &ObjectStoreOptions,
-) -> Result<Option<(usize, String)>, Error> {
+/// The save under way in `dir`, as `save.json` names it.
+pub(super) struct Named {
+    pub(super) world_size: usize,
+    pub(super) run: Option<u64>,
+    pub(super) save: String,
+}
+
+/// The save under way in `dir`, if `save.json` names one.
+pub(super) fn named(dir: &Location, remote: &ObjectStoreOptions) -> Result<Option<Named>, Error> {
     let file = dir.child(ATTEMPT);
     let Some(bytes) = manifest::read_small(&file, remote)? else {
         return Ok(None);
@@ -93,20 +99,20 @@ pub(super) fn named(
     Ok(serde_json::from_slice::<Attempt>(&bytes)
         .ok()
         .filter(|a| a.format == ATTEMPT_FORMAT && a.version == VERSION && is_nonce(&a.save))
-        .map(|a| (a.world_size, a.save)))
+        .map(|a| Named {
+            world_size: a.world_size,
+            run: a.run,
+            save: a.save,
+        }))
 }
 
-fn write(
-    dir: &Location,
-    world_size: usize,
-    save: &str,
-    options: &SaveOptions,
-) -> Result<(), Error> {
+fn write(dir: &Location, job: &Job<'_>, save: &str, options: &SaveOptions) -> Result<(), Error> {
     let file = dir.child(ATTEMPT);
     let attempt = Attempt {
         format: ATTEMPT_FORMAT.to_owned(),
         version: VERSION,
-        world_size,
+        world_size: job.world_size,
+        run: job.run,
         save: save.to_owned(),
     };
     let bytes = serde_json::to_vec(&attempt).map_err(|e| Error::invalid(&file, e.to_string()))?;

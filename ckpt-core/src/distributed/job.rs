@@ -25,6 +25,8 @@ pub struct Job<'c> {
     pub(super) timeout: Duration,
     pub(super) poll: Duration,
     pub(super) block_size: u64,
+    /// A digest of the job's run id, which every rank of the job shares, if it has one.
+    pub(super) run: Option<u64>,
 }
 
 impl<'c> Job<'c> {
@@ -37,6 +39,7 @@ impl<'c> Job<'c> {
             timeout: DEFAULT_TIMEOUT,
             poll: POLL,
             block_size: DEFAULT_BLOCK_SIZE,
+            run: None,
         }
     }
 
@@ -61,6 +64,17 @@ impl<'c> Job<'c> {
     #[must_use]
     pub fn block_size(mut self, bytes: u64) -> Self {
         self.block_size = bytes.max(4096);
+        self
+    }
+
+    /// The id of this run of the job, the same on every rank and new for every launch (a
+    /// launcher's job id: `TORCHELASTIC_RUN_ID`, `SLURM_JOB_ID`). Ranks coordinating through
+    /// storage then agree only with ranks of the same run: a rank left running after its job
+    /// was killed never votes in the save of a job launched after it into the same directory
+    /// (without a run id, storage alone cannot tell two such jobs apart).
+    #[must_use]
+    pub fn run_id(mut self, id: &str) -> Self {
+        self.run = Some(xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
         self
     }
 

@@ -63,9 +63,9 @@ pub(super) fn status_of(dir: &Location, remote: &ObjectStoreOptions) -> Result<S
     let named = attempt::named(dir, remote)?;
     let world_size = named
         .as_ref()
-        .map(|(n, _)| *n)
+        .map(|n| n.world_size)
         .or_else(|| manifests.first().map(|(_, m)| m.world_size));
-    let current = named.map(|(_, save)| save);
+    let current = named.map(|n| n.save);
     let present: Vec<usize> = manifests
         .iter()
         .filter(|(_, m)| current.as_ref().is_none_or(|save| m.save == *save))

@@ -48,6 +48,8 @@ pub(super) struct Manifest {
     pub(super) version: u32,
     pub(super) rank: usize,
     pub(super) world_size: usize,
+    /// The digest of the job's run id, if it has one (`Job::run_id`).
+    pub(super) run: Option<u64>,
     /// The nonce of the save this manifest is a vote of (see `attempt`).
     pub(super) save: String,
     /// The data file's name, in the checkpoint's directory.

@@ -37,7 +37,9 @@ use crate::value::{Key, Value};
 /// a complete checkpoint is refused. One left incomplete by a killed job can be saved into
 /// again as it is: rank 0 names every save with a nonce (`save.json`) that every manifest
 /// carries, and counts only the manifests of this save as votes, never those the killed one
-/// left. Two jobs saving into one directory at once are not told apart.
+/// left. Two jobs saving into one directory at once (a rank of a killed job still running
+/// when the next job saves there) are told apart only by their run ids
+/// ([`Job::run_id`](super::Job::run_id)): give one.
 pub fn save(
     state: &TensorMap<'_>,
     dir: impl AsRef<Path>,
@@ -68,13 +70,14 @@ pub fn save(
     // A rank that began before rank 0 votes for the save it names by now, if any.
     let save = match save {
         Some(save) => save,
-        None => attempt::current(&dir, job.world_size, &options.object_store)?.unwrap_or_default(),
+        None => attempt::current(&dir, job, &options.object_store)?.unwrap_or_default(),
     };
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT.to_owned(),
         version: VERSION,
         rank: job.rank,
         world_size: job.world_size,
+        run: job.run,
         save,
         data_file,
         data_len,
@@ -87,7 +90,7 @@ pub fn save(
         Some(coordinator) => {
             let all = coordinator.all_gather(&bytes)?;
             // Every rank checks what was gathered, so that all of them fail alike.
-            check_votes(&dir, &all, &manifest.save)?;
+            check_votes(&dir, &all, &manifest)?;
             if job.rank == 0 {
                 commit(&dir, job.world_size, &manifest.save, &all, options)?;
             }
@@ -102,7 +105,7 @@ pub fn save(
         }
         None if job.rank == 0 => {
             let all = gather_votes(&dir, job, &manifest.save, options)?;
-            check_votes(&dir, &all, &manifest.save)?;
+            check_votes(&dir, &all, &manifest)?;
             commit(&dir, job.world_size, &manifest.save, &all, options)
         }
         None => wait_for_commit(&dir, job, &mut manifest, options),
@@ -303,17 +306,21 @@ fn gather_votes(
 
 /// Parses every rank's manifest and checks that together they describe one checkpoint
 /// (chunks tile each tensor, ranks agree on dtypes): what is checked before the commit.
-fn check_votes(dir: &Location, all: &[Vec<u8>], save: &str) -> Result<(), Error> {
+fn check_votes(dir: &Location, all: &[Vec<u8>], mine: &Manifest) -> Result<(), Error> {
+    let save = &mine.save;
     let manifests = all
         .iter()
         .enumerate()
         .map(|(rank, bytes)| {
             let file = dir.child(&manifest::manifest_name(rank));
             let manifest = manifest::parse_manifest(&file, bytes, rank)?;
-            if manifest.save != save {
+            if manifest.save != *save || manifest.run != mine.run {
                 return Err(Error::invalid(
                     &file,
-                    format!("a vote for save {}, not this save ({save})", manifest.save),
+                    format!(
+                        "a vote for save {} of run {:?}, not this save ({save}) of run {:?}",
+                        manifest.save, manifest.run, mine.run
+                    ),
                 ));
             }
             Ok(manifest)
@@ -376,7 +383,7 @@ fn wait_for_commit(
         if let Some(bytes) = manifest::read_small(&marker, &options.object_store)? {
             return committed(&marker, &bytes, &manifest.save);
         }
-        if let Some(save) = attempt::current(dir, job.world_size, &options.object_store)?
+        if let Some(save) = attempt::current(dir, job, &options.object_store)?
             && save != manifest.save
         {
             manifest.save = save;
