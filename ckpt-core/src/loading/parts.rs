@@ -96,9 +96,12 @@ impl<'s> Found<'s> {
                                 held: held().cloned().collect(),
                             });
                         }
-                        // A part that is the target: shared, not copied (a clone of a
-                        // tensor read in place is a reference to the same bytes).
-                        if let Some((_, part)) = s.parts().iter().find(|(c, _)| c == target) {
+                        // A part that is the target, read in place: shared, not copied
+                        // (its clone is a reference to the same bytes, on the host, in
+                        // C order, as `assemble` makes them).
+                        if let Some((_, part)) =
+                            s.parts().iter().find(|(c, t)| c == target && t.is_mapped())
+                        {
                             return Ok(part.clone());
                         }
                         let pieces = s.parts().iter().map(|(c, t)| (c, t.view()));
