@@ -11,10 +11,11 @@ use indexmap::IndexMap;
 use memmap2::Mmap;
 
 use super::Error;
+use super::index::Global;
 use super::load::{Opened, Reader, open};
 use super::survey::{TensorSummary, summarize};
 use crate::file::LoadOptions;
-use crate::shard::{Chunk, local_shape};
+use crate::shard::{Chunk, in_place, local_shape};
 use crate::storage::{Location, Source};
 use crate::tensor::{Backing, Tensor};
 use crate::value::{Key, Value};
@@ -113,14 +114,7 @@ impl Whole {
     /// rank's chunks, each block checked against its checksum ([`Error::Damaged`] names the
     /// data file and the key). Holds about twice the tensor's bytes while it reads.
     pub fn read_le_bytes(&mut self, key: &str) -> Result<Vec<u8>, Error> {
-        let global = self.opened.tensors.get(key).ok_or_else(|| {
-            Error::invalid(
-                &self.dir,
-                format!("the checkpoint holds no tensor \"{key}\""),
-            )
-        })?;
-        let whole = Chunk::whole(global.shape.clone())
-            .map_err(|e| Error::invalid(&self.dir, e.to_string()))?;
+        let (global, whole) = whole_of(&self.dir, &self.opened, key)?;
         let mut reader = Reader {
             dir: &self.dir,
             opened: &self.opened,
@@ -138,7 +132,7 @@ impl Whole {
     pub fn read(&mut self, key: &str) -> Result<Tensor, Error> {
         let bytes = self.read_le_bytes(key)?;
         let (dtype, shape) = self.dtype_and_shape(key)?;
-        Tensor::from_le_bytes(dtype, &shape, &bytes)
+        in_place(dtype, &shape, bytes)
             .map_err(|e| Error::invalid(&self.dir, format!("\"{key}\": {e}")))
     }
 
@@ -206,15 +200,23 @@ impl Whole {
 
     /// A tensor's dtype and its shape in memory.
     fn dtype_and_shape(&self, key: &str) -> Result<(crate::dtype::DType, Vec<usize>), Error> {
-        let global = self.opened.tensors.get(key).ok_or_else(|| {
-            Error::invalid(
-                &self.dir,
-                format!("the checkpoint holds no tensor \"{key}\""),
-            )
-        })?;
-        let whole = Chunk::whole(global.shape.clone())
-            .map_err(|e| Error::invalid(&self.dir, e.to_string()))?;
+        let (global, whole) = whole_of(&self.dir, &self.opened, key)?;
         let shape = local_shape(&whole).map_err(|e| Error::invalid(&self.dir, e.to_string()))?;
         Ok((global.dtype, shape))
     }
+}
+
+/// The tensor `key` of the checkpoint, and the chunk that is all of it.
+fn whole_of<'o>(
+    dir: &Location,
+    opened: &'o Opened,
+    key: &str,
+) -> Result<(&'o Global, Chunk), Error> {
+    let global = opened
+        .tensors
+        .get(key)
+        .ok_or_else(|| Error::invalid(dir, format!("the checkpoint holds no tensor \"{key}\"")))?;
+    let whole =
+        Chunk::whole(global.shape.clone()).map_err(|e| Error::invalid(dir, e.to_string()))?;
+    Ok((global, whole))
 }
