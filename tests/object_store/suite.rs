@@ -32,6 +32,7 @@ macro_rules! on_every_backend {
 on_every_backend!(
     every_format_round_trips_byte_for_byte,
     load_from_fetches_what_the_model_takes,
+    a_model_of_shards_loads_its_rows_of_a_whole_file,
     sharded_checkpoints_round_trip,
     dcp_directories_round_trip,
     ckpt_sharded_jobs_round_trip,
@@ -156,6 +157,40 @@ fn load_from_fetches_what_the_model_takes(backend: &Backend) {
             "{err}"
         );
         assert_eq!(wrong, before);
+    }
+}
+
+/// One rank's model, which holds rows of each tensor (`Sharded` fields), loads them from a
+/// whole file at a URL: only they are written, with the file's values.
+fn a_model_of_shards_loads_its_rows_of_a_whole_file(backend: &Backend) {
+    use ckpt::shard::{Chunk, Sharded};
+
+    #[derive(ckpt::StateDict)]
+    struct Rank {
+        embed: Rows,
+    }
+    #[derive(ckpt::StateDict)]
+    struct Rows {
+        weight: Sharded,
+    }
+    let state = state_dict();
+    let url = backend.url("whole.ckpt");
+    ckpt::save_with(&state, &url, &backend.save()).unwrap();
+    let embed = state["embed.weight"].as_tensor().unwrap();
+    for rank in 0..3 {
+        let rows = Chunk::split(&[1024, 1536], 0, 3).unwrap().remove(rank);
+        let mut model = Rank {
+            embed: Rows {
+                weight: Sharded::zeros(DType::F32, vec![1024, 1536], vec![rows.clone()]).unwrap(),
+            },
+        };
+        let partial = StateDictOptions::new().strict(false);
+        let report = model
+            .load_from_with(&url, &backend.load(), &partial)
+            .unwrap();
+        assert_eq!(report.loaded_keys, ["embed.weight"]);
+        let expected = Sharded::from_whole(&embed, vec![rows]).unwrap();
+        assert_eq!(model.embed.weight, expected, "rank {rank}");
     }
 }
 

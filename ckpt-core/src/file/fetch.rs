@@ -20,7 +20,7 @@ use super::open::File;
 use super::place::check_placement;
 use super::{Error, LoadOptions};
 use crate::format::{Corruption, TensorData};
-use crate::loading::{LoadReport, StateDictOptions};
+use crate::loading::{LoadReport, Pager, StateDictOptions};
 use crate::state::{Leaf, TensorSource};
 use crate::state_dict::{StateDict, load_into_with};
 use crate::storage::Location;
@@ -60,18 +60,11 @@ pub(super) fn load_into<M: StateDict + ?Sized>(
 
     // The first pass: the checks, over placeholders.
     let planned = Tensors::new(&entries, &by_key, None);
-    let mut copying = false;
-    let planning = load_into_with(model, &planned, state, &mut |_, _| {
-        copying = true;
-        // Stops the load before it writes anything; the error is not shown.
-        Err(TensorError::Shape {
-            expected: "data".to_owned(),
-            actual: Vec::new(),
-        })
-    });
+    let planner = Planning::default();
+    let planning = load_into_with(model, &planned, state, &planner);
     match planning {
         Ok(report) => return Ok(Some(report)), // nothing to copy
-        Err(e) if !copying => return Err(load_error(e)),
+        Err(e) if !planner.copying.get() => return Err(load_error(e)),
         Err(_) => {}
     }
     let wanted: Vec<usize> = (planned.asked.into_inner().into_iter().enumerate())
@@ -131,8 +124,35 @@ pub(super) fn load_into<M: StateDict + ?Sized>(
 
     // The second pass, for real.
     let fetched = Tensors::new(&entries, &by_key, Some(tensors));
-    let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {
-        if fetched.missed.get() {
+    load_into_with(model, &fetched, state, &Fetched(&fetched.missed))
+        .map(Some)
+        .map_err(load_error)
+}
+
+/// The first pass's writing half: it stops the load at the first write. (Its source holds
+/// placeholders, which are never read in place, so every write comes here.)
+#[derive(Default)]
+struct Planning {
+    copying: Cell<bool>,
+}
+
+impl Pager for Planning {
+    fn tensor(&self, _: &mut dyn Leaf, _: &TensorView<'_>) -> Result<(), TensorError> {
+        self.copying.set(true);
+        // Stops the load before it writes anything; the error is not shown.
+        Err(TensorError::Shape {
+            expected: "data".to_owned(),
+            actual: Vec::new(),
+        })
+    }
+}
+
+/// The second pass's writing half: tensors fetched into memory, copied as they are.
+struct Fetched<'f>(&'f Cell<bool>);
+
+impl Pager for Fetched<'_> {
+    fn tensor(&self, leaf: &mut dyn Leaf, src: &TensorView<'_>) -> Result<(), TensorError> {
+        if self.0.get() {
             // The checks read a tensor the first pass did not: never copy a placeholder.
             return Err(TensorError::Shape {
                 expected: "the tensors the first pass of the load read".to_owned(),
@@ -149,10 +169,7 @@ pub(super) fn load_into<M: StateDict + ?Sized>(
             return Ok(());
         }
         leaf.copy_from(src)
-    };
-    load_into_with(model, &fetched, state, &mut copy)
-        .map(Some)
-        .map_err(load_error)
+    }
 }
 
 fn corrupt_tensor(location: &Location, key: &str, error: TensorError) -> Error {

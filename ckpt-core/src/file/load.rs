@@ -1,25 +1,20 @@
 //! `torch.load`: [`load`], [`inspect`], and loading a file straight into a model
 //! ([`LoadFrom`]).
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
-use rayon::iter::{IndexedParallelIterator, ParallelIterator};
-use rayon::slice::{ParallelSlice, ParallelSliceMut};
-
 use super::fetch;
 use super::open::{File, open, open_source};
+use super::paged::Paged;
 use super::place::{Placement, any_to_gpu, place};
 use super::threads;
 use super::{Checkpoint, Error, LoadOptions};
 use crate::format::Header;
 use crate::loading::{LoadReport, StateDictOptions};
-use crate::state::Leaf;
 use crate::state_dict::{StateDict, load_into_with};
 use crate::storage::Location;
 use crate::storage::memory::Held;
-use crate::tensor::{TensorError, TensorView};
 use crate::value::Value;
 
 /// Loads a file saved by [`save`](crate::save) or written by PyTorch or safetensors, as
@@ -225,14 +220,6 @@ pub trait LoadFrom: StateDict {
 
 impl<M: StateDict + ?Sized> LoadFrom for M {}
 
-/// Copy and release granularity: large enough for full-speed copies, small enough that the
-/// threads, each holding one part of the file in memory, spread a tensor of a few MiB.
-const PART: usize = 1 << 20;
-
-/// Below this, a tensor is copied by the thread that visits it: handing it to the pool would
-/// cost more than the copy.
-const PARALLEL_MIN: usize = 2 * PART;
-
 fn load_into<M: StateDict + ?Sized>(
     model: &mut M,
     file: &File,
@@ -257,52 +244,11 @@ fn load_into<M: StateDict + ?Sized>(
         &load.map_location,
         Placement::Check,
     )?;
-    let backings: Vec<_> = file.sources().iter().filter_map(|s| s.backing()).collect();
-    // Each part is mapped in one call before it is read and let go once copied, so the file's
-    // pages do not stay resident beside the model.
-    let release = |bytes: &[u8]| backings.iter().for_each(|b| b.release(bytes));
-    let prefetch = |bytes: &[u8]| backings.iter().for_each(|b| b.prefetch(bytes));
-    let copy_part = |to: &mut [u8], from: &[u8]| {
-        prefetch(from);
-        to.copy_from_slice(from);
-        release(from);
-    };
-    let mut copy = |leaf: &mut dyn Leaf, src: &TensorView<'_>| -> Result<(), TensorError> {
-        if leaf.view().dtype() == src.dtype()
-            && let Ok(Cow::Borrowed(from)) = src.to_le_bytes()
-            && let Some(to) = leaf
-                .contiguous_bytes_mut()
-                .filter(|to| to.len() == from.len())
-        {
-            if to.len() < PARALLEL_MIN {
-                to.chunks_mut(PART)
-                    .zip(from.chunks(PART))
-                    .for_each(|(to, from)| copy_part(to, from));
-            } else {
-                threads::run(load.threads, || {
-                    to.par_chunks_mut(PART)
-                        .zip(from.par_chunks(PART))
-                        .for_each(|(to, from)| copy_part(to, from));
-                });
-            }
-            return Ok(());
-        }
-        // Any other copy (a cast, a leaf that lends no bytes, such as a candle tensor) reads
-        // the mapped range whole: map it in one go, and let its pages go once copied, so
-        // memory stays near the model's size on this path too.
-        let mapped = (src.lends_bytes() && src.is_contiguous())
-            .then(|| src.to_le_bytes().ok())
-            .flatten();
-        if let Some(bytes) = &mapped {
-            prefetch(bytes);
-        }
-        let copied = leaf.copy_from(src);
-        if let Some(bytes) = &mapped {
-            release(bytes);
-        }
-        copied
-    };
-    load_into_with(model, &value, state, &mut copy).map_err(|source| Error::Load {
+    let pager = Paged::new(
+        file.sources().iter().filter_map(|s| s.backing()).collect(),
+        load.threads,
+    );
+    load_into_with(model, &value, state, &pager).map_err(|source| Error::Load {
         location: file.location.clone(),
         source: Box::new(source),
     })

@@ -13,6 +13,7 @@ mod fetch;
 mod load;
 mod open;
 mod options;
+pub(crate) mod paged;
 mod place;
 mod save;
 pub(crate) mod threads;

@@ -8,6 +8,7 @@
 mod error;
 mod layout;
 mod options;
+mod pager;
 mod parts;
 mod prefix;
 mod report;
@@ -22,6 +23,7 @@ pub use self::error::{LoadError, LoadProblem};
 pub use self::layout::Difference;
 pub(crate) use self::layout::{Lines, compare};
 pub use self::options::{DTypePolicy, StateDictOptions};
+pub(crate) use self::pager::{InMemory, Pager};
 use self::parts::Found;
 use self::prefix::{auto_prefix, prefix_hints};
 pub use self::report::LoadReport;
@@ -30,7 +32,7 @@ use crate::dtype::{DType, DTypeKind};
 use crate::keymap::{KeyMapError, MappedSource};
 use crate::shard::{Chunk, Sharded};
 use crate::state::{Leaf, Metadata, Role, TensorSource, Visitor, VisitorMut};
-use crate::tensor::{Tensor, TensorError, TensorView};
+use crate::tensor::{Tensor, TensorView};
 
 /// What a load needs of a model: its tensors, read-only and as leaves, in one order, and its
 /// name for messages. Every [`StateDict`](crate::StateDict) is one.
@@ -159,17 +161,15 @@ pub(crate) fn load_into(
     source: &dyn TensorSource,
     options: &StateDictOptions,
 ) -> Result<LoadReport, LoadError> {
-    load_into_with(model, source, options, &mut |leaf, tensor| {
-        leaf.copy_from(tensor)
-    })
+    load_into_with(model, source, options, &InMemory)
 }
 
-/// [`load_into`], copying each checked tensor with `copy`.
+/// [`load_into`], copying what it checked with `pager`.
 pub(crate) fn load_into_with(
     model: &mut dyn Target,
     source: &dyn TensorSource,
     options: &StateDictOptions,
-    copy: &mut dyn FnMut(&mut dyn Leaf, &TensorView<'_>) -> Result<(), TensorError>,
+    pager: &dyn Pager,
 ) -> Result<LoadReport, LoadError> {
     let mut problems = Vec::new();
     if let Some(defect) = source.defect() {
@@ -242,7 +242,8 @@ pub(crate) fn load_into_with(
             continue;
         }
         let from = tensor.dtype();
-        if from != slot.dtype {
+        let cast = from != slot.dtype;
+        if cast {
             let same_kind = from.kind() == slot.dtype.kind() && from.kind() != DTypeKind::Bool;
             if !same_kind || options.dtype_policy == DTypePolicy::Exact {
                 problems.push(LoadProblem::DTypeMismatch {
@@ -253,7 +254,35 @@ pub(crate) fn load_into_with(
                 });
                 continue;
             }
-            if let Err(error) = tensor.check_cast(slot.dtype) {
+        }
+        // Parts in host memory are copied straight into the model once everything is checked
+        // (unless a cast must check their values first); any other is gathered now, so that
+        // the writing half cannot fail on it.
+        let mut parts = None;
+        if slot.chunks.is_some() || !tensor.is_whole() {
+            if let Err(problem) = tensor.check(key, slot.chunks.as_deref()) {
+                problems.push(problem);
+                continue;
+            }
+            if cast || !tensor.in_place() {
+                match tensor.gather(key, slot.chunks.as_deref()) {
+                    Ok(gathered) => parts = Some(gathered),
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
+                    }
+                }
+            }
+        }
+        if cast {
+            let out_of_range = match (&parts, &tensor) {
+                (Some(parts), _) => parts
+                    .iter()
+                    .find_map(|t| t.view().check_cast(slot.dtype).err()),
+                (None, Found::Whole(view)) => view.check_cast(slot.dtype).err(),
+                (None, Found::Parts(_)) => None,
+            };
+            if let Some(error) = out_of_range {
                 problems.push(LoadProblem::OutOfRange {
                     key: key.clone(),
                     error,
@@ -262,16 +291,8 @@ pub(crate) fn load_into_with(
             }
             report.cast_keys.push(key.clone());
         }
-        if slot.chunks.is_some() || !tensor.is_whole() {
-            match tensor.gather(key, slot.chunks.as_deref()) {
-                Ok(parts) => {
-                    gathered.insert(key.clone(), parts);
-                }
-                Err(problem) => {
-                    problems.push(problem);
-                    continue;
-                }
-            }
+        if let Some(parts) = parts {
+            gathered.insert(key.clone(), parts);
         }
         report.loaded_keys.push(key.clone());
     }
@@ -336,7 +357,7 @@ pub(crate) fn load_into_with(
         loaded: &loaded,
         gathered,
         source,
-        copy,
+        pager,
         failure: None,
     };
     model.walk_mut(&mut copier);
@@ -350,9 +371,10 @@ pub(crate) fn load_into_with(
 /// The writing half of a load: every checked tensor into its leaf.
 struct Copier<'c, 's> {
     loaded: &'c HashSet<&'c str>,
+    /// The parts gathered during the checks; the others are filled from the source.
     gathered: HashMap<String, Vec<Tensor>>,
     source: &'s dyn TensorSource,
-    copy: &'c mut dyn FnMut(&mut dyn Leaf, &TensorView<'_>) -> Result<(), TensorError>,
+    pager: &'c dyn Pager,
     failure: Option<LoadProblem>,
 }
 
@@ -361,12 +383,9 @@ impl Copier<'_, '_> {
         role.is_persistent() && self.failure.is_none() && self.loaded.contains(key)
     }
 
-    fn fail(&mut self, key: &str, result: Result<(), TensorError>) {
-        if let Err(error) = result {
-            self.failure = Some(LoadProblem::Copy {
-                key: key.to_owned(),
-                error,
-            });
+    fn fail(&mut self, result: Result<(), LoadProblem>) {
+        if let Err(problem) = result {
+            self.failure = Some(problem);
         }
     }
 }
@@ -376,30 +395,47 @@ impl VisitorMut for Copier<'_, '_> {
         if !self.wanted(key, role) {
             return;
         }
+        let copy = |error| LoadProblem::Copy {
+            key: key.to_owned(),
+            error,
+        };
         let result = match self.gathered.remove(key) {
             Some(whole) => whole
                 .first()
-                .map_or(Ok(()), |tensor| leaf.copy_from(&tensor.view())),
-            None => match self.source.get_tensor(key) {
-                Some(tensor) => (self.copy)(leaf, &tensor),
+                .map_or(Ok(()), |tensor| self.pager.tensor(leaf, &tensor.view()))
+                .map_err(copy),
+            None => match Found::lookup(self.source, key) {
+                Some(Found::Whole(tensor)) => self.pager.tensor(leaf, &tensor).map_err(copy),
+                Some(parts) => Chunk::whole(parts.shape().iter().map(|&d| d as u64).collect())
+                    .map_err(|e| parts::shard(key, e))
+                    .and_then(|all| parts.fill(key, &all, leaf, self.pager)),
                 None => Ok(()),
             },
         };
-        self.fail(key, result);
+        self.fail(result);
     }
 
     fn sharded(&mut self, key: &str, tensor: &mut Sharded, role: Role) {
         if !self.wanted(key, role) {
             return;
         }
-        let Some(parts) = self.gathered.remove(key) else {
-            return;
+        let result = match self.gathered.remove(key) {
+            Some(parts) => tensor
+                .parts_mut()
+                .zip(&parts)
+                .try_for_each(|((_, local), part)| self.pager.tensor(local, &part.view()))
+                .map_err(|error| LoadProblem::Copy {
+                    key: key.to_owned(),
+                    error,
+                }),
+            None => match Found::lookup(self.source, key) {
+                Some(found) => tensor
+                    .parts_mut()
+                    .try_for_each(|(chunk, local)| found.fill(key, chunk, local, self.pager)),
+                None => Ok(()),
+            },
         };
-        let result = tensor
-            .parts_mut()
-            .zip(&parts)
-            .try_for_each(|((_, local), part)| local.copy_from(&part.view()));
-        self.fail(key, result);
+        self.fail(result);
     }
 }
 

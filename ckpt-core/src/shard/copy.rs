@@ -1,5 +1,7 @@
 //! Copying the elements two chunks share from one's buffer into the other's.
 
+use std::ops::Range;
+
 use super::runs::for_each_run;
 use super::{Chunk, ShardError};
 use crate::dtype::DType;
@@ -38,20 +40,40 @@ pub fn copy_overlap(
 ) -> Result<u64, ShardError> {
     check_len(dtype, src, src_data.len())?;
     check_len(dtype, dst, dst_data.len())?;
+    overlap_runs(dtype, src, dst, |s, d| {
+        dst_data[d].copy_from_slice(&src_data[s]);
+    })
+}
+
+/// Calls `f(src_range, dst_range)` for each contiguous run of the elements chunks `src` and
+/// `dst` share, with the run's byte ranges in the row-major buffers of `src` and `dst`, in
+/// row-major order (so `src_range` ascends). Returns how many elements the chunks share.
+///
+/// The ranges lie inside buffers of the chunks' sizes in bytes, which the caller checks
+/// ([`check_len`]) before indexing with them.
+pub(crate) fn overlap_runs(
+    dtype: DType,
+    src: &Chunk,
+    dst: &Chunk,
+    mut f: impl FnMut(Range<usize>, Range<usize>),
+) -> Result<u64, ShardError> {
+    src.nbytes(dtype)?;
+    dst.nbytes(dtype)?;
     let Some(overlap) = src.intersect(dst)? else {
         return Ok(0);
     };
-    // Offsets below a buffer's element count, times the item size, are below its length.
+    // Offsets below a buffer's element count, times the item size, are below its length,
+    // which fits in memory once the buffer is.
     let item = dtype.size_in_bytes();
     for_each_run(&overlap, [src, dst], |[s, d], len| {
         let (s, d, n) = (s as usize * item, d as usize * item, len as usize * item);
-        dst_data[d..d + n].copy_from_slice(&src_data[s..s + n]);
+        f(s..s + n, d..d + n);
     });
     Ok(overlap.numel())
 }
 
 /// Checks that a buffer of `len` bytes holds exactly the data of `chunk` in `dtype`.
-pub(super) fn check_len(dtype: DType, chunk: &Chunk, len: usize) -> Result<(), ShardError> {
+pub(crate) fn check_len(dtype: DType, chunk: &Chunk, len: usize) -> Result<(), ShardError> {
     let expected = chunk.nbytes(dtype)?;
     if expected != len as u64 {
         return Err(ShardError::BufferLength {

@@ -46,6 +46,7 @@ mod tiling;
 
 pub use self::chunk::Chunk;
 pub use self::copy::copy_overlap;
+pub(crate) use self::copy::{check_len, overlap_runs};
 pub use self::ranges::{byte_ranges, coalesce};
 pub use self::sharded::Sharded;
 pub(crate) use self::sharded::{assemble, covers, in_place, local_shape};

@@ -7,10 +7,10 @@ mod containers;
 mod to_device;
 
 use crate::device::{Device, DeviceError};
-use crate::loading::{self, LoadError, LoadReport, StateDictOptions, Target};
+use crate::loading::{self, LoadError, LoadReport, Pager, StateDictOptions, Target};
 use crate::shard::Sharded;
 use crate::state::{KeyPath, Leaf, Metadata, Role, TensorMap, TensorSource, Visitor, VisitorMut};
-use crate::tensor::{Tensor, TensorError, TensorView};
+use crate::tensor::{Tensor, TensorView};
 
 /// A model, a layer, or a container of them, whose tensors have dotted key paths
 /// (`encoder.layers.0.weight`) as in PyTorch's `state_dict()`.
@@ -324,15 +324,15 @@ fn upgrade<M: StateDict + ?Sized>(
     });
 }
 
-/// [`load_state_dict_with`](StateDict::load_state_dict_with), copying each checked tensor with
-/// `copy`: for loads that copy from a file in their own way.
+/// [`load_state_dict_with`](StateDict::load_state_dict_with), copying what it checked with
+/// `pager`: for loads that copy from a file in their own way.
 pub(crate) fn load_into_with<M: StateDict + ?Sized>(
     model: &mut M,
     source: &dyn TensorSource,
     options: &StateDictOptions,
-    copy: &mut dyn FnMut(&mut dyn Leaf, &TensorView<'_>) -> Result<(), TensorError>,
+    pager: &dyn Pager,
 ) -> Result<LoadReport, LoadError> {
-    loading::load_into_with(&mut Model(model), source, options, copy)
+    loading::load_into_with(&mut Model(model), source, options, pager)
 }
 
 /// A model as a load sees it.
