@@ -134,6 +134,53 @@ fn blocks_columns_uneven_splits_whole_and_back() {
     }
 }
 
+/// Parts lent in place from the mapped files, parts read into memory, and parts cast to
+/// the model's dtype give the same values, for every sharding into every other.
+#[test]
+fn mapped_read_and_cast_loads_agree() {
+    let shape = [61u64, 29];
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = dir.path().join("blocks");
+    let saved: Vec<Net> = Chunk::grid(&shape, &[3, 2])
+        .unwrap()
+        .into_iter()
+        .map(|c| net(9, &shape, vec![c]))
+        .collect();
+    save_job(&blocks, &saved)
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    let read = ckpt::LoadOptions::new().mmap(false);
+    let layouts = [
+        Chunk::split(&shape, 0, 4).unwrap(),
+        Chunk::split(&shape, 1, 3).unwrap(),
+        Chunk::grid(&shape, &[2, 2]).unwrap(),
+    ];
+    for chunks in layouts {
+        for chunk in chunks {
+            for files in [ckpt::LoadOptions::new(), read.clone()] {
+                let mut model = fresh(&shape, vec![chunk.clone()]);
+                distributed::load_with(&mut model, &blocks, &StateDictOptions::new(), &files)
+                    .unwrap();
+                assert!(holds(&model.w, 9), "{chunk:?}");
+                assert_eq!(model.b, whole(10, &[29]));
+            }
+            // Into f64 parts: cast, value for value.
+            let mut wide = Net {
+                w: Sharded::zeros(DType::F64, shape.to_vec(), vec![chunk.clone()]).unwrap(),
+                b: Tensor::zeros(DType::F64, &[29]).unwrap(),
+            };
+            let loaded = distributed::load(&mut wide, &blocks, &StateDictOptions::new()).unwrap();
+            assert_eq!(loaded.report.cast_keys, ["w", "b"]);
+            let expected = parts(9, &shape, vec![chunk.clone()]);
+            let (got, want) = (&wide.w.parts()[0].1, &expected.parts()[0].1);
+            assert_eq!(
+                got.view().to_f64_vec().unwrap(),
+                want.view().to_f64_vec().unwrap()
+            );
+        }
+    }
+}
+
 #[test]
 fn the_report_is_load_state_dicts_over_global_keys() {
     let shape = [8u64, 4];

@@ -9,16 +9,21 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use xxhash_rust::xxh3::xxh3_64;
 
+use rayon::iter::{IntoParallelRefIterator, ParallelIterator};
+
 use super::index::{self, Global, Piece};
 use super::manifest::{self, MARKER, Manifest};
 use super::{Error, layout};
+use crate::dtype::DType;
 use crate::file::LoadOptions;
+use crate::file::paged::Paged;
+use crate::file::threads;
 use crate::loading::{LoadReport, StateDictOptions};
 use crate::shard::{Chunk, Sharded, byte_ranges, copy_overlap, in_place, local_shape};
 use crate::state::{KeyPath, Role, TensorSource, Visitor};
-use crate::state_dict::StateDict;
+use crate::state_dict::{StateDict, load_into_with};
 use crate::storage::{self, Lent, Location, Source};
-use crate::tensor::{Tensor, TensorView};
+use crate::tensor::{Backing, Tensor, TensorView};
 
 /// What a sharded load did: `load_state_dict`'s report over the global keys, and how many
 /// bytes of tensor data it read for how many it needed.
@@ -44,6 +49,12 @@ pub struct Loaded {
 /// and errors, over global keys; everything is read and checked before the model is
 /// written, so after an error it is unchanged. A directory without the commit marker is
 /// refused as incomplete.
+///
+/// Memory: data files are memory-mapped (unless `files` says not to) and each rank's parts
+/// are copied from the checked blocks straight into its model, a few MiB at a time, so a load
+/// holds little beside the model. As with [`load`](crate::load), do not modify the files in
+/// place during the load. Read from files not mapped, or fetched from a URL, the rank's
+/// parts are held in memory until the model is written: about their bytes again.
 pub fn load<M: StateDict + ?Sized>(
     model: &mut M,
     dir: impl AsRef<Path>,
@@ -104,28 +115,47 @@ pub fn load_with<M: StateDict + ?Sized>(
             );
             continue;
         }
-        match need {
+        let targets = match need {
             Need::Whole(shape) => {
-                let whole =
-                    Chunk::whole(shape.clone()).map_err(|e| Error::invalid(&dir, e.to_string()))?;
-                let mut parts = reader.read(from, global, &[whole])?;
-                bytes_needed += parts[0].nbytes() as u64;
-                read.whole.insert(from.clone(), parts.remove(0));
+                vec![Chunk::whole(shape.clone()).map_err(|e| Error::invalid(&dir, e.to_string()))?]
             }
-            Need::Parts(_, chunks) => {
-                let parts = reader.read(from, global, chunks)?;
-                bytes_needed += parts.iter().map(|t| t.nbytes() as u64).sum::<u64>();
-                let sharded = Sharded::new(
-                    global.dtype,
-                    global.shape.clone(),
-                    chunks.iter().cloned().zip(parts).collect(),
-                )
+            Need::Parts(_, chunks) => chunks.clone(),
+        };
+        for target in &targets {
+            bytes_needed += target
+                .nbytes(global.dtype)
                 .map_err(|e| Error::invalid(&dir, e.to_string()))?;
-                read.shards.insert(from.clone(), sharded);
-            }
+        }
+        // Verified and lent in place from the mapped files, or read into memory.
+        let (chunks, mut parts): (Vec<Chunk>, Vec<Tensor>) =
+            match reader.lend(from, global, &targets)? {
+                Some(lent) => lent.into_iter().unzip(),
+                None => (targets.clone(), reader.read(from, global, &targets)?),
+            };
+        if matches!(need, Need::Whole(_))
+            && chunks == targets
+            && let Some(whole) = parts.pop()
+        {
+            read.whole.insert(from.clone(), whole);
+        } else {
+            let sharded = Sharded::new(
+                global.dtype,
+                global.shape.clone(),
+                chunks.into_iter().zip(parts).collect(),
+            )
+            .map_err(|e| Error::invalid(&dir, e.to_string()))?;
+            read.shards.insert(from.clone(), sharded);
         }
     }
-    let report = model.load_state_dict_with(&read, options)?;
+    // The parts lent from mapped files are paged in as they are copied and let go once
+    // copied, so the files' pages do not stay resident beside the model.
+    let backings = reader
+        .sources
+        .values()
+        .filter_map(|s| s.backing())
+        .collect();
+    let pager = Paged::new(backings, files.threads);
+    let report = load_into_with(model, &read, options, &pager)?;
     Ok(Loaded {
         report,
         bytes_read: reader.bytes_read,
@@ -246,6 +276,76 @@ impl Reader<'_> {
         Ok((source, location))
     }
 
+    /// The stored chunks of the tensor `key` that overlap `targets`, each as a tensor read
+    /// in place from its mapped data file, once every checksum block that holds part of
+    /// `targets` has been checked: a load copies only from those blocks. `None` where a
+    /// chunk cannot be read in place (a file read into memory or fetched, a chunk not
+    /// aligned for its dtype, `BOOL` data, whose every byte a tensor checks).
+    fn lend(
+        &mut self,
+        key: &str,
+        global: &Global,
+        targets: &[Chunk],
+    ) -> Result<Option<Vec<(Chunk, Tensor)>>, Error> {
+        let dtype = global.dtype;
+        let mut lent = Vec::new();
+        let mut checks = Vec::new();
+        for piece in &global.pieces {
+            let chunk = &piece.stored.chunk;
+            let mut wanted = Vec::new();
+            for target in targets {
+                let ranges = byte_ranges(dtype, chunk, target)
+                    .map_err(|e| Error::invalid(self.dir, e.to_string()))?;
+                wanted.extend(ranges);
+            }
+            if wanted.is_empty() {
+                continue;
+            }
+            let (source, location) = self.source(piece.rank)?;
+            let Some(backing) = source.backing() else {
+                return Ok(None);
+            };
+            let range = usize::try_from(piece.stored.offset)
+                .ok()
+                .zip(usize::try_from(piece.stored.length).ok())
+                .and_then(|(start, length)| Some(start..start.checked_add(length)?))
+                .filter(|range| range.end <= backing.bytes().len());
+            let Some(range) = range else {
+                return Ok(None);
+            };
+            let at = backing.bytes().as_ptr() as usize + range.start;
+            if dtype == DType::Bool || !at.is_multiple_of(dtype.size_in_bytes()) {
+                return Ok(None);
+            }
+            let shape = local_shape(chunk).map_err(|e| Error::invalid(self.dir, e.to_string()))?;
+            let tensor = Tensor::mapped(Arc::clone(&backing), range, dtype, &shape)
+                .map_err(|e| Error::invalid(&location, format!("\"{key}\": {e}")))?;
+            let size = piece.block_size;
+            let blocks: BTreeSet<u64> = wanted
+                .iter()
+                .flat_map(|r| r.start / size..r.end.div_ceil(size))
+                .collect();
+            checks.push((piece, location, backing, blocks));
+            lent.push((chunk.clone(), tensor));
+        }
+        // Every block on the pool, each paged in, hashed and let go.
+        let checked = threads::run(self.files.threads, || {
+            checks
+                .par_iter()
+                .flat_map_iter(|(piece, location, backing, blocks)| {
+                    blocks
+                        .iter()
+                        .map(move |&index| (*piece, location, backing, index))
+                })
+                .map(|(piece, location, backing, index)| {
+                    check_block(key, piece, location, backing.as_ref(), index)
+                })
+                .try_reduce(|| 0, |a, b| Ok(a + b))
+        })?;
+        self.bytes_read += checked;
+        Ok(Some(lent))
+    }
+
     /// The data of each of `targets` of the tensor `key`, gathered from the blocks of its
     /// stored chunks that overlap them.
     fn read(
@@ -348,6 +448,34 @@ impl Reader<'_> {
         }
         Ok(Blocks { size, blocks })
     }
+}
+
+/// Checks block `index` of `piece`'s data, in the mapped file `backing` (at `location`),
+/// against its checksum, paging it in for the hash and letting it go after; its length.
+fn check_block(
+    key: &str,
+    piece: &Piece,
+    location: &Location,
+    backing: &dyn Backing,
+    index: u64,
+) -> Result<u64, Error> {
+    let size = piece.block_size;
+    let start = piece.stored.offset + index * size;
+    let end = piece.stored.offset + ((index + 1) * size).min(piece.stored.length);
+    // Inside the mapped file: `lend` checked the chunk's range.
+    let bytes = &backing.bytes()[start as usize..end as usize];
+    backing.prefetch(bytes);
+    let sum = xxh3_64(bytes);
+    backing.release(bytes);
+    if piece.stored.checksums.get(index as usize) != Some(&sum) {
+        return Err(Error::Damaged {
+            file: location.clone(),
+            key: key.to_owned(),
+            start,
+            end,
+        });
+    }
+    Ok(end - start)
 }
 
 /// Checked blocks of one stored chunk's data, by index. Blocks lent by a mapped file let
