@@ -147,3 +147,103 @@ fn a_damaged_data_block_names_the_key() {
         "{err}"
     );
 }
+
+/// A checkpoint whose `w` has rows of 2 KiB, so its chunks carry column tiles too.
+fn saved_wide() -> (tempfile::TempDir, PathBuf) {
+    let shape = [64u64, 512];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    let states: Vec<Net> = Chunk::split(&shape, 0, 2)
+        .unwrap()
+        .into_iter()
+        .map(|c| Net {
+            w: parts(5, &shape, vec![c]),
+            b: whole(6, &[16]),
+        })
+        .collect();
+    save_job(&dir, &states).into_iter().for_each(|r| r.unwrap());
+    (tmp, dir)
+}
+
+/// Loads columns 100..300 of `w`, which a load checks by tiles.
+fn load_columns(dir: &Path) -> Result<(), Error> {
+    let columns = Chunk::new(vec![64, 512], vec![0, 100], vec![64, 200]).unwrap();
+    let mut net = Net {
+        w: zeros(&[64, 512], vec![columns]),
+        b: Tensor::zeros(DType::F32, &[16]).unwrap(),
+    };
+    let before = net.w.clone();
+    let result = distributed::load(&mut net, dir, &StateDictOptions::new()).map(|_| ());
+    if result.is_err() {
+        assert_eq!(net.w, before, "a failed load changes nothing");
+    } else {
+        assert!(super::holds(&net.w, 5));
+    }
+    result
+}
+
+#[test]
+fn column_tiles_are_checked_and_forged_ones_refused() {
+    let (_tmp, dir) = saved_wide();
+    load_columns(&dir).unwrap();
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("rank-1.manifest.json")).unwrap()).unwrap();
+    let tiles = &good["entries"][1]["stored"]["tiles"];
+    assert_eq!(tiles["band"], 256, "{good}");
+
+    // Tiles that do not fit the chunk, and too few checksums: refused naming the file.
+    let mut zero = good.clone();
+    zero["entries"][1]["stored"]["tiles"]["band"] = serde_json::json!(0);
+    let mut few = good.clone();
+    few["entries"][1]["stored"]["tiles"]["checksums"] = serde_json::json!([1, 2]);
+    for (manifest, expected) in [(zero, "tiles of 0 bytes"), (few, "checksums for")] {
+        forge_manifest(&dir, &serde_json::to_vec(&manifest).unwrap());
+        let err = load_columns(&dir).unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { file, .. } if file.to_string().ends_with("rank-1.manifest.json")),
+            "{err}"
+        );
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+
+    // A wrong tile checksum: the column load fails naming the key, `verify` reports it,
+    // and a load of whole rows, which checks blocks, is unaffected.
+    let mut wrong = good.clone();
+    let first = wrong["entries"][1]["stored"]["tiles"]["checksums"][1]
+        .as_u64()
+        .unwrap();
+    wrong["entries"][1]["stored"]["tiles"]["checksums"][1] = serde_json::json!(first ^ 1);
+    forge_manifest(&dir, &serde_json::to_vec(&wrong).unwrap());
+    let err = load_columns(&dir).unwrap_err();
+    assert!(
+        matches!(&err, Error::Damaged { key, .. } if key == "w"),
+        "{err}"
+    );
+    let verified = distributed::verify(&dir).unwrap();
+    assert_eq!(verified.damaged.len(), 1, "{:?}", verified.damaged);
+    assert_eq!(verified.damaged[0].key, "w");
+    let mut rows = Net {
+        w: zeros(&[64, 512], vec![Chunk::whole(vec![64, 512]).unwrap()]),
+        b: Tensor::zeros(DType::F32, &[16]).unwrap(),
+    };
+    distributed::load(&mut rows, &dir, &StateDictOptions::new()).unwrap();
+    assert!(super::holds(&rows.w, 5));
+}
+
+#[test]
+fn a_damaged_byte_fails_a_load_checked_by_tiles() {
+    let (_tmp, dir) = saved_wide();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("rank-1.manifest.json")).unwrap()).unwrap();
+    let offset = manifest["entries"][1]["stored"]["offset"].as_u64().unwrap() as usize;
+    let file = dir.join("rank-1.ckpt");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Row 3 of rank 1's rows, column 150 (byte 600 of the row): inside the columns loaded.
+    bytes[offset + 3 * 2048 + 600] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    let err = load_columns(&dir).unwrap_err();
+    assert!(
+        matches!(&err, Error::Damaged { key, .. } if key == "w"),
+        "{err}"
+    );
+}

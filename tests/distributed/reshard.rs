@@ -85,6 +85,31 @@ fn four_ranks_by_rows_load_into_three_reading_little_more_than_they_need() {
 }
 
 #[test]
+fn four_ranks_by_rows_load_into_three_by_columns_reading_little_more_than_they_need() {
+    let shape = [1024u64, 4096]; // 16 MiB of f32, rows of 16 KiB
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().join("step-1");
+    let saved: Vec<Net> = Chunk::split(&shape, 0, 4)
+        .unwrap()
+        .into_iter()
+        .map(|c| net(5, &shape, vec![c]))
+        .collect();
+    save_job(&dir, &saved).into_iter().for_each(|r| r.unwrap());
+    for (rank, chunk) in Chunk::split(&shape, 1, 3).unwrap().into_iter().enumerate() {
+        let mut model = fresh(&shape, vec![chunk]);
+        let loaded = distributed::load(&mut model, &dir, &StateDictOptions::new()).unwrap();
+        assert!(holds(&model.w, 5), "rank {rank}");
+        assert_eq!(model.b, whole(6, &[4096]));
+        let ratio = loaded.bytes_read as f64 / loaded.bytes_needed as f64;
+        eprintln!(
+            "rank {rank} of 3 by columns: read {} bytes for {} needed ({ratio:.3}×)",
+            loaded.bytes_read, loaded.bytes_needed
+        );
+        assert!(ratio <= 1.1, "rank {rank}: {ratio}");
+    }
+}
+
+#[test]
 fn blocks_columns_uneven_splits_whole_and_back() {
     let shape = [37u64, 23];
     let dir = tempfile::tempdir().unwrap();

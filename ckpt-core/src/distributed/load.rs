@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use rayon::iter::{IntoParallelRefIterator, ParallelIterator};
 
 use super::index::{self, Global, Piece};
 use super::manifest::{self, MARKER, Manifest};
+use super::tiles::{Layout, rows_of};
 use super::{Error, layout};
 use crate::dtype::DType;
 use crate::file::LoadOptions;
@@ -320,25 +322,25 @@ impl Reader<'_> {
             let shape = local_shape(chunk).map_err(|e| Error::invalid(self.dir, e.to_string()))?;
             let tensor = Tensor::mapped(Arc::clone(&backing), range, dtype, &shape)
                 .map_err(|e| Error::invalid(&location, format!("\"{key}\": {e}")))?;
-            let size = piece.block_size;
-            let blocks: BTreeSet<u64> = wanted
-                .iter()
-                .flat_map(|r| r.start / size..r.end.div_ceil(size))
-                .collect();
-            checks.push((piece, location, backing, blocks));
+            checks.push((
+                piece,
+                location,
+                backing,
+                Units::cheapest(piece, dtype, &wanted),
+            ));
             lent.push((chunk.clone(), tensor));
         }
-        // Every block on the pool, each paged in, hashed and let go.
+        // Every block or tile on the pool, each paged in, hashed and let go.
         let checked = threads::run(self.files.threads, || {
             checks
                 .par_iter()
-                .flat_map_iter(|(piece, location, backing, blocks)| {
-                    blocks
-                        .iter()
-                        .map(move |&index| (*piece, location, backing, index))
+                .flat_map_iter(|(piece, location, backing, units)| {
+                    units
+                        .indices()
+                        .map(move |index| (*piece, location, backing, units, index))
                 })
-                .map(|(piece, location, backing, index)| {
-                    check_block(key, piece, location, backing.as_ref(), index)
+                .map(|(piece, location, backing, units, index)| {
+                    units.check(key, piece, location, backing.as_ref(), index)
                 })
                 .try_reduce(|| 0, |a, b| Ok(a + b))
         })?;
@@ -450,32 +452,90 @@ impl Reader<'_> {
     }
 }
 
-/// Checks block `index` of `piece`'s data, in the mapped file `backing` (at `location`),
-/// against its checksum, paging it in for the hash and letting it go after; its length.
-fn check_block(
-    key: &str,
-    piece: &Piece,
-    location: &Location,
-    backing: &dyn Backing,
-    index: u64,
-) -> Result<u64, Error> {
-    let size = piece.block_size;
-    let start = piece.stored.offset + index * size;
-    let end = piece.stored.offset + ((index + 1) * size).min(piece.stored.length);
-    // Inside the mapped file: `lend` checked the chunk's range.
-    let bytes = &backing.bytes()[start as usize..end as usize];
-    backing.prefetch(bytes);
-    let sum = xxh3_64(bytes);
-    backing.release(bytes);
-    if piece.stored.checksums.get(index as usize) != Some(&sum) {
-        return Err(Error::Damaged {
-            file: location.clone(),
-            key: key.to_owned(),
-            start,
-            end,
+/// What a load checks of one stored chunk: the blocks, or the tiles, that hold the bytes it
+/// needs, whichever are fewer bytes.
+enum Units {
+    Blocks(BTreeSet<u64>),
+    Tiles(Layout, BTreeSet<u64>),
+}
+
+impl Units {
+    /// The cheaper units of `piece` (of `dtype`) that hold `wanted`, byte ranges of its data.
+    fn cheapest(piece: &Piece, dtype: DType, wanted: &[Range<u64>]) -> Units {
+        let size = piece.block_size;
+        let length = piece.stored.length;
+        let blocks: BTreeSet<u64> = wanted
+            .iter()
+            .flat_map(|r| r.start / size..r.end.div_ceil(size))
+            .collect();
+        let block_bytes: u64 = blocks
+            .iter()
+            .map(|&b| ((b + 1) * size).min(length) - b * size)
+            .sum();
+        let tiles = piece.stored.tiles.as_ref().and_then(|tiles| {
+            let (rows, row) = rows_of(&piece.stored.chunk, dtype)?;
+            let layout = Layout::new(tiles, rows, row)?;
+            let touched = layout.touched(wanted);
+            let bytes: u64 = touched.iter().map(|&t| layout.len(t)).sum();
+            (bytes < block_bytes).then_some(Units::Tiles(layout, touched))
         });
+        tiles.unwrap_or(Units::Blocks(blocks))
     }
-    Ok(end - start)
+
+    fn indices(&self) -> impl Iterator<Item = u64> + '_ {
+        match self {
+            Units::Blocks(set) | Units::Tiles(_, set) => set.iter().copied(),
+        }
+    }
+
+    /// Checks unit `index` of `piece`'s data, in the mapped file `backing` (at `location`),
+    /// against its checksum, paging it in for the hash and letting it go after; its length.
+    fn check(
+        &self,
+        key: &str,
+        piece: &Piece,
+        location: &Location,
+        backing: &dyn Backing,
+        index: u64,
+    ) -> Result<u64, Error> {
+        // Inside the mapped file: `lend` checked the chunk's range.
+        let data = &backing.bytes()[piece.stored.offset as usize..][..piece.stored.length as usize];
+        let (sum, expected, span, len) = match self {
+            Units::Blocks(_) => {
+                let size = piece.block_size;
+                let span = index * size..((index + 1) * size).min(piece.stored.length);
+                let bytes = &data[span.start as usize..span.end as usize];
+                backing.prefetch(bytes);
+                let sum = xxh3_64(bytes);
+                (
+                    sum,
+                    piece.stored.checksums.get(index as usize),
+                    span.clone(),
+                    span.end - span.start,
+                )
+            }
+            Units::Tiles(layout, _) => {
+                let sum = layout.hash(index, data);
+                let span = layout.span(index);
+                let expected = piece
+                    .stored
+                    .tiles
+                    .as_ref()
+                    .and_then(|t| t.checksums.get(index as usize));
+                (sum, expected, span, layout.len(index))
+            }
+        };
+        backing.release(&data[span.start as usize..span.end as usize]);
+        if expected != Some(&sum) {
+            return Err(Error::Damaged {
+                file: location.clone(),
+                key: key.to_owned(),
+                start: piece.stored.offset + span.start,
+                end: piece.stored.offset + span.end,
+            });
+        }
+        Ok(len)
+    }
 }
 
 /// Checked blocks of one stored chunk's data, by index. Blocks lent by a mapped file let

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Error;
+use super::tiles::{Layout, Tiles, rows_of};
 use crate::file::SaveOptions;
 use crate::shard::Chunk;
 use crate::storage::atomic::{Commit, CommitError, write_atomically};
@@ -82,6 +83,9 @@ pub(super) struct Stored {
     pub(super) length: u64,
     /// xxh3-64 of each block of `block_size` bytes of the data (the last one shorter).
     pub(super) checksums: Vec<u64>,
+    /// Checksums of column tiles of the rows, for loads that need some columns of each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) tiles: Option<Tiles>,
 }
 
 /// The commit marker: the job, and a checksum of each rank's manifest as it was committed.
@@ -201,6 +205,23 @@ pub(super) fn parse_manifest(
                     "{} checksums for {blocks} blocks",
                     stored.checksums.len()
                 )));
+            }
+            if let Some(tiles) = &stored.tiles {
+                let layout = rows_of(&stored.chunk, dtype)
+                    .and_then(|(rows, row)| Layout::new(tiles, rows, row))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "tiles of {} bytes by {} rows for chunk {}",
+                            tiles.band, tiles.rows, stored.chunk
+                        ))
+                    })?;
+                if tiles.checksums.len() as u64 != layout.count() {
+                    return Err(bad(format!(
+                        "{} checksums for {} tiles",
+                        tiles.checksums.len(),
+                        layout.count()
+                    )));
+                }
             }
         }
     }

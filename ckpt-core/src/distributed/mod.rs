@@ -1,13 +1,13 @@
 //! ckpt's own sharded checkpoints, for multi-rank jobs: every rank [`save`]s its
 //! [`Sharded`](crate::shard::Sharded) parts (and rank 0 the replicated tensors) into one
 //! directory, or has a [`Saver`] save them in the background, and any job, of any number of
-//! ranks and any sharding, [`load`]s it, each rank reading only the blocks that overlap what
-//! it holds.
+//! ranks and any sharding, [`load`]s it, each rank reading only the checksum blocks (or the
+//! column tiles, for a rank that holds some columns) that overlap what it holds.
 //!
 //! ```text
 //! step-100/
 //!   rank-0.ckpt              rank 0's data: its parts and the replicated tensors (ckpt's format)
-//!   rank-0.manifest.json     keys, dtypes, global shapes, chunks, byte offsets, block checksums
+//!   rank-0.manifest.json     keys, dtypes, global shapes, chunks, byte offsets, checksums
 //!   rank-1.ckpt
 //!   rank-1.manifest.json
 //!   save.json                the save's nonce, written first by rank 0
@@ -92,6 +92,7 @@ mod save;
 mod saver;
 mod stage;
 mod survey;
+mod tiles;
 mod whole;
 
 pub use self::coordinator::{CoordinationError, Coordinator};

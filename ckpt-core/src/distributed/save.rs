@@ -12,6 +12,7 @@ use super::manifest::{
     self, Entry, MANIFEST_FORMAT, MARKER, METADATA_FORMAT, Manifest, Metadata, Stored, VERSION,
     write_small,
 };
+use super::tiles::Tiles;
 use super::{Error, Job, attempt, index};
 use crate::file::SaveOptions;
 use crate::format::{Format, Native};
@@ -195,6 +196,7 @@ fn placeholder(chunk: Chunk) -> Stored {
         offset: 0,
         length: 0,
         checksums: Vec::new(),
+        tiles: None,
     }
 }
 
@@ -255,6 +257,7 @@ fn write_data(
         stored.offset = range.start;
         stored.length = range.end - range.start;
         stored.checksums = bytes.chunks(job.block_size as usize).map(xxh3_64).collect();
+        stored.tiles = Tiles::of(&stored.chunk, item.view.dtype(), &bytes, job.block_size);
     }
     Ok((entries, data_len))
 }

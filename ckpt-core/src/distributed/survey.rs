@@ -13,6 +13,7 @@ use super::Error;
 use super::layout::{Status, status_of};
 use super::load::open;
 use super::manifest::{self, Manifest};
+use super::tiles::{Layout, Streaming, rows_of};
 use crate::dtype::DType;
 use crate::file::LoadOptions;
 use crate::shard::Chunk;
@@ -182,6 +183,14 @@ pub fn verify_with(dir: impl AsRef<Path>, files: &LoadOptions) -> Result<Verifie
             let Some(stored) = &entry.stored else {
                 continue;
             };
+            let dtype = DType::from_str(&entry.dtype).unwrap_or(DType::U8);
+            let layout = stored.tiles.as_ref().and_then(|tiles| {
+                let (rows, row) = rows_of(&stored.chunk, dtype)?;
+                Layout::new(tiles, rows, row)
+            });
+            let mut tiles = layout.as_ref().map(Streaming::new);
+            let first_damage = verified.damaged.len();
+            let mut damaged_tiles = Vec::new();
             let size = manifest.block_size;
             for (index, &expected) in stored.checksums.iter().enumerate() {
                 let start = stored.offset + index as u64 * size;
@@ -195,6 +204,13 @@ pub fn verify_with(dir: impl AsRef<Path>, files: &LoadOptions) -> Result<Verifie
                         .read_at(at, &mut buf)
                         .map_err(|e| Error::io(&location, e))?;
                     hasher.update(&buf);
+                    if let (Some(streaming), Some(sums)) = (&mut tiles, &stored.tiles) {
+                        streaming.feed(&buf, &mut |tile, sum| {
+                            if sums.checksums.get(tile as usize) != Some(&sum) {
+                                damaged_tiles.push(tile);
+                            }
+                        });
+                    }
                     at += len as u64;
                 }
                 verified.bytes += end - start;
@@ -206,6 +222,26 @@ pub fn verify_with(dir: impl AsRef<Path>, files: &LoadOptions) -> Result<Verifie
                         end,
                     });
                 }
+            }
+            // A tile that does not match where every block does: its checksum is wrong.
+            if let Some(layout) = &layout {
+                for tile in damaged_tiles {
+                    let span = layout.span(tile);
+                    let (start, end) = (stored.offset + span.start, stored.offset + span.end);
+                    let covered = verified
+                        .damaged
+                        .iter()
+                        .any(|d| d.key == entry.key && d.start < end && start < d.end);
+                    if !covered {
+                        verified.damaged.push(Damage {
+                            file: location.clone(),
+                            key: entry.key.clone(),
+                            start,
+                            end,
+                        });
+                    }
+                }
+                verified.damaged[first_damage..].sort_by_key(|d| d.start);
             }
         }
     }
