@@ -21,6 +21,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use ckpt::{SaveOptions, StateDict};
+use rank::Split;
 
 #[path = "workload/mod.rs"]
 mod workload;
@@ -227,7 +228,7 @@ fn main() {
     // W saved whole, untimed, which every rank reads its rows from; and the digest of each
     // loading rank's rows.
     let source = dir.join("w.ckpt");
-    let digests: Vec<u64> = {
+    let (digests, column_digests): (Vec<u64>, Vec<u64>) = {
         let model = workload::Gpt2::new(mb);
         ckpt::save_with(
             model.state_dict(),
@@ -237,9 +238,12 @@ fn main() {
         .unwrap();
         let state = model.state_dict();
         let views = || state.iter().map(|(k, v)| (k.to_owned(), v.view()));
-        (0..LOADERS)
-            .map(|r| rank::digest(&rank::parts(views(), r, LOADERS, true)))
-            .collect()
+        let digests = |split| {
+            (0..LOADERS)
+                .map(|r| rank::digest(&rank::parts(views(), r, LOADERS, true, split)))
+                .collect()
+        };
+        (digests(Split::Rows), digests(Split::Columns))
     };
     let mut savers = Job::start("save", SAVERS, &source);
     let bytes: u64 = savers.held.iter().sum();
@@ -341,6 +345,24 @@ fn main() {
     let raw = report("raw_read_4_files", raw);
     let load = report("sharded_load_3_of_4", load);
 
+    // The same checkpoint loaded by 3 ranks holding columns: each needs a third of every
+    // row of every rank's file.
+    let mut columns = Job::start("load_columns", LOADERS, &source);
+    let mut column_load = Vec::new();
+    let mut column_answers = Vec::new();
+    let mut column_peak = vec![0u64; LOADERS as usize];
+    for _ in 0..repeat {
+        let (wall, a) = columns.round(&format!("load {}", last.display()));
+        column_load.push(wall);
+        for ((peak, a), held) in column_peak.iter_mut().zip(&a).zip(&columns.held) {
+            *peak = (*peak).max(a.peak.saturating_sub(*held));
+        }
+        column_answers = a;
+    }
+    columns.check(&column_digests);
+    columns.stop();
+    let column_load = report("sharded_load_3_of_4_by_columns", column_load);
+
     println!("per rank:");
     for (r, peak) in per_rank_peak.iter().enumerate() {
         println!(
@@ -365,6 +387,16 @@ fn main() {
             a.seconds
         );
     }
+    for (r, a) in column_answers.iter().enumerate() {
+        println!(
+            "  load rank {r}/{LOADERS} by columns: read {:.1} MiB for {:.1} MiB needed ({:.3} x), peak {:.1} MiB above what it holds, {:.3} s",
+            mib(a.read),
+            mib(a.needed),
+            a.read as f64 / a.needed as f64,
+            mib(column_peak[r]),
+            a.seconds
+        );
+    }
     println!("ratios (this run):");
     println!(
         "  sharded_save_4_nofsync / raw_write_4_nofsync {:.2} x",
@@ -386,14 +418,25 @@ fn main() {
         "  sharded_load_3_of_4 / memcpy_4_ranks {:.2} x",
         load / memcpy
     );
-    let worst_read = answers
-        .iter()
-        .map(|a| a.read as f64 / a.needed as f64)
-        .fold(0.0, f64::max);
-    println!("  bytes read / needed, worst rank {worst_read:.3} x (target <= 1.1)");
+    println!(
+        "  sharded_load_3_of_4_by_columns / memcpy_4_ranks {:.2} x",
+        column_load / memcpy
+    );
+    let worst_read = |answers: &[Answer]| {
+        answers
+            .iter()
+            .map(|a| a.read as f64 / a.needed as f64)
+            .fold(0.0, f64::max)
+    };
+    println!(
+        "  bytes read / needed, worst rank, by rows {:.3} x, by columns {:.3} x (target <= 1.1)",
+        worst_read(&answers),
+        worst_read(&column_answers)
+    );
     let worst_peak = per_rank_peak
         .iter()
         .chain(&load_peak)
+        .chain(&column_peak)
         .copied()
         .max()
         .unwrap_or(0);

@@ -19,19 +19,33 @@ use ckpt::{DType, SaveOptions, StateDict, StateDictOptions};
 /// A rank's state: every tensor of W split by rows over the job, this rank's rows.
 pub(crate) type Parts = IndexMap<String, Sharded>;
 
-/// Rank `rank` of `world`'s rows of every tensor of `state` (W's, in order): `values` its
-/// data, else zeros.
+/// How a job splits every tensor of W.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// By its first dimension.
+    Rows,
+    /// By its last (a vector by its only one).
+    Columns,
+}
+
+/// Rank `rank` of `world`'s part of every tensor of `state` (W's, in order), split by
+/// `split`: `values` its data, else zeros.
 pub(crate) fn parts<'a>(
     state: impl IntoIterator<Item = (String, TensorView<'a>)>,
     rank: u64,
     world: u64,
     values: bool,
+    split: Split,
 ) -> Parts {
     state
         .into_iter()
         .map(|(key, view)| {
             let global: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
-            let chunk = Chunk::split(&global, 0, world)
+            let dim = match split {
+                Split::Rows => 0,
+                Split::Columns => global.len().saturating_sub(1),
+            };
+            let chunk = Chunk::split(&global, dim, world)
                 .unwrap()
                 .remove(rank as usize);
             let sharded = if values {
@@ -44,12 +58,11 @@ pub(crate) fn parts<'a>(
         .collect()
 }
 
-/// The rows of W a rank holds, from W saved whole at `source` (read in place, so that the
-/// process holds nothing else of W), and, for a load, zeros and the digest its values must
-/// have once loaded.
-pub(crate) fn from_file(source: &Path, rank: u64, world: u64, values: bool) -> Parts {
+/// The part of W a rank holds, from W saved whole at `source` (read in place, so that the
+/// process holds nothing else of W): for a save its values, for a load zeros.
+pub(crate) fn from_file(source: &Path, rank: u64, world: u64, values: bool, split: Split) -> Parts {
     let whole = ckpt::load(source).unwrap();
-    parts(whole.tensors(), rank, world, values)
+    parts(whole.tensors(), rank, world, values, split)
 }
 
 /// A hash of every part's bytes, to check a load against without keeping a second copy.
@@ -78,10 +91,15 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Runs rank `rank` of `world`: `save` ranks hold W's values, `load` ranks zeros and the
-/// digest of the values they must get.
+/// Runs rank `rank` of `world`: `save` ranks hold W's rows, `load` ranks zeros for rows,
+/// `load_columns` ranks zeros for columns.
 pub(crate) fn run(mode: &str, rank: u64, world: u64, source: &Path) {
-    let mut held = from_file(source, rank, world, mode == "save");
+    let split = if mode == "load_columns" {
+        Split::Columns
+    } else {
+        Split::Rows
+    };
+    let mut held = from_file(source, rank, world, mode == "save", split);
     let job = Job::new(rank as usize, world as usize);
     let mut saver = Saver::new(job);
     let mut stdout = std::io::stdout().lock();

@@ -189,7 +189,7 @@ fn column_tiles_are_checked_and_forged_ones_refused() {
     let good: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("rank-1.manifest.json")).unwrap()).unwrap();
     let tiles = &good["entries"][1]["stored"]["tiles"];
-    assert_eq!(tiles["band"], 256, "{good}");
+    assert_eq!(tiles["band"], 64, "{good}");
 
     // Tiles that do not fit the chunk, and too few checksums: refused naming the file.
     let mut zero = good.clone();
@@ -209,10 +209,11 @@ fn column_tiles_are_checked_and_forged_ones_refused() {
     // A wrong tile checksum: the column load fails naming the key, `verify` reports it,
     // and a load of whole rows, which checks blocks, is unaffected.
     let mut wrong = good.clone();
-    let first = wrong["entries"][1]["stored"]["tiles"]["checksums"][1]
+    // Tile 10 holds bytes 640..704 of each row: columns 160..176, which the load needs.
+    let sum = wrong["entries"][1]["stored"]["tiles"]["checksums"][10]
         .as_u64()
         .unwrap();
-    wrong["entries"][1]["stored"]["tiles"]["checksums"][1] = serde_json::json!(first ^ 1);
+    wrong["entries"][1]["stored"]["tiles"]["checksums"][10] = serde_json::json!(sum ^ 1);
     forge_manifest(&dir, &serde_json::to_vec(&wrong).unwrap());
     let err = load_columns(&dir).unwrap_err();
     assert!(

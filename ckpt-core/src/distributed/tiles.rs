@@ -7,14 +7,16 @@
 //! touches every block, and reads three times what it needs. Tiles cut each row into bands
 //! of `band` bytes (the last band of a row shorter) and group `rows` rows: the tile of row
 //! band `i` and column band `j` is the bytes of band `j` of rows `i * rows ..`, row after
-//! row, and its checksum is their xxh3, in row-major order of `(i, j)`. A load uses the
-//! tiles or the blocks of a chunk, whichever reads fewer bytes for what it needs.
+//! row. Its checksum is the xxh3 of the xxh3s of its rows' pieces (little-endian, one after
+//! another), so that short pieces hash at the one-shot speed; the checksums are in row-major
+//! order of `(i, j)`. A load uses the tiles or the blocks of a chunk, whichever reads fewer
+//! bytes for what it needs.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::dtype::DType;
 use crate::shard::Chunk;
@@ -25,7 +27,7 @@ const MAX_BANDS: u64 = 64;
 
 /// The narrowest band worth a checksum of its own: below it, hashing the short pieces of each
 /// row costs more than reading the whole row.
-const MIN_BAND: u64 = 256;
+const MIN_BAND: u64 = 64;
 
 /// The column tiles of one stored chunk (see the module's documentation).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +37,8 @@ pub(super) struct Tiles {
     pub(super) band: u64,
     /// The rows of each tile but the last row band's.
     pub(super) rows: u64,
-    /// xxh3-64 of each tile, in row-major order of (row band, column band).
+    /// The checksum of each tile (see the module's documentation), in row-major order of
+    /// (row band, column band).
     pub(super) checksums: Vec<u64>,
 }
 
@@ -55,7 +58,7 @@ pub(super) fn rows_of(chunk: &Chunk, dtype: DType) -> Option<(u64, u64)> {
 impl Tiles {
     /// The tiles of `data`, the row-major data of `chunk`, for checksum blocks of about
     /// `block_size` bytes; `None` where bands would be too narrow to help (rows under
-    /// 512 bytes, or a single row).
+    /// 128 bytes, or a single row).
     pub(super) fn of(chunk: &Chunk, dtype: DType, data: &[u8], block_size: u64) -> Option<Self> {
         let (rows, row) = rows_of(chunk, dtype)?;
         let bands = (row / MIN_BAND).min(MAX_BANDS);
@@ -138,11 +141,10 @@ impl Layout {
 
     /// The checksum of tile `tile` of `data`, the chunk's data.
     pub(super) fn hash(&self, tile: u64, data: &[u8]) -> u64 {
-        let mut hasher = Xxh3::new();
-        for range in self.ranges(tile) {
-            hasher.update(&data[range.start as usize..range.end as usize]);
-        }
-        hasher.digest()
+        let rows = self
+            .ranges(tile)
+            .map(|r| xxh3_64(&data[r.start as usize..r.end as usize]));
+        combine(rows)
     }
 
     /// The tiles that hold some byte of `ranges` (byte ranges of the chunk's data).
@@ -163,12 +165,20 @@ impl Layout {
     }
 }
 
+/// A tile's checksum from the xxh3s of its rows' pieces, in order.
+fn combine(rows: impl Iterator<Item = u64>) -> u64 {
+    let sums: Vec<u8> = rows.flat_map(u64::to_le_bytes).collect();
+    xxh3_64(&sums)
+}
+
 /// The checksums of a chunk's tiles, computed from its data read in order, piece by piece,
 /// with one hasher per column band: how [`verify`](super::verify) checks tiles in the same
 /// pass as blocks.
 pub(super) struct Streaming<'l> {
     layout: &'l Layout,
-    hashers: Vec<Xxh3>,
+    /// For each band: the hash of the piece of the row being read, and the hashes of the
+    /// pieces of the tile's rows read so far.
+    bands: Vec<(Xxh3, Vec<u64>)>,
     /// The bytes of the data fed so far.
     at: u64,
 }
@@ -177,7 +187,9 @@ impl<'l> Streaming<'l> {
     pub(super) fn new(layout: &'l Layout) -> Self {
         Streaming {
             layout,
-            hashers: (0..layout.bands).map(|_| Xxh3::new()).collect(),
+            bands: (0..layout.bands)
+                .map(|_| (Xxh3::new(), Vec::new()))
+                .collect(),
             at: 0,
         }
     }
@@ -195,17 +207,22 @@ impl<'l> Streaming<'l> {
         while !bytes.is_empty() && self.at < rows * row {
             let (r, column) = (self.at / row, self.at % row);
             let j = column / band;
-            let segment = (((j + 1) * band).min(row) - column).min(bytes.len() as u64);
+            let piece_ends = ((j + 1) * band).min(row);
+            let segment = (piece_ends - column).min(bytes.len() as u64);
             let (now, rest) = bytes.split_at(segment as usize);
-            self.hashers[j as usize].update(now);
+            let (hasher, sums) = &mut self.bands[j as usize];
+            hasher.update(now);
             bytes = rest;
             self.at += segment;
+            if self.at == r * row + piece_ends {
+                sums.push(hasher.digest());
+                hasher.reset();
+            }
             let band_ends = ((r / rows_per_tile + 1) * rows_per_tile).min(rows) * row;
             if self.at == band_ends {
                 let i = r / rows_per_tile;
-                for (j, hasher) in self.hashers.iter_mut().enumerate() {
-                    done(i * bands + j as u64, hasher.digest());
-                    hasher.reset();
+                for (j, (_, sums)) in self.bands.iter_mut().enumerate() {
+                    done(i * bands + j as u64, combine(sums.drain(..)));
                 }
             }
         }
@@ -222,28 +239,28 @@ mod tests {
 
     #[test]
     fn tiles_cover_every_byte_once_and_hash_their_rows_bands() {
-        // 300 rows of 200 f32 (800 bytes): 3 bands of 268 bytes (the last 264), tiles of
-        // 15 rows (about 4 KiB): 20 row bands.
+        // 300 rows of 200 f32 (800 bytes): 12 bands of 68 bytes (the last 52), tiles of 60
+        // rows (about 4 KiB): 5 row bands.
         let chunk = Chunk::whole(vec![300, 200]).unwrap();
         let bytes = data(300 * 800);
         let tiles = Tiles::of(&chunk, DType::F32, &bytes, 4096).unwrap();
-        assert_eq!((tiles.band, tiles.rows), (268, 15));
+        assert_eq!((tiles.band, tiles.rows), (68, 60));
         let layout = Layout::new(&tiles, 300, 800).unwrap();
-        assert_eq!(layout.count(), 20 * 3);
+        assert_eq!(layout.count(), 5 * 12);
         assert_eq!(tiles.checksums.len(), 60);
         let mut seen = vec![0u8; bytes.len()];
         for tile in 0..layout.count() {
-            let mut hasher = Xxh3::new();
+            let mut sums = Vec::new();
             let mut len = 0;
             for r in layout.ranges(tile) {
                 seen[r.start as usize..r.end as usize]
                     .iter_mut()
                     .for_each(|s| *s += 1);
-                hasher.update(&bytes[r.start as usize..r.end as usize]);
+                sums.extend(xxh3_64(&bytes[r.start as usize..r.end as usize]).to_le_bytes());
                 len += r.end - r.start;
             }
             assert_eq!(len, layout.len(tile));
-            assert_eq!(hasher.digest(), tiles.checksums[tile as usize]);
+            assert_eq!(xxh3_64(&sums), tiles.checksums[tile as usize]);
         }
         assert!(seen.iter().all(|&s| s == 1));
 
@@ -281,8 +298,8 @@ mod tests {
 
     #[test]
     fn narrow_rows_and_single_rows_get_no_tiles() {
-        let narrow = Chunk::whole(vec![100, 64]).unwrap(); // 256-byte rows of f32
-        assert!(Tiles::of(&narrow, DType::F32, &data(100 * 256), 4096).is_none());
+        let narrow = Chunk::whole(vec![100, 16]).unwrap(); // 64-byte rows of f32
+        assert!(Tiles::of(&narrow, DType::F32, &data(100 * 64), 4096).is_none());
         let one = Chunk::whole(vec![1, 4096]).unwrap();
         assert!(Tiles::of(&one, DType::F32, &data(4096 * 4), 4096).is_none());
         let flat = Chunk::whole(vec![4096]).unwrap();
