@@ -335,9 +335,7 @@ impl Reader<'_> {
             checks
                 .par_iter()
                 .flat_map_iter(|(piece, location, backing, units)| {
-                    units
-                        .indices()
-                        .map(move |index| (*piece, location, backing, units, index))
+                    (0..units.tasks()).map(move |task| (*piece, location, backing, units, task))
                 })
                 .map(|(piece, location, backing, units, index)| {
                     units.check(key, piece, location, backing.as_ref(), index)
@@ -453,10 +451,12 @@ impl Reader<'_> {
 }
 
 /// What a load checks of one stored chunk: the blocks, or the tiles, that hold the bytes it
-/// needs, whichever are fewer bytes.
+/// needs, whichever are fewer bytes. Tiles are checked a row band at a time, so that the
+/// pages of its rows are read in once for all its tiles.
 enum Units {
-    Blocks(BTreeSet<u64>),
-    Tiles(Layout, BTreeSet<u64>),
+    Blocks(Vec<u64>),
+    /// The tiles needed, by row band.
+    Tiles(Layout, Vec<Vec<u64>>),
 }
 
 impl Units {
@@ -477,64 +477,79 @@ impl Units {
             let layout = Layout::new(tiles, rows, row)?;
             let touched = layout.touched(wanted);
             let bytes: u64 = touched.iter().map(|&t| layout.len(t)).sum();
-            (bytes < block_bytes).then_some(Units::Tiles(layout, touched))
+            if bytes >= block_bytes {
+                return None;
+            }
+            let mut bands: Vec<Vec<u64>> = Vec::new();
+            for tile in touched {
+                match bands.last_mut() {
+                    Some(band) if layout.row_band(band[0]) == layout.row_band(tile) => {
+                        band.push(tile);
+                    }
+                    _ => bands.push(vec![tile]),
+                }
+            }
+            Some(Units::Tiles(layout, bands))
         });
-        tiles.unwrap_or(Units::Blocks(blocks))
+        tiles.unwrap_or(Units::Blocks(blocks.into_iter().collect()))
     }
 
-    fn indices(&self) -> impl Iterator<Item = u64> + '_ {
+    /// How many tasks checking the units takes: one per block, one per row band of tiles.
+    fn tasks(&self) -> usize {
         match self {
-            Units::Blocks(set) | Units::Tiles(_, set) => set.iter().copied(),
+            Units::Blocks(blocks) => blocks.len(),
+            Units::Tiles(_, bands) => bands.len(),
         }
     }
 
-    /// Checks unit `index` of `piece`'s data, in the mapped file `backing` (at `location`),
-    /// against its checksum, paging it in for the hash and letting it go after; its length.
+    /// Runs task `task` (see [`tasks`](Units::tasks)) over `piece`'s data, in the mapped file
+    /// `backing` (at `location`): checks its units against their checksums, paging their
+    /// bytes in for the hash and letting them go after; the bytes it checked.
     fn check(
         &self,
         key: &str,
         piece: &Piece,
         location: &Location,
         backing: &dyn Backing,
-        index: u64,
+        task: usize,
     ) -> Result<u64, Error> {
         // Inside the mapped file: `lend` checked the chunk's range.
         let data = &backing.bytes()[piece.stored.offset as usize..][..piece.stored.length as usize];
-        let (sum, expected, span, len) = match self {
-            Units::Blocks(_) => {
-                let size = piece.block_size;
-                let span = index * size..((index + 1) * size).min(piece.stored.length);
-                let bytes = &data[span.start as usize..span.end as usize];
-                backing.prefetch(bytes);
-                let sum = xxh3_64(bytes);
-                (
-                    sum,
-                    piece.stored.checksums.get(index as usize),
-                    span.clone(),
-                    span.end - span.start,
-                )
-            }
-            Units::Tiles(layout, _) => {
-                let sum = layout.hash(index, data);
-                let span = layout.span(index);
-                let expected = piece
-                    .stored
-                    .tiles
-                    .as_ref()
-                    .and_then(|t| t.checksums.get(index as usize));
-                (sum, expected, span, layout.len(index))
-            }
+        let damaged = |span: Range<u64>| Error::Damaged {
+            file: location.clone(),
+            key: key.to_owned(),
+            start: piece.stored.offset + span.start,
+            end: piece.stored.offset + span.end,
         };
-        backing.release(&data[span.start as usize..span.end as usize]);
-        if expected != Some(&sum) {
-            return Err(Error::Damaged {
-                file: location.clone(),
-                key: key.to_owned(),
-                start: piece.stored.offset + span.start,
-                end: piece.stored.offset + span.end,
-            });
+        let bytes = |span: &Range<u64>| &data[span.start as usize..span.end as usize];
+        match self {
+            Units::Blocks(blocks) => {
+                let (index, size) = (blocks[task], piece.block_size);
+                let span = index * size..((index + 1) * size).min(piece.stored.length);
+                backing.prefetch(bytes(&span));
+                let sum = xxh3_64(bytes(&span));
+                backing.release(bytes(&span));
+                if piece.stored.checksums.get(index as usize) != Some(&sum) {
+                    return Err(damaged(span));
+                }
+                Ok(span.end - span.start)
+            }
+            Units::Tiles(layout, bands) => {
+                let tiles = &bands[task];
+                let rows = layout.row_band_span(layout.row_band(tiles[0]));
+                backing.prefetch(bytes(&rows));
+                let checked = tiles.iter().try_fold(0, |checked, &tile| {
+                    let sum = layout.hash(tile, data);
+                    let expected = piece.stored.tiles.as_ref().map(|t| &t.checksums);
+                    if expected.and_then(|sums| sums.get(tile as usize)) != Some(&sum) {
+                        return Err(damaged(layout.span(tile)));
+                    }
+                    Ok(checked + layout.len(tile))
+                });
+                backing.release(bytes(&rows));
+                checked
+            }
         }
-        Ok(len)
     }
 }
 

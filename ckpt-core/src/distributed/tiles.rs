@@ -127,6 +127,17 @@ impl Layout {
         rows.map(move |r| r * row + columns.start..r * row + columns.end)
     }
 
+    /// The row band tile `tile` lies in.
+    pub(super) fn row_band(&self, tile: u64) -> u64 {
+        tile / self.bands
+    }
+
+    /// The bytes of the chunk's data that the rows of row band `band` hold, every column.
+    pub(super) fn row_band_span(&self, band: u64) -> Range<u64> {
+        let rows = band * self.rows_per_tile..((band + 1) * self.rows_per_tile).min(self.rows);
+        rows.start * self.row..rows.end * self.row
+    }
+
     /// The bytes of the chunk's data from tile `tile`'s first to its last.
     pub(super) fn span(&self, tile: u64) -> Range<u64> {
         let (rows, columns) = self.extent(tile);
