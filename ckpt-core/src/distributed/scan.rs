@@ -5,7 +5,8 @@ use std::path::Path;
 
 use super::Error;
 use super::layout::{Status, clean_at, is_ours, status_of};
-use crate::storage::dir::{Listing, listing};
+use crate::storage::Listing;
+use crate::storage::dir::listing;
 use crate::storage::{Location, ObjectStoreOptions};
 
 /// A directory holding (the files of) a sharded checkpoint, as [`scan`] finds it.

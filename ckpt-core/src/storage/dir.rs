@@ -4,7 +4,7 @@
 
 use std::io;
 
-use super::{Location, ObjectStoreOptions};
+use super::{Listing, Location, ObjectStoreOptions};
 
 impl Location {
     /// The object named `name` inside this directory.
@@ -117,14 +117,6 @@ pub(crate) fn list(location: &Location, remote: &ObjectStoreOptions) -> io::Resu
         .into_iter()
         .map(|(name, _)| name)
         .collect())
-}
-
-/// What a directory holds, each list sorted by name.
-pub(crate) struct Listing {
-    /// Its files (objects directly under the prefix), with their sizes in bytes.
-    pub(crate) files: Vec<(String, u64)>,
-    /// Its sub-directories (the next segments of longer names under the prefix).
-    pub(crate) dirs: Vec<String>,
 }
 
 /// The files and sub-directories of the directory `location`: a local directory's (symbolic

@@ -42,7 +42,7 @@ pub(crate) fn remove(url: &ObjectUrl, options: &super::ObjectStoreOptions) -> io
 pub(crate) fn listing(
     url: &ObjectUrl,
     options: &super::ObjectStoreOptions,
-) -> io::Result<super::dir::Listing> {
+) -> io::Result<super::Listing> {
     let object = store::object(url, options)?;
     runtime::wait(async move {
         let listed = object
@@ -62,7 +62,7 @@ pub(crate) fn listing(
             .collect();
         files.sort();
         dirs.sort();
-        Ok(super::dir::Listing { files, dirs })
+        Ok(super::Listing { files, dirs })
     })
 }
 
