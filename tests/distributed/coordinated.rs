@@ -152,3 +152,50 @@ fn a_coordinated_save_into_a_committed_directory_is_refused_on_every_rank() {
         );
     }
 }
+
+#[test]
+fn ranks_naming_different_directories_all_fail_and_nothing_is_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Rank 1 is a save behind: it saves step-1 while rank 0 saves step-2.
+    let dirs = [tmp.path().join("step-2"), tmp.path().join("step-1")];
+    let coordinators = Threads::job(2);
+    let states = states(1, 2);
+    let errors: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = states
+            .iter()
+            .zip(&coordinators)
+            .zip(&dirs)
+            .map(|((net, c), dir)| {
+                s.spawn(move || {
+                    let job = Job::with_coordinator(c).timeout(Duration::from_secs(5));
+                    distributed::save(&net.state_dict(), dir, &job, &SaveOptions::new())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let expected = format!(
+        "rank(s) [0] name {}, rank(s) [1] name {}",
+        dirs[0].display(),
+        dirs[1].display()
+    );
+    for (rank, err) in errors.into_iter().enumerate() {
+        let err = err.unwrap_err();
+        assert!(
+            matches!(&err, distributed::Error::DirectoriesDiffer { dirs } if dirs.len() == 2),
+            "rank {rank}: {err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(&expected), "rank {rank}: {message}");
+        assert!(message.contains("different directories"), "{message}");
+    }
+    // Neither directory holds anything a save writes, let alone a commit.
+    for dir in &dirs {
+        assert_eq!(
+            distributed::files(dir).unwrap(),
+            Vec::<String>::new(),
+            "{}",
+            dir.display()
+        );
+    }
+}

@@ -7,6 +7,7 @@
 mod common;
 
 mod backend;
+mod cli;
 mod failures;
 mod http;
 mod memory;

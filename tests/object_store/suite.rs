@@ -238,7 +238,7 @@ fn sharded_checkpoints_round_trip(backend: &Backend) {
 }
 
 /// ckpt's own sharded checkpoints at a URL: three ranks save, two load their rows; the
-/// survey functions and `clean` work there as on a local directory.
+/// survey functions, `scan` and `clean` work there as on a local directory.
 fn ckpt_sharded_jobs_round_trip(backend: &Backend) {
     use std::time::Duration;
 
@@ -311,7 +311,39 @@ fn ckpt_sharded_jobs_round_trip(backend: &Backend) {
             missing: vec![2],
         }
     );
-    let removed = distributed::clean_with(&dir, &remote).unwrap();
+    // A scan of the run finds both, by their sub-prefixes, with their files' sizes.
+    let found = distributed::scan_with(backend.url("run/"), &remote).unwrap();
+    let shown: Vec<String> = found.iter().map(|f| f.dir.to_string()).collect();
+    let url_of = |name: &str| url_shown(&backend.url(name));
+    assert_eq!(
+        shown
+            .iter()
+            .map(|s| s.trim_end_matches('/'))
+            .collect::<Vec<_>>(),
+        [url_of("run/step-1"), url_of("run/step-2")],
+        "{shown:?}"
+    );
+    assert_eq!(found[0].status, Status::Complete { world_size: 3 });
+    assert!(matches!(found[1].status, Status::Incomplete { .. }));
+    assert_eq!(
+        found[1]
+            .files
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>(),
+        distributed::files_with(&dir, &remote).unwrap()
+    );
+    let data = found[0]
+        .files
+        .iter()
+        .find(|(n, _)| n == "rank-1.ckpt")
+        .unwrap();
+    assert!(data.1 > 96 / 3 * 64 * 4, "{data:?}");
+    assert!(
+        found[0].clean(&remote).is_err(),
+        "a committed one is refused"
+    );
+    let removed = found[1].clean(&remote).unwrap();
     assert!(removed.contains(&"save.json".to_owned()), "{removed:?}");
     assert!(removed.contains(&"rank-1.ckpt".to_owned()), "{removed:?}");
     assert!(distributed::files_with(&dir, &remote).unwrap().is_empty());

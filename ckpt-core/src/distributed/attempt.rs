@@ -31,31 +31,23 @@ struct Attempt {
 }
 
 /// Begins this rank's part of a save: rank 0 makes the save's nonce and writes it (or gives
-/// it to every rank through the job's coordinator). Without a coordinator, the other ranks
-/// get `None`: they learn the nonce from `save.json` once their data is written, and vote
-/// again should rank 0 name another save meanwhile.
+/// it to every rank through the job's coordinator, along with the directory each rank names,
+/// which must be one: see [`Opening`]). Without a coordinator, the other ranks get `None`:
+/// they learn the nonce from `save.json` once their data is written, and vote again should
+/// rank 0 name another save meanwhile.
 pub(super) fn begin(
     dir: &Location,
     job: &Job<'_>,
     options: &SaveOptions,
 ) -> Result<Option<String>, Error> {
     if let Some(coordinator) = job.coordinator {
-        let mine = if job.rank == 0 {
-            nonce()
-        } else {
-            String::new()
+        let mine = Opening {
+            save: (job.rank == 0).then(nonce),
+            dir: shown(dir),
         };
-        let all = coordinator.all_gather(mine.as_bytes())?;
-        let first = all.first().map(Vec::as_slice).unwrap_or_default();
-        let save = match std::str::from_utf8(first) {
-            Ok(save) if is_nonce(save) => save.to_owned(),
-            _ => {
-                return Err(Error::invalid(
-                    dir,
-                    "the coordinator gave rank 0's save nonce as something else; check its all_gather",
-                ));
-            }
-        };
+        let bytes = serde_json::to_vec(&mine).map_err(|e| Error::invalid(dir, e.to_string()))?;
+        let all = coordinator.all_gather(&bytes)?;
+        let save = agree(dir, job, &all)?;
         // The directory says which save is under way here too, for `status`.
         if job.rank == 0 {
             write(dir, job, &save, options)?;
@@ -68,6 +60,74 @@ pub(super) fn begin(
     let save = nonce();
     write(dir, job, &save, options)?;
     Ok(Some(save))
+}
+
+/// What each rank gives the first all-gather of a coordinated save: rank 0 the save's nonce,
+/// every rank the directory it saves into. Collectives pair the ranks' calls by their order
+/// alone, so a rank a save behind the others (its `Saver` skipped one) would otherwise be
+/// gathered into their save of another directory, its manifest counted as a vote there.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Opening {
+    save: Option<String>,
+    dir: String,
+}
+
+/// The directory as the ranks compare it: a local one made absolute (ranks in different
+/// working directories name different ones with one relative path), a URL as shown, without
+/// its password and query string (which may differ between ranks, as signatures do).
+fn shown(dir: &Location) -> String {
+    match dir {
+        Location::Path(path) => std::path::absolute(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Rank 0's nonce from what every rank gave the first all-gather, once every rank is found
+/// to name this rank's directory; else the error every rank gives alike, naming the ranks of
+/// each directory.
+fn agree(dir: &Location, job: &Job<'_>, all: &[Vec<u8>]) -> Result<String, Error> {
+    let garbled = |what: &str| {
+        Error::invalid(
+            dir,
+            format!("the coordinator's all_gather gave {what}; check its all_gather"),
+        )
+    };
+    if all.len() != job.world_size {
+        return Err(garbled(&format!(
+            "{} buffers for a job of {}",
+            all.len(),
+            job.world_size
+        )));
+    }
+    let openings = all
+        .iter()
+        .enumerate()
+        .map(|(rank, bytes)| {
+            serde_json::from_slice::<Opening>(bytes).map_err(|_| {
+                garbled(&format!(
+                    "rank {rank}'s opening of the save as something else"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut by_dir: Vec<(String, Vec<usize>)> = Vec::new();
+    for (rank, opening) in openings.iter().enumerate() {
+        match by_dir.iter_mut().find(|(d, _)| *d == opening.dir) {
+            Some((_, ranks)) => ranks.push(rank),
+            None => by_dir.push((opening.dir.clone(), vec![rank])),
+        }
+    }
+    if by_dir.len() > 1 {
+        return Err(Error::DirectoriesDiffer { dirs: by_dir });
+    }
+    match openings.first().and_then(|o| o.save.as_deref()) {
+        Some(save) if is_nonce(save) => Ok(save.to_owned()),
+        _ => Err(garbled("rank 0's save nonce as something else")),
+    }
 }
 
 /// The nonce of the save under way in `dir` by `job` (its size and run), if `save.json` names

@@ -10,8 +10,10 @@ use std::time::Duration;
 /// [`Job`](super::Job)), which needs nothing but the directory.
 ///
 /// A save calls the collectives several times, in the same order on every rank (today an
-/// all-gather of rank 0's save nonce, one of the manifests, then a barrier), as a collective
-/// library's operations are called: each call is a new operation, never a repeat of the last.
+/// all-gather of rank 0's save nonce and every rank's directory, one of the manifests, then
+/// a barrier), as a collective library's operations are called: each call is a new
+/// operation, never a repeat of the last. Ranks whose directories differ (one a save behind
+/// the others) all fail with [`Error::DirectoriesDiffer`](super::Error::DirectoriesDiffer).
 pub trait Coordinator: Send + Sync {
     /// This process's rank, `0..world_size()`.
     fn rank(&self) -> usize;

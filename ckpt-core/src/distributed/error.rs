@@ -73,6 +73,18 @@ pub enum Error {
         /// How long the rank waited.
         waited: Duration,
     },
+    /// The ranks of a save through a coordinator name different directories: a rank a save
+    /// behind the others (its `Saver` skipped one), or a job whose ranks disagree on the
+    /// path. Every rank fails alike, before anything is written.
+    #[error(
+        "the ranks of this save name different directories: {}; every rank must save into one, named alike (a rank whose save was skipped is a save behind); nothing was saved",
+        directories(dirs)
+    )]
+    DirectoriesDiffer {
+        /// Each directory named (a local one made absolute, a URL without its secrets), with
+        /// the ranks that name it, in the order of their first rank.
+        dirs: Vec<(String, Vec<usize>)>,
+    },
     /// A manifest, the metadata or a data file is not what a sharded checkpoint writes.
     #[error("{file}: {problem}")]
     Invalid {
@@ -191,6 +203,13 @@ fn missing_ranks(world_size: Option<usize>, missing: &[usize]) -> String {
         Some(n) => format!("; of a job of {n}, rank(s) {missing:?} are missing"),
         None => "; no manifest says how many ranks the job has".to_owned(),
     }
+}
+
+fn directories(dirs: &[(String, Vec<usize>)]) -> String {
+    dirs.iter()
+        .map(|(dir, ranks)| format!("rank(s) {ranks:?} name {dir}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn stale_ranks(stale: &[usize]) -> String {

@@ -114,13 +114,17 @@ pub fn clean_with(
     dir: impl AsRef<Path>,
     remote: &ObjectStoreOptions,
 ) -> Result<Vec<String>, Error> {
-    let dir = Location::from(dir.as_ref());
-    if let Status::Complete { .. } = status_of(&dir, remote)? {
-        return Err(Error::Exists { dir });
+    clean_at(&Location::from(dir.as_ref()), remote)
+}
+
+/// [`clean_with`] of a location.
+pub(super) fn clean_at(dir: &Location, remote: &ObjectStoreOptions) -> Result<Vec<String>, Error> {
+    if let Status::Complete { .. } = status_of(dir, remote)? {
+        return Err(Error::Exists { dir: dir.clone() });
     }
     let mut removed = Vec::new();
     // Never the marker: one that appears now is a commit that raced this clean.
-    for name in files_of(&dir, remote)?.into_iter().filter(|n| n != MARKER) {
+    for name in files_of(dir, remote)?.into_iter().filter(|n| n != MARKER) {
         let file = dir.child(&name);
         storage::dir::remove(&file, true, remote).map_err(|e| Error::io(&file, e))?;
         removed.push(name);
@@ -146,14 +150,17 @@ pub fn files_with(
 
 fn files_of(dir: &Location, remote: &ObjectStoreOptions) -> Result<Vec<String>, Error> {
     let names = storage::dir::list(dir, remote).map_err(|e| Error::io(dir, e))?;
-    let ours = |name: &str| {
-        name == MARKER
-            || name == ATTEMPT
-            || (name.starts_with(&format!(".{ATTEMPT}")) && name.ends_with(".tmp"))
-            || manifest::manifest_rank(name).is_some()
-            || (name.starts_with("rank-") && name.ends_with(".ckpt"))
-            || (name.starts_with(".rank-") && name.ends_with(".tmp"))
-            || (name.starts_with(&format!(".{MARKER}")) && name.ends_with(".tmp"))
-    };
-    Ok(names.into_iter().filter(|n| ours(n)).collect())
+    Ok(names.into_iter().filter(|n| is_ours(n)).collect())
+}
+
+/// Whether a file named `name` is one a sharded save writes: the commit marker, the save's
+/// nonce, a manifest, a data file, or a temporary file of one of them.
+pub(super) fn is_ours(name: &str) -> bool {
+    name == MARKER
+        || name == ATTEMPT
+        || (name.starts_with(&format!(".{ATTEMPT}")) && name.ends_with(".tmp"))
+        || manifest::manifest_rank(name).is_some()
+        || (name.starts_with("rank-") && name.ends_with(".ckpt"))
+        || (name.starts_with(".rank-") && name.ends_with(".tmp"))
+        || (name.starts_with(&format!(".{MARKER}")) && name.ends_with(".tmp"))
 }

@@ -20,8 +20,9 @@
 //! checks that every tensor's chunks tile it and that the ranks agree on dtypes and shapes,
 //! and writes `checkpoint.json`. A directory without it is never loaded: a killed save
 //! leaves the previous checkpoint (in its own directory) as it was, and an incomplete
-//! directory that [`status`] recognises and [`clean`] removes, or that the next save reuses:
-//! the manifests the killed save left carry its nonce, and count for nothing.
+//! directory that [`status`] recognises and [`clean`] removes ([`scan`] finds them in a
+//! run's directory), or that the next save reuses: the manifests the killed save left carry
+//! its nonce, and count for nothing.
 //!
 //! Outside a job, [`inspect`] lists a checkpoint from its manifests, [`verify`] checks every
 //! block of its data, and [`Whole`] reads it one global tensor at a time, whole, to
@@ -90,6 +91,7 @@ mod load;
 mod manifest;
 mod save;
 mod saver;
+mod scan;
 mod stage;
 mod survey;
 mod tiles;
@@ -102,6 +104,7 @@ pub use self::layout::{Status, clean, clean_with, files, files_with, status, sta
 pub use self::load::{Loaded, load, load_with};
 pub use self::save::save;
 pub use self::saver::{SaveHandle, Saver};
+pub use self::scan::{Found, scan, scan_with};
 pub use self::survey::{
     Damage, Summary, TensorSummary, Verified, inspect, inspect_with, verify, verify_with,
 };

@@ -1,10 +1,10 @@
 //! Directories of objects, for checkpoints made of several files (a PyTorch Distributed
-//! Checkpoint): whether a location is one, its children, making one, and removing a child
-//! before it is replaced.
+//! Checkpoint): whether a location is one, its children and sub-directories, making one, and
+//! removing a child before it is replaced.
 
 use std::io;
 
-use super::{Location, ObjectStoreOptions};
+use super::{Listing, Location, ObjectStoreOptions};
 
 impl Location {
     /// The object named `name` inside this directory.
@@ -13,6 +13,15 @@ impl Location {
             Location::Path(path) => Location::Path(path.join(name)),
             Location::Url(url) => Location::Url(url.child(name)),
             Location::Memory(dir) => Location::Memory(format!("{dir}/{name}")),
+        }
+    }
+
+    /// The directory named `name` inside this one; at a URL, with the trailing slash that
+    /// names a directory (`s3://b/run/` and `step-1` give `s3://b/run/step-1/`).
+    pub(crate) fn sub_directory(&self, name: &str) -> Location {
+        match self {
+            Location::Url(url) => Location::Url(url.child(&format!("{name}/"))),
+            other => other.child(name),
         }
     }
 }
@@ -103,23 +112,41 @@ pub(crate) fn exists(location: &Location, remote: &ObjectStoreOptions) -> io::Re
 /// The names of the files in the directory `location`, sorted: a local directory's, or the
 /// objects directly under an object store's prefix.
 pub(crate) fn list(location: &Location, remote: &ObjectStoreOptions) -> io::Result<Vec<String>> {
+    Ok(listing(location, remote)?
+        .files
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The files and sub-directories of the directory `location`: a local directory's (symbolic
+/// links are neither), or what lies directly under an object store's prefix.
+pub(crate) fn listing(location: &Location, remote: &ObjectStoreOptions) -> io::Result<Listing> {
     match location {
         Location::Path(path) => {
             let _ = remote;
-            let mut names = Vec::new();
+            let mut listed = Listing {
+                files: Vec::new(),
+                dirs: Vec::new(),
+            };
             for entry in std::fs::read_dir(path)? {
                 let entry = entry?;
-                if entry.file_type()?.is_file()
-                    && let Some(name) = entry.file_name().to_str()
-                {
-                    names.push(name.to_owned());
+                let kind = entry.file_type()?;
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if kind.is_file() {
+                    listed.files.push((name, entry.metadata()?.len()));
+                } else if kind.is_dir() {
+                    listed.dirs.push(name);
                 }
             }
-            names.sort();
-            Ok(names)
+            listed.files.sort();
+            listed.dirs.sort();
+            Ok(listed)
         }
         #[cfg(feature = "object-store")]
-        Location::Url(url) => super::remote::list(url, remote),
+        Location::Url(url) => super::remote::listing(url, remote),
         #[cfg(not(feature = "object-store"))]
         Location::Url(url) => Err(super::without_object_store(url)),
         Location::Memory(_) => Err(io::Error::new(

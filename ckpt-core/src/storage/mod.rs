@@ -125,6 +125,15 @@ impl From<PathBuf> for Location {
     }
 }
 
+/// What a directory holds (see `dir::listing`), each list sorted by name: here, below both
+/// `dir` and the object stores that list for it.
+pub(crate) struct Listing {
+    /// Its files (objects directly under the prefix), with their sizes in bytes.
+    pub(crate) files: Vec<(String, u64)>,
+    /// Its sub-directories (the next segments of longer names under the prefix).
+    pub(crate) dirs: Vec<String>,
+}
+
 /// Bytes a source lends: a backing, and the range of it they occupy.
 pub type Lent = (Arc<dyn Backing>, Range<usize>);
 

@@ -1,8 +1,9 @@
-//! `ckpt convert DIR OUT` of a sharded checkpoint directory: every global tensor read whole
-//! from the ranks' chunks, checksums checked, one at a time through a scratch file beside the
-//! output, into one value that `convert` writes as it writes a file's.
+//! `ckpt convert DIR OUT` of a sharded checkpoint directory (local, or a URL's prefix): every
+//! global tensor read whole from the ranks' chunks, by ranges, checksums checked, one at a
+//! time through a scratch file beside the output (in the system's temporary directory for an
+//! output at a URL), into one value that `convert` writes as it writes a file's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ckpt::Value;
 use ckpt::distributed::Whole;
@@ -16,7 +17,8 @@ pub(crate) struct Consolidated {
 
 /// Reads the committed sharded checkpoint in `dir` whole: the tensors under `select` (its
 /// key itself, or keys `select.*`) or all of them, staged in a scratch file in the directory
-/// `output` is written into, so that memory holds one tensor at a time.
+/// `output` is written into (the system's temporary directory if `output` is a URL), so that
+/// memory holds one tensor at a time.
 pub(crate) fn read(
     dir: &Path,
     output: &Path,
@@ -37,9 +39,13 @@ pub(crate) fn read(
         )
         .into());
     }
-    let scratch = match output.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
+    let scratch = match crate::sharded::local(output) {
+        Some(local) => match local.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+        // An output at a URL has no directory on this machine: the system's temporary one.
+        None => std::env::temp_dir(),
     };
     if !scratch.is_dir() {
         return Err(format!(
@@ -50,7 +56,7 @@ pub(crate) fn read(
         .into());
     }
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let value = whole.consolidate(&keys, scratch)?;
+    let value = whole.consolidate(&keys, &scratch)?;
     Ok(Consolidated {
         value,
         world_size: whole.world_size(),

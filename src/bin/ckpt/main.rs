@@ -58,11 +58,13 @@ enum Command {
     /// .safetensors, NAME.safetensors.index.json) unless --format says otherwise.
     ///
     /// INPUT may be a sharded checkpoint directory (rank-N.ckpt, rank-N.manifest.json,
-    /// checkpoint.json): it is consolidated, every global tensor whole under its global key
-    /// and every block checked against its checksum. Memory holds one tensor at a time (about
-    /// twice the largest tensor's bytes); the others wait in a nameless scratch file in
-    /// OUTPUT's directory, which needs their bytes of free disk. A directory without
-    /// checkpoint.json is refused, naming the ranks present and missing.
+    /// checkpoint.json), local or at a URL ending in / (`s3://bucket/run/step-100/`), read by
+    /// ranges: it is consolidated, every global tensor whole under its global key and every
+    /// block checked against its checksum. Memory holds one tensor at a time (about twice the
+    /// largest tensor's bytes); the others wait in a nameless scratch file in OUTPUT's
+    /// directory (the system's temporary directory, TMPDIR, for an OUTPUT at a URL), which
+    /// needs their bytes of free disk. A directory without checkpoint.json is refused, naming
+    /// the ranks present and missing.
     ///
     /// With --shards N, OUTPUT is a new directory written as a job of N ranks would save it
     /// (`ckpt::distributed::load` reads it into any sharding): every tensor with at least N
@@ -70,7 +72,8 @@ enum Command {
     /// those with fewer rows saved whole, once, by rank 0 (replicated). The layout holds
     /// tensors only, under their flattened keys: other values are refused by key unless
     /// --plain-values drop. Each rank's rows are copied out of INPUT, so memory holds about
-    /// INPUT's tensor bytes. A sharded directory as INPUT is resharded.
+    /// INPUT's tensor bytes. A sharded directory as INPUT is resharded. OUTPUT may be a URL's
+    /// prefix (`s3://bucket/run/step-100/`) that holds no sharded checkpoint's files.
     #[command(verbatim_doc_comment)]
     Convert {
         /// A file, a PyTorch DCP directory, or a ckpt sharded checkpoint directory.
@@ -102,11 +105,12 @@ enum Command {
     Verify { file: PathBuf },
     /// List the incomplete sharded checkpoints (saves that never wrote checkpoint.json) in DIR
     /// and its sub-directories (step-100/, step-200/, ...), and with --yes remove them.
-    /// Committed checkpoints are never touched. Not while a job is saving into DIR.
+    /// Committed checkpoints are never touched. Not while a job is saving into DIR. DIR may be
+    /// a URL's prefix (`s3://bucket/run/`), with the `object-store` feature.
     Clean {
         dir: PathBuf,
-        /// Remove what is listed: the files a sharded save writes, and a sub-directory left
-        /// empty.
+        /// Remove what is listed: the files a sharded save writes, and a local sub-directory
+        /// left empty.
         #[arg(long, visible_alias = "remove")]
         yes: bool,
     },

@@ -7,16 +7,19 @@ use std::path::{Path, PathBuf};
 
 use ckpt::distributed::{self, Status, Summary, TensorSummary};
 use ckpt::shard::Chunk;
+use ckpt::storage::{Location, ObjectStoreOptions};
 
 use crate::entries::human;
 
 /// Whether `path` is a directory holding (the files of) a sharded checkpoint, complete or not:
-/// a local one, or a URL's prefix (`s3://bucket/run/step-100/`, with its trailing slash).
+/// a local one (a `file://` URL's too), or a URL's prefix (`s3://bucket/run/step-100/`, with
+/// its trailing slash).
 pub(crate) fn is_sharded(path: &Path) -> bool {
-    let url_dir = path
-        .to_str()
-        .is_some_and(|s| s.contains("://") && s.ends_with('/'));
-    (path.is_dir() || url_dir) && distributed::files(path).is_ok_and(|names| !names.is_empty())
+    let dir = match local(path) {
+        Some(local) => local.is_dir(),
+        None => path.to_str().is_some_and(|s| s.ends_with('/')),
+    };
+    dir && distributed::files(path).is_ok_and(|names| !names.is_empty())
 }
 
 /// How a directory stands, in a few words.
@@ -169,54 +172,47 @@ pub(crate) fn verify(dir: &Path) -> Result<bool, distributed::Error> {
     Ok(false)
 }
 
-/// `ckpt clean DIR`: the incomplete sharded checkpoints in `dir` and its sub-directories,
-/// listed, and with `remove` removed (an emptied sub-directory too). Committed ones are
-/// never touched.
+/// The local file or directory `path` names: itself, or the path of a `file://` URL; `None`
+/// for an object store's URL.
+pub(crate) fn local(path: &Path) -> Option<PathBuf> {
+    Location::from(path).path().map(Path::to_path_buf)
+}
+
+/// `ckpt clean DIR`: the incomplete sharded checkpoints in `dir` (a local directory, or a
+/// URL's prefix) and its sub-directories, listed, and with `remove` removed (an emptied local
+/// sub-directory too). Committed ones are never touched.
 pub(crate) fn clean(dir: &Path, remove: bool) -> Result<(), Box<dyn std::error::Error>> {
-    if !dir.is_dir() {
-        return Err(format!("{}: not a directory", dir.display()).into());
+    let root = Location::from(dir);
+    if let Some(path) = root.path()
+        && !path.is_dir()
+    {
+        return Err(format!("{}: not a directory", path.display()).into());
     }
-    let mut candidates = vec![dir.to_path_buf()];
-    let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.is_dir())
-        .collect();
-    children.sort();
-    candidates.extend(children);
+    let remote = ObjectStoreOptions::default();
     let (mut incomplete, mut committed) = (0, 0);
-    for candidate in &candidates {
-        let names = distributed::files(candidate)?;
-        if names.is_empty() {
-            continue;
-        }
-        let status = distributed::status(candidate)?;
-        if let Status::Complete { .. } = status {
+    for found in distributed::scan_with(dir, &remote)? {
+        if let Status::Complete { .. } = found.status {
             committed += 1;
             continue;
         }
         incomplete += 1;
-        let bytes: u64 = names
-            .iter()
-            .filter_map(|n| std::fs::metadata(candidate.join(n)).ok())
-            .map(|m| m.len())
-            .sum();
         let what = format!(
             "{} ({}; {} file(s), {})",
-            candidate.display(),
-            status_line(&status),
-            names.len(),
-            human(bytes)
+            found.dir,
+            status_line(&found.status),
+            found.files.len(),
+            human(found.bytes())
         );
         if !remove {
             println!("incomplete: {what}");
             continue;
         }
-        distributed::clean(candidate)?;
-        let emptied = candidate != dir
-            && std::fs::read_dir(candidate).is_ok_and(|mut entries| entries.next().is_none());
-        if emptied {
-            std::fs::remove_dir(candidate).map_err(|e| format!("{}: {e}", candidate.display()))?;
+        found.clean(&remote)?;
+        // An object store has no directories to remove: its prefix is gone with its objects.
+        if let Some(path) = found.dir.path().filter(|_| found.dir != root)
+            && std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+        {
+            std::fs::remove_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         println!("removed: {what}");
     }

@@ -12,6 +12,7 @@ use std::thread;
 use ckpt::distributed::{self, Job};
 use ckpt::shard::{Chunk, Sharded};
 use ckpt::state::{KeyPath, TensorMap};
+use ckpt::storage::Location;
 use ckpt::tensor::TensorView;
 use ckpt::{SaveOptions, Value};
 
@@ -34,9 +35,10 @@ pub(crate) struct Written {
     pub replicated: usize,
 }
 
-/// Writes the tensors of `value`, from `location`, into the new directory `dir` as a sharded
-/// checkpoint of `world` ranks. A value that is not a tensor is an error naming it, unless
-/// `plain_values` says to drop such values.
+/// Writes the tensors of `value`, from `location`, into the new directory `dir` (local, or a
+/// URL's prefix holding no sharded checkpoint's files) as a sharded checkpoint of `world`
+/// ranks. A value that is not a tensor is an error naming it, unless `plain_values` says to
+/// drop such values.
 pub(crate) fn split(
     value: &Value<'_>,
     location: &str,
@@ -89,12 +91,16 @@ pub(crate) fn split(
         };
         layouts.push((key, layout));
     }
-    let existed = dir.exists();
+    let local = crate::sharded::local(dir);
+    let existed = local.as_deref().is_some_and(Path::exists);
     if let Err(e) = save_ranks(&layouts, dir, world) {
         // The directory was new or empty: what the failed save left in it is removed, so
         // that no incomplete checkpoint stays behind (a committed one is kept).
-        if distributed::clean(dir).is_ok() && !existed {
-            let _ = std::fs::remove_dir(dir);
+        if distributed::clean(dir).is_ok()
+            && !existed
+            && let Some(local) = &local
+        {
+            let _ = std::fs::remove_dir(local);
         }
         return Err(e);
     }
@@ -111,6 +117,20 @@ pub(crate) fn split(
 /// Refuses an output that exists and is not an empty directory: a sharded save needs a
 /// directory of its own, with no other job's manifests in it.
 fn check_new(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(dir) = crate::sharded::local(dir) else {
+        // At a URL: a prefix that holds no file a sharded save writes.
+        let names = distributed::files(dir)?;
+        if names.is_empty() {
+            return Ok(());
+        }
+        return Err(format!(
+            "{}: already holds the files of a sharded checkpoint ({}); --shards writes a new directory",
+            Location::from(dir),
+            names.join(", ")
+        )
+        .into());
+    };
+    let dir = dir.as_path();
     if !dir.exists() {
         return Ok(());
     }

@@ -37,11 +37,12 @@ pub(crate) fn remove(url: &ObjectUrl, options: &super::ObjectStoreOptions) -> io
     })
 }
 
-/// The names of the objects directly under the prefix `url` names (a "directory"), sorted.
-pub(crate) fn list(
+/// What lies directly under the prefix `url` names (a "directory"): the objects, with their
+/// sizes, and the next segments of longer names (its sub-directories), each sorted.
+pub(crate) fn listing(
     url: &ObjectUrl,
     options: &super::ObjectStoreOptions,
-) -> io::Result<Vec<String>> {
+) -> io::Result<super::Listing> {
     let object = store::object(url, options)?;
     runtime::wait(async move {
         let listed = object
@@ -49,13 +50,19 @@ pub(crate) fn list(
             .list_with_delimiter(Some(&object.path))
             .await
             .map_err(|e| error::io_error(e, "listing", &object.secrets))?;
-        let mut names: Vec<String> = listed
+        let mut files: Vec<(String, u64)> = listed
             .objects
             .iter()
-            .filter_map(|meta| meta.location.filename().map(str::to_owned))
+            .filter_map(|meta| Some((meta.location.filename()?.to_owned(), meta.size)))
             .collect();
-        names.sort();
-        Ok(names)
+        let mut dirs: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|prefix| prefix.filename().map(str::to_owned))
+            .collect();
+        files.sort();
+        dirs.sort();
+        Ok(super::Listing { files, dirs })
     })
 }
 
