@@ -28,6 +28,7 @@
 
 mod error;
 mod metadata;
+mod plan;
 mod read;
 mod unpickle;
 mod write;
@@ -35,6 +36,8 @@ mod write;
 use std::sync::Arc;
 
 pub use self::error::DcpError;
+pub use self::plan::RankPlan;
+pub(crate) use self::plan::{dedup, plan};
 pub(crate) use self::read::DcpOpened;
 pub use self::write::RankWrite;
 pub(crate) use self::write::{commit, write_rank};
