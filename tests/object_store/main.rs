@@ -7,6 +7,7 @@
 mod common;
 
 mod backend;
+mod dcp_ranged;
 mod failures;
 mod http;
 mod memory;

@@ -171,8 +171,10 @@ pub fn commit(
 
 /// Resharded load, for one rank of a job whose sharding differs from the one that saved: the
 /// part `chunk` of each tensor `wanted` names (a row block, a column block, any box of the
-/// global tensor), read only from the items of the saved chunks that overlap it. Memory
-/// mapped local files are touched only where the overlaps lie. Each key must be a tensor of
+/// global tensor), read only from the items of the saved chunks that overlap it, and from
+/// each only the bytes of the overlap: memory-mapped local files are touched only there, and
+/// an object store is asked for those byte ranges (several GETs at once), not whole items.
+/// An item whose tensor is not stored in C order (which DCP does not write) is read whole. Each key must be a tensor of
 /// the checkpoint whose global shape is the chunk's, as `dcp.load` requires.
 ///
 /// ```

@@ -30,6 +30,8 @@ mod error;
 mod metadata;
 mod plan;
 mod read;
+#[cfg(test)]
+mod tests;
 mod unpickle;
 mod write;
 
