@@ -6,5 +6,6 @@
 mod common;
 
 mod chunks;
+mod dedup;
 mod read;
 mod write;

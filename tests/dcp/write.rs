@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use ckpt::dcp::{RankPlan, RankWrite};
 use ckpt::shard::{Chunk, copy_overlap};
 use ckpt::state::KeyPath;
 use ckpt::{SaveOptions, Tensor, Value, dict};
@@ -35,7 +36,7 @@ fn three_ranks_round_trip() {
     let original = ckpt::load(fixture("world4_2d")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("ckpt");
-    write_ranks(original.value(), &out, 3, &SaveOptions::new());
+    write_ranks(original.value(), &out, 3, false, &SaveOptions::new());
     let reloaded = ckpt::load(&out).unwrap();
     assert_eq!(reloaded.value(), original.value());
     assert_matches(reloaded.value(), "world4_2d");
@@ -53,7 +54,8 @@ fn nothing_is_a_checkpoint_before_the_commit() {
     ckpt::dcp::save(dict! { "w" => Tensor::scalar(1.0f32) }, &out).unwrap();
     let options = SaveOptions::new();
     let state = dict! { "w" => Tensor::scalar(2.0f32) };
-    let part = ckpt::dcp::write_rank(&state, &out, 0, &HashMap::new(), &options).unwrap();
+    let plan = ckpt::dcp::plan_rank(&state, &out, 0, &HashMap::new()).unwrap();
+    let part = ckpt::dcp::write_rank(&state, &out, &plan, &options).unwrap();
     let err = ckpt::load(&out).unwrap_err().to_string();
     assert!(err.contains("no .metadata in it"), "{err}");
     ckpt::dcp::commit(&out, &[part], &options).unwrap();
@@ -78,7 +80,8 @@ fn the_commit_checks_the_ranks_against_one_another() {
     let half = Tensor::zeros(ckpt::DType::F32, &[2, 2]).unwrap();
     let state = dict! { "w" => &half };
     let chunks = HashMap::from([("w".to_owned(), rows[0].clone())]);
-    let first = ckpt::dcp::write_rank(&state, &out, 0, &chunks, &options).unwrap();
+    let plan = ckpt::dcp::plan_rank(&state, &out, 0, &chunks).unwrap();
+    let first = ckpt::dcp::write_rank(&state, &out, &plan, &options).unwrap();
     let err = ckpt::dcp::commit(&out, std::slice::from_ref(&first), &options).unwrap_err();
     let message = err.to_string();
     assert!(
@@ -88,7 +91,8 @@ fn the_commit_checks_the_ranks_against_one_another() {
 
     let other = Chunk::split(&[6, 2], 0, 3).unwrap().remove(1);
     let chunks = HashMap::from([("w".to_owned(), other)]);
-    let second = ckpt::dcp::write_rank(&state, &out, 1, &chunks, &options).unwrap();
+    let plan = ckpt::dcp::plan_rank(&state, &out, 1, &chunks).unwrap();
+    let second = ckpt::dcp::write_rank(&state, &out, &plan, &options).unwrap();
     let message = ckpt::dcp::commit(&out, &[first, second], &options)
         .unwrap_err()
         .to_string();
@@ -97,21 +101,29 @@ fn the_commit_checks_the_ranks_against_one_another() {
 }
 
 /// The checkpoints `check_dcp_load.py` loads with PyTorch, and their manifests: the `single`
-/// fixture as one rank writes it, and the world-2 `DTensor` fixture's model and Adam state as
-/// three ranks do. Set `CKPT_REGENERATE=1` to rewrite them after a deliberate change to the
+/// fixture as one rank writes it, the world-2 `DTensor` fixture's model and Adam state as
+/// three ranks do, and the world-4 2-D mesh fixture as four ranks do with every other tensor
+/// replicated (written once). Set `CKPT_REGENERATE=1` to rewrite them after a deliberate change to the
 /// writer.
 #[test]
 fn written_checkpoints_match_the_committed_ones() {
     let regenerate = std::env::var_os("CKPT_REGENERATE").is_some();
     let root = dir().join("written");
-    for (name, source, ranks) in [
-        ("one_rank", "single", 1),
-        ("three_ranks", "world2_dtensor", 3),
+    for (name, source, ranks, replicate) in [
+        ("one_rank", "single", 1, false),
+        ("three_ranks", "world2_dtensor", 3, false),
+        ("four_ranks_replicated", "world4_2d", 4, true),
     ] {
         let value = ckpt::load(fixture(source)).unwrap().value().clone();
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join(name);
-        write_ranks(&value, &out, ranks, &SaveOptions::new().fsync(false));
+        write_ranks(
+            &value,
+            &out,
+            ranks,
+            replicate,
+            &SaveOptions::new().fsync(false),
+        );
         let manifest = manifest_of(&value, name, ranks);
         let committed = root.join(name);
         if regenerate {
@@ -149,22 +161,54 @@ fn files(dir: &Path) -> Vec<String> {
 }
 
 /// Writes `value` as `ranks` ranks would hold it and commits: the i-th tensor split along
-/// dimension `i % ndim` ([`Chunk::split`]: the first pieces one larger), 0-d tensors and plain
-/// values given to every rank.
-fn write_ranks(value: &Value<'static>, out: &PathBuf, ranks: u64, options: &SaveOptions) {
+/// dimension `i % ndim` ([`Chunk::split`]: the first pieces one larger), or, when `replicate`
+/// and `i` is odd, held whole by every rank; 0-d tensors and plain values given to every
+/// rank. The plans are deduplicated, so each replicated item is written once. Returns what
+/// each rank wrote.
+fn write_ranks(
+    value: &Value<'static>,
+    out: &PathBuf,
+    ranks: u64,
+    replicate: bool,
+    options: &SaveOptions,
+) -> Vec<RankWrite> {
+    let states = rank_states(value, ranks, replicate);
+    let plans: Vec<RankPlan> = states
+        .iter()
+        .enumerate()
+        .map(|(rank, (state, chunks))| ckpt::dcp::plan_rank(state, out, rank, chunks).unwrap())
+        .collect();
+    // Plans and parts travel to the coordinator and back as JSON, as between processes.
+    let plans = ckpt::dcp::dedup(&through_json(&plans));
+    let parts: Vec<RankWrite> = states
+        .iter()
+        .zip(through_json(&plans))
+        .map(|((state, _), plan)| ckpt::dcp::write_rank(state, out, &plan, options).unwrap())
+        .collect();
+    let parts = through_json(&parts);
+    ckpt::dcp::commit(out, &parts, options).unwrap();
+    parts
+}
+
+/// Each rank's state and chunks, as [`write_ranks`] splits `value`.
+fn rank_states(
+    value: &Value<'static>,
+    ranks: u64,
+    replicate: bool,
+) -> Vec<(Value<'static>, HashMap<String, Chunk>)> {
     let mut tensors = Vec::new();
     value.walk(&mut KeyPath::new(), &mut |key, leaf| {
         if let Value::Tensor(t) = leaf {
             tensors.push((key.to_owned(), t.view().to_tensor().unwrap()));
         }
     });
-    let mut parts = Vec::new();
+    let mut states = Vec::new();
     for rank in 0..ranks {
         let mut local = value.clone();
         let mut chunks = HashMap::new();
         for (i, (key, tensor)) in tensors.iter().enumerate() {
             let global: Vec<u64> = tensor.shape().iter().map(|&d| d as u64).collect();
-            if global.is_empty() || ranks == 1 {
+            if global.is_empty() || ranks == 1 || (replicate && i % 2 == 1) {
                 continue;
             }
             let chunk =
@@ -178,14 +222,16 @@ fn write_ranks(value: &Value<'static>, out: &PathBuf, ranks: u64, options: &Save
             *leaf_mut(&mut local, key) = Value::from(piece);
             chunks.insert(key.clone(), chunk);
         }
-        parts.push(ckpt::dcp::write_rank(&local, out, rank as usize, &chunks, options).unwrap());
+        states.push((local, chunks));
     }
-    // The parts travel to the coordinator as JSON, as between processes.
-    let parts: Vec<ckpt::dcp::RankWrite> = parts
+    states
+}
+
+fn through_json<T: serde::Serialize + serde::de::DeserializeOwned>(items: &[T]) -> Vec<T> {
+    items
         .iter()
         .map(|p| serde_json::from_str(&serde_json::to_string(p).unwrap()).unwrap())
-        .collect();
-    ckpt::dcp::commit(out, &parts, options).unwrap();
+        .collect()
 }
 
 /// The leaf under the flattened `key`.

@@ -8,6 +8,7 @@ mod common;
 
 mod backend;
 mod cli;
+mod dcp_ranged;
 mod failures;
 mod http;
 mod memory;

@@ -369,7 +369,8 @@ fn dcp_directories_round_trip(backend: &Backend) {
         let local = Tensor::from_vec(half, &[2, 2]).unwrap();
         let chunks = HashMap::from([("model.w".to_owned(), rows)]);
         let state = dict! { "model" => dict! { "w" => local }, "step" => 100 };
-        parts.push(ckpt::dcp::write_rank(&state, &dir, rank, &chunks, &options).unwrap());
+        let plan = ckpt::dcp::plan_rank(&state, &dir, rank, &chunks).unwrap();
+        parts.push(ckpt::dcp::write_rank(&state, &dir, &plan, &options).unwrap());
     }
     // The data is there, but the directory is no checkpoint until `.metadata` is.
     let err = ckpt::load_with(&dir, &backend.load()).unwrap_err();

@@ -22,7 +22,9 @@ What is checked:
    writes there (ALLOWED_GLOBALS): its keys, dtypes and global shapes match the manifest; every
    tensor's chunks are in bounds, do not overlap and cover the tensor (dcp.save checks this,
    dcp.load does not); every chunk has a storage_data entry whose [offset, offset + length)
-   lies inside an existing file; planner_data, when present, joins back to the keys.
+   lies inside an existing file; the items .metadata names fill the data files exactly (an item
+   several ranks hold, such as a replicated tensor, is stored once); planner_data, when present,
+   joins back to the keys.
 2. World 1 (no process group, the no_dist path): torch.distributed.checkpoint.load into a
    state dict of plain tensors (prefilled with a sentinel) and placeholders for plain values;
    then torch.distributed.checkpoint.format_utils.dcp_to_torch_save, whose nested result is
@@ -222,6 +224,15 @@ def check_metadata(ckpt_dir, manifest):
                           f"{info.relative_path} ({path.stat().st_size} bytes)")
         if getattr(info, "transform_descriptors", None):
             errors.append(f"{idx.fqn}: transform_descriptors {info.transform_descriptors} (unexpected)")
+    # Every byte of every data file is an item .metadata names: an item held by several ranks
+    # (a replicated tensor, a plain value) was written once, as dcp.save's dedup writes it.
+    stored = {}
+    for info in storage.values():
+        stored[info.relative_path] = stored.get(info.relative_path, 0) + info.length
+    for path in sorted(ckpt_dir.glob("*.distcp")):
+        if stored.get(path.name, 0) != path.stat().st_size:
+            errors.append(f"{path.name}: {path.stat().st_size} bytes, of which .metadata names "
+                          f"{stored.get(path.name, 0)} (an item written twice, or bytes no item owns)")
     for key, m in sdm.items():
         e = entries.get(key)
         if e is None:

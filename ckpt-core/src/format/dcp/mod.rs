@@ -28,13 +28,18 @@
 
 mod error;
 mod metadata;
+mod plan;
 mod read;
+#[cfg(test)]
+mod tests;
 mod unpickle;
 mod write;
 
 use std::sync::Arc;
 
 pub use self::error::DcpError;
+pub use self::plan::RankPlan;
+pub(crate) use self::plan::{dedup, plan};
 pub(crate) use self::read::DcpOpened;
 pub use self::write::RankWrite;
 pub(crate) use self::write::{commit, write_rank};

@@ -1,8 +1,10 @@
 //! Opening a DCP checkpoint: `.metadata` read and checked against itself and the data files,
-//! then the value consolidated into one process, every tensor assembled from its chunks.
+//! then the value consolidated into one process, every tensor assembled from its chunks, or
+//! one rank's part of a tensor read from the bytes of the chunks it overlaps.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -10,10 +12,11 @@ use indexmap::IndexMap;
 use super::error::DcpError;
 use super::metadata::{self, Entry, ItemKey, Metadata, StorageInfo, TensorMeta};
 use super::{NAME, unpickle};
+use crate::dtype::DType;
 use crate::format::pytorch::budget::Budget;
-use crate::format::pytorch::open_dcp_item;
+use crate::format::pytorch::{open_dcp_item, open_dcp_tensor};
 use crate::format::{FormatError, FormatErrorKind, Header, Opened, TensorInfo};
-use crate::shard::{Chunk, check_tiling, copy_overlap};
+use crate::shard::{Chunk, byte_ranges, check_tiling, copy_overlap};
 use crate::state::KeyPath;
 use crate::storage::window::Window;
 use crate::storage::{self, Location, Source};
@@ -209,6 +212,9 @@ fn open_files(
     Ok(files)
 }
 
+/// An item's bytes as a source of their own, its file's location, and its range there.
+type ItemWindow = (Arc<dyn Source>, Location, Range<u64>);
+
 /// A file name without directories: `__0_0.distcp`, not `../x` or `/etc/x`.
 fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
@@ -217,6 +223,15 @@ fn is_plain_name(name: &str) -> bool {
 impl DcpOpened {
     /// The item of `index`, as the `.pt` reader opens it.
     fn item(&self, index: &ItemKey) -> Result<(Box<dyn Opened>, Location), FormatError> {
+        let (window, location, range) = self.window(index)?;
+        let opened = open_dcp_item(window)
+            .map_err(|e| archive_error(e, &location, &range).at_key(index.fqn.clone()))?;
+        Ok((opened, location))
+    }
+
+    /// The bytes of the item of `index` as a source of their own, the file's location, and
+    /// where in the file they lie.
+    fn window(&self, index: &ItemKey) -> Result<ItemWindow, FormatError> {
         let info = self.metadata.storage.get(index).ok_or_else(|| {
             FormatError::new(
                 &self.location,
@@ -230,9 +245,7 @@ impl DcpOpened {
         let range = info.offset..info.offset + info.length;
         let window = Window::new(Arc::clone(file), range.clone())
             .map_err(|e| FormatError::new(&location, NAME, e).at_key(index.fqn.clone()))?;
-        let opened = open_dcp_item(Arc::new(window))
-            .map_err(|e| archive_error(e, &location, &range).at_key(index.fqn.clone()))?;
-        Ok((opened, location))
+        Ok((Arc::new(window), location, range))
     }
 
     /// The value an item holds.
@@ -295,6 +308,9 @@ impl DcpOpened {
         self.read_chunk(key, tensor, target)
     }
 
+    /// `target` of the tensor `key`, from the items of the chunks it overlaps: of an item
+    /// whose tensor lies in C order (as DCP and ckpt write them), only the byte ranges of the
+    /// overlap, all fetched in one [`Source::read_ranges`]; of any other, the whole tensor.
     fn read_chunk(
         &self,
         key: &str,
@@ -315,7 +331,69 @@ impl DcpOpened {
                 Err(e) => return Err(at(&self.location, shard(e))),
             }
             let index = item_key(key, chunk);
-            let (opened, location) = self.item(&index)?;
+            let (window, location, range) = self.window(&index)?;
+            let (opened, stored) = open_dcp_tensor(window)
+                .map_err(|e| archive_error(e, &location, &range).at_key(key.to_owned()))?;
+            let mismatch = |dtype: DType, shape: &[usize]| {
+                at(
+                    &location,
+                    DcpError::Item(format!(
+                        "the item of its chunk at offsets {:?} holds a {dtype} tensor of shape \
+                         {shape:?}, where the metadata says {} of shape {:?}",
+                        chunk.offsets(),
+                        tensor.dtype,
+                        chunk.sizes()
+                    )),
+                )
+            };
+            let chunk_shape =
+                |shape: &[usize]| -> Vec<u64> { shape.iter().map(|&d| d as u64).collect() };
+            if let Some(stored) = stored {
+                if stored.dtype != tensor.dtype || chunk_shape(&stored.shape) != chunk.sizes() {
+                    return Err(mismatch(stored.dtype, &stored.shape));
+                }
+                // Only the bytes of the overlap, fetched together: a rank that needs some rows
+                // of a stored chunk reads those rows, not the item.
+                let file = &self.files[&self.metadata.storage[&index].relative_path];
+                let base = range.start + stored.range.start;
+                let ranges: Vec<Range<u64>> = byte_ranges(tensor.dtype, chunk, target)
+                    .map_err(|e| at(&location, shard(e)))?
+                    .into_iter()
+                    .map(|r| base + r.start..base + r.end)
+                    .collect();
+                let lent = file
+                    .read_ranges(&ranges)
+                    .map_err(|e| FormatError::new(&location, NAME, e).at_key(key.to_owned()))?;
+                let overlap = match chunk.intersect(target) {
+                    Ok(Some(overlap)) => overlap,
+                    Ok(None) => continue,
+                    Err(e) => return Err(at(&self.location, shard(e))),
+                };
+                let copied = match lent.as_slice() {
+                    [(backing, range)] => copy_overlap(
+                        tensor.dtype,
+                        &overlap,
+                        &backing.bytes()[range.clone()],
+                        target,
+                        &mut data,
+                    ),
+                    pieces => {
+                        let mut bytes =
+                            Vec::with_capacity(pieces.iter().map(|(_, r)| r.end - r.start).sum());
+                        for (backing, range) in pieces {
+                            bytes.extend_from_slice(&backing.bytes()[range.clone()]);
+                        }
+                        copy_overlap(tensor.dtype, &overlap, &bytes, target, &mut data)
+                    }
+                };
+                copied.map_err(|e| at(&location, shard(e)))?;
+                // Pages of a mapped file go once copied, as they would after a read.
+                for (backing, range) in &lent {
+                    backing.release(&backing.bytes()[range.clone()]);
+                }
+                continue;
+            }
+            // Any other item (a view that is not contiguous, big-endian data) is read whole.
             let value = opened.value().map_err(|e| e.at_key(key.to_owned()))?;
             let Value::Tensor(part) = value else {
                 return Err(at(
@@ -328,23 +406,9 @@ impl DcpOpened {
                 ));
             };
             let part = part.view();
-            let sizes: Vec<u64> = part.shape().iter().map(|&d| d as u64).collect();
-            if part.dtype() != tensor.dtype || sizes != chunk.sizes() {
-                return Err(at(
-                    &location,
-                    DcpError::Item(format!(
-                        "the item of its chunk at offsets {:?} holds a {} tensor of shape {:?}, \
-                         where the metadata says {} of shape {:?}",
-                        chunk.offsets(),
-                        part.dtype(),
-                        part.shape(),
-                        tensor.dtype,
-                        chunk.sizes()
-                    )),
-                ));
+            if part.dtype() != tensor.dtype || chunk_shape(part.shape()) != chunk.sizes() {
+                return Err(mismatch(part.dtype(), part.shape()));
             }
-            // Borrowed from the memory map where the item's tensor is contiguous: only the
-            // pages of the overlap are touched.
             let bytes = part
                 .to_le_bytes()
                 .map_err(|e| at(&location, DcpError::Item(e.to_string())))?;

@@ -1,6 +1,7 @@
 //! Writing DCP checkpoints that `torch.distributed.checkpoint.load` reads, from one rank or
-//! several, with PyTorch's commit: every rank writes its data file `__{rank}_0.distcp`, then
-//! one process (the coordinator) writes `.metadata`, which names every item, last. A
+//! several, with PyTorch's commit: every rank writes its data file `__{rank}_0.distcp` (the
+//! items its `RankPlan` keeps), then one process (the coordinator) writes
+//! `.metadata`, which names every item, last. A
 //! directory holding `.metadata` is a complete checkpoint.
 //!
 //! Each rank removes an old `.metadata` before writing its data (PyTorch leaves it in place
@@ -16,13 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DcpError;
 use super::metadata::{self, ChunkMeta, Entry, ItemKey, Metadata, StorageInfo, TensorMeta};
+use super::plan::{Leaf, PathPart, Planned, RankPlan, TensorChunk, leaves, sizes_of};
 use super::{METADATA, NAME};
 use crate::dtype::DType;
 use crate::format::{Format, FormatError, PyTorch};
 use crate::shard::{Chunk, check_tiling};
 use crate::storage::atomic::{Commit, CommitError, write_atomically};
 use crate::storage::{self, Location, Sink};
-use crate::tensor::TensorView;
 use crate::value::{Key, Value};
 
 /// What one rank wrote into its data file: each tensor chunk and value it holds, where it
@@ -42,24 +43,9 @@ struct Written {
     key: String,
     path: Vec<PathPart>,
     /// `None` for a value; for a tensor chunk, its dtype, global shape, offsets and sizes.
-    tensor: Option<WrittenChunk>,
+    tensor: Option<TensorChunk>,
     offset: u64,
     length: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct WrittenChunk {
-    dtype: String,
-    global: Vec<u64>,
-    offsets: Vec<u64>,
-    sizes: Vec<u64>,
-}
-
-/// A part of a key's path: a dict key, or a list index.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum PathPart {
-    Key(String),
-    Index(i64),
 }
 
 impl RankWrite {
@@ -72,178 +58,117 @@ impl RankWrite {
     pub fn file(&self) -> &str {
         &self.file
     }
-}
 
-/// A leaf of the state being saved, as DCP's planner flattens it.
-enum Leaf<'v> {
-    Tensor(TensorView<'v>),
-    Value(&'v Value<'v>),
-}
+    /// The flattened keys of the items it wrote, in the order they lie in the file.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|w| w.key.as_str())
+    }
 
-/// Flattens `value` as DCP's `flatten_state_dict` does: dicts are always descended (their keys
-/// as strings), lists only if they hold a tensor or a dict (directly or in a list inside), and
-/// everything else is a leaf; an empty dict gives no key. Keys are the path joined with dots.
-fn flatten<'v>(
-    value: &'v Value<'v>,
-    path: &mut Vec<PathPart>,
-    out: &mut Vec<(String, Vec<PathPart>, Leaf<'v>)>,
-) {
-    match value {
-        Value::Map(map) => {
-            for (k, v) in map {
-                path.push(PathPart::Key(match k {
-                    Key::Str(s) => s.clone(),
-                    Key::Int(i) => i.to_string(),
-                }));
-                flatten(v, path, out);
-                path.pop();
-            }
-        }
-        Value::List(items) if descended(value) => {
-            for (i, v) in items.iter().enumerate() {
-                path.push(PathPart::Index(i as i64));
-                flatten(v, path, out);
-                path.pop();
-            }
-        }
-        Value::Tensor(t) => out.push((join(path), path.clone(), Leaf::Tensor(t.view()))),
-        other => out.push((join(path), path.clone(), Leaf::Value(other))),
+    /// The bytes of its data file: every item it wrote, back to back.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|w| w.length).sum()
     }
 }
 
-/// Whether DCP descends into a list (`_traverse.py`'s "not terminal"): it holds a tensor or a
-/// dict, or a list that is descended.
-fn descended(value: &Value<'_>) -> bool {
-    match value {
-        Value::List(items) => items
-            .iter()
-            .any(|v| matches!(v, Value::Tensor(_) | Value::Map(_)) || descended(v)),
-        _ => false,
-    }
-}
-
-fn join(path: &[PathPart]) -> String {
-    let parts: Vec<String> = path
-        .iter()
-        .map(|p| match p {
-            PathPart::Key(s) => s.clone(),
-            PathPart::Index(i) => i.to_string(),
-        })
-        .collect();
-    parts.join(".")
-}
-
-/// Writes rank `rank`'s data file `__{rank}_0.distcp` into the directory `dir`: every tensor
-/// and value of `value`, each as a whole `torch.save` archive. A tensor whose flattened key is
-/// in `chunks` is that chunk of a larger tensor; any other is whole (a replicated tensor,
-/// which several ranks may give: [`commit`] keeps one).
+/// Writes the data file `__{rank}_0.distcp` of the rank whose plan is `plan` into the
+/// directory `dir`: the items of `value` the plan keeps, each as a whole `torch.save`
+/// archive. Each must be in `value` as planned (a tensor of the planned dtype and sizes, or a
+/// value); what the plan does not keep, another rank writes.
 pub(crate) fn write_rank(
     dir: &Location,
-    rank: usize,
+    plan: &RankPlan,
     value: &Value<'_>,
-    chunks: &HashMap<String, Chunk>,
     commit: &Commit<'_>,
 ) -> Result<RankWrite, FormatError> {
-    let error = |e: DcpError| FormatError::new(dir, NAME, e);
-    if !matches!(value, Value::Map(_)) {
-        return Err(error(DcpError::Unsupported(format!(
-            "{} at the root of a DCP checkpoint, which holds a dict",
-            value.kind()
-        ))));
-    }
-    let mut leaves = Vec::new();
-    flatten(value, &mut Vec::new(), &mut leaves);
-    let mut seen = HashMap::new();
-    for (key, path, leaf) in &leaves {
-        if let Some(other) = seen.insert(key.as_str(), path) {
-            return Err(error(DcpError::Invalid(format!(
-                "two entries flatten to one key ({other:?} and {path:?})"
-            )))
-            .at_key(key.clone()));
-        }
-        if let (Some(chunk), Leaf::Tensor(t)) = (chunks.get(key), leaf) {
-            let sizes: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
-            if sizes != chunk.sizes() {
-                return Err(error(DcpError::Invalid(format!(
-                    "a tensor of shape {:?} given as a chunk of sizes {:?}",
-                    t.shape(),
-                    chunk.sizes()
-                )))
-                .at_key(key.clone()));
+    let error = |e: DcpError, key: &str| FormatError::new(dir, NAME, e).at_key(key.to_owned());
+    let all = leaves(dir, value, &HashMap::new())?;
+    let planned: HashMap<&str, &Planned> = plan.items.iter().map(|i| (i.key.as_str(), i)).collect();
+    let mut kept = Vec::new();
+    for (key, path, leaf) in &all {
+        let Some(item) = planned.get(key.as_str()) else {
+            continue;
+        };
+        match (leaf, &item.tensor) {
+            (Leaf::Tensor(t), Some(chunk))
+                if t.dtype().as_str() == chunk.dtype && sizes_of(t) == chunk.sizes => {}
+            (Leaf::Value(_), None) => {}
+            (leaf, _) => {
+                let held = match leaf {
+                    Leaf::Tensor(t) => format!("a {} tensor of shape {:?}", t.dtype(), t.shape()),
+                    Leaf::Value(v) => format!("a {}", v.kind()),
+                };
+                let planned = match &item.tensor {
+                    Some(c) => format!("a {} chunk of sizes {:?}", c.dtype, c.sizes),
+                    None => "a value".to_owned(),
+                };
+                return Err(error(
+                    DcpError::Invalid(format!(
+                        "rank {}'s plan has {planned} here, the state {held}: the plan was \
+                         made from another state",
+                        plan.rank
+                    )),
+                    key,
+                ));
             }
         }
+        kept.push((key, path, leaf, *item));
     }
-    if let Some(key) = chunks.keys().find(|k| !seen.contains_key(k.as_str())) {
-        return Err(error(DcpError::Invalid(
-            "a chunk is given for a key the state does not hold as a tensor".to_owned(),
-        ))
-        .at_key(key.clone()));
+    if kept.len() != planned.len() {
+        let missing = plan
+            .items
+            .iter()
+            .find(|i| !all.iter().any(|(key, _, _)| *key == i.key))
+            .map_or("", |i| i.key.as_str());
+        return Err(error(
+            DcpError::Invalid(format!(
+                "rank {}'s plan names a key the state does not hold",
+                plan.rank
+            )),
+            missing,
+        ));
     }
     storage::create_dir(dir).map_err(|e| FormatError::new(dir, NAME, e))?;
     let marker = dir.child(METADATA);
     storage::dir::remove(&marker, commit.fsync, commit.remote)
         .map_err(|e| FormatError::new(&marker, NAME, e))?;
 
-    let file = format!("__{rank}_0.distcp");
+    let file = format!("__{}_0.distcp", plan.rank);
     let location = dir.child(&file);
     let written = RefCell::new(Vec::new());
     let data_commit = Commit {
-        size_hint: leaves
-            .iter()
-            .map(|(_, _, leaf)| match leaf {
-                Leaf::Tensor(t) => t.nbytes() as u64,
-                Leaf::Value(_) => 0,
-            })
-            .sum(),
+        size_hint: plan.tensor_bytes(),
         ..*commit
     };
     write_atomically(&location, &data_commit, |sink| {
         let mut entries = written.borrow_mut();
         entries.clear();
         // Values first, then tensors, as PyTorch orders a rank's items.
-        let ordered = leaves
+        let ordered = kept
             .iter()
-            .filter(|(_, _, l)| matches!(l, Leaf::Value(_)))
+            .filter(|(_, _, l, _)| matches!(l, Leaf::Value(_)))
             .chain(
-                leaves
-                    .iter()
-                    .filter(|(_, _, l)| matches!(l, Leaf::Tensor(_))),
+                kept.iter()
+                    .filter(|(_, _, l, _)| matches!(l, Leaf::Tensor(_))),
             );
-        for (key, path, leaf) in ordered {
+        for (key, path, leaf, item) in ordered {
             let offset = sink
                 .stream_position()
                 .map_err(|e| FormatError::writing(NAME, e))?;
-            let mut item = Shifted {
+            let mut archive = Shifted {
                 inner: sink,
                 base: offset,
             };
-            let tensor = match leaf {
-                Leaf::Value(value) => {
-                    PyTorch.write(value, &mut item)?;
-                    None
-                }
-                Leaf::Tensor(t) => {
-                    PyTorch.write(&Value::from(t.clone()), &mut item)?;
-                    let sizes: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
-                    let (global, offsets) = match chunks.get(key) {
-                        Some(c) => (c.global_shape().to_vec(), c.offsets().to_vec()),
-                        None => (sizes.clone(), vec![0; sizes.len()]),
-                    };
-                    Some(WrittenChunk {
-                        dtype: t.dtype().to_string(),
-                        global,
-                        offsets,
-                        sizes,
-                    })
-                }
-            };
+            match leaf {
+                Leaf::Value(value) => PyTorch.write(value, &mut archive)?,
+                Leaf::Tensor(t) => PyTorch.write(&Value::from(t.clone()), &mut archive)?,
+            }
             let end = sink
                 .seek(SeekFrom::End(0))
                 .map_err(|e| FormatError::writing(NAME, e))?;
             entries.push(Written {
-                key: key.clone(),
-                path: path.clone(),
-                tensor,
+                key: (*key).clone(),
+                path: (*path).clone(),
+                tensor: item.tensor.clone(),
                 offset,
                 length: end - offset,
             });
@@ -252,7 +177,7 @@ pub(crate) fn write_rank(
     })
     .map_err(|e| commit_error(e, &location))?;
     Ok(RankWrite {
-        rank,
+        rank: plan.rank,
         file,
         entries: written.into_inner(),
     })
@@ -295,9 +220,9 @@ impl Seek for Shifted<'_> {
 }
 
 /// The coordinator's step: checks every rank's writes against one another (each tensor of one
-/// dtype and global shape everywhere, its chunks tiling it exactly, a replicated item kept
-/// from the lowest rank) and writes `.metadata` into `dir`, atomically. Only then is the
-/// checkpoint there.
+/// dtype and global shape everywhere, its chunks tiling it exactly) and writes `.metadata`
+/// into `dir`, atomically. Only then is the checkpoint there. An item several ranks wrote
+/// (their plans were not deduplicated) is named from the lowest rank.
 pub(crate) fn commit(
     dir: &Location,
     parts: &[RankWrite],

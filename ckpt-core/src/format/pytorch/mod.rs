@@ -50,8 +50,9 @@ use self::budget::Budget;
 use self::error::truncated;
 pub use self::error::{PtError, PtErrorKind};
 use self::rebuild::Storage;
-use self::unpickle::{Dialect, Pickle, StorageRef, unpickle_in};
+use self::unpickle::{Dialect, Obj, Pickle, StorageRef, unpickle_in};
 use super::{Format, FormatError, FormatErrorKind, Header, Opened};
+use crate::dtype::DType;
 use crate::storage::{self, Sink, Source};
 use crate::tensor::Backing;
 use crate::value::Value;
@@ -136,6 +137,54 @@ pub(crate) fn open_dcp_item(source: Arc<dyn Source>) -> Result<Box<dyn Opened>, 
     let location = source.location().clone();
     let opened = open_zip(source, Dialect::DcpItem).map_err(|e| e.in_file(&location))?;
     Ok(Box::new(opened))
+}
+
+/// Where the tensor one DCP item holds lies in the item, when it lies there as the elements
+/// of a tensor of `dtype` and `shape` in C order, little-endian: the bytes `range`. A reader
+/// that needs part of the tensor reads only the ranges of that part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ItemTensor {
+    pub(crate) dtype: DType,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) range: Range<u64>,
+}
+
+/// [`open_dcp_item`], and where its tensor lies when the item is a tensor stored as DCP (and
+/// ckpt) store them: the pickle's root a tensor, C-contiguous in its storage, in little-endian
+/// order, without conj or neg bits. `None` for any other item, which is read whole.
+pub(crate) fn open_dcp_tensor(
+    source: Arc<dyn Source>,
+) -> Result<(Box<dyn Opened>, Option<ItemTensor>), FormatError> {
+    let location = source.location().clone();
+    let opened = open_zip(source, Dialect::DcpItem).map_err(|e| e.in_file(&location))?;
+    let tensor = match opened.pickle.obj(opened.pickle.root) {
+        Obj::Tensor(spec) => 'tensor: {
+            let (Some(storage), Some(at)) = (
+                opened.pickle.storages.get(spec.storage),
+                opened.storages.get(spec.storage),
+            ) else {
+                break 'tensor None;
+            };
+            let item = storage.dtype.size_in_bytes() as u64;
+            let little = !opened.big_endian || storage.dtype.size_in_bytes() == 1;
+            let elements = rebuild::contiguous_elements(storage, spec).map_err(|message| {
+                opened.error(PtError::from(PtErrorKind::Tensor {
+                    key: storage.key.clone(),
+                    message,
+                }))
+            })?;
+            elements.filter(|_| little).map(|(shape, elements)| {
+                let start = at.range.start;
+                ItemTensor {
+                    dtype: storage.dtype,
+                    shape,
+                    range: start + elements.start * item..start + elements.end * item,
+                }
+            })
+        }
+        _ => None,
+    };
+    Ok((Box::new(opened), tensor))
 }
 
 fn open(source: Arc<dyn Source>) -> Result<PtOpened, PtError> {

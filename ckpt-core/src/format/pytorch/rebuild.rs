@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -448,6 +449,29 @@ fn cut_view<'b>(
 
 /// Whether `stride` is the C-contiguous layout of `shape` (dimensions of size 1 may have any
 /// stride, as in PyTorch).
+/// A view's shape, and the elements of its storage that hold it in C order.
+pub(crate) type ElementRun = (Vec<usize>, Range<u64>);
+
+/// Where the elements of the view `spec` lie in its storage when they lie there in C order,
+/// one run: the shape and the element range; `None` for a view that is not contiguous or
+/// carries a conj or neg bit (its values are not the stored bytes as they are). An error for
+/// a view outside its storage, as [`cut_view`] finds it.
+pub(crate) fn contiguous_elements(
+    storage: &StorageRef,
+    spec: &TensorSpec,
+) -> Result<Option<ElementRun>, String> {
+    let (shape, stride, offset, numel) = check_view(storage, spec)?;
+    if spec.neg || spec.conj || !is_contiguous(&shape, &stride) {
+        return Ok(None);
+    }
+    let (offset, numel) = (offset as u64, numel as u64);
+    let end = offset
+        .checked_add(numel)
+        .filter(|&end| end <= storage.numel)
+        .ok_or_else(|| "the storage is shorter than its element count".to_owned())?;
+    Ok(Some((shape, offset..end)))
+}
+
 fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
     let mut expected = 1usize;
     for (&d, &s) in shape.iter().zip(stride).rev() {
