@@ -54,7 +54,7 @@ pub struct Loaded {
 ///
 /// Memory: data files are memory-mapped (unless `files` says not to) and each rank's parts
 /// are copied from the checked blocks straight into its model, a few MiB at a time, so a load
-/// holds little beside the model. As with [`load`](crate::load), do not modify the files in
+/// holds no second copy of what it reads. As with [`load`](crate::load), do not modify the files in
 /// place during the load. Read from files not mapped, or fetched from a URL, the rank's
 /// parts are held in memory until the model is written: about their bytes again.
 pub fn load<M: StateDict + ?Sized>(
