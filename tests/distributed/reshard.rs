@@ -109,6 +109,33 @@ fn four_ranks_by_rows_load_into_three_by_columns_reading_little_more_than_they_n
     }
 }
 
+/// 2-D blocks, the uneven ones too, read little more than they need: a tile's row band is
+/// a few rows, so a block's edges inside tiles cost little.
+#[test]
+fn four_ranks_by_rows_load_into_grids_reading_little_more_than_they_need() {
+    let shape = [1024u64, 4096];
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().join("step-1");
+    let saved: Vec<Net> = Chunk::split(&shape, 0, 4)
+        .unwrap()
+        .into_iter()
+        .map(|c| net(5, &shape, vec![c]))
+        .collect();
+    save_job(&dir, &saved).into_iter().for_each(|r| r.unwrap());
+    for grid in [[2u64, 2], [3, 3], [2, 3]] {
+        for chunk in Chunk::grid(&shape, &grid).unwrap() {
+            let mut model = fresh(&shape, vec![chunk.clone()]);
+            let loaded = distributed::load(&mut model, &dir, &StateDictOptions::new()).unwrap();
+            assert!(holds(&model.w, 5), "{chunk}");
+            let ratio = loaded.bytes_read as f64 / loaded.bytes_needed as f64;
+            assert!(
+                ratio <= 1.1,
+                "{grid:?} {chunk}: read {ratio:.3} x what it needs"
+            );
+        }
+    }
+}
+
 #[test]
 fn blocks_columns_uneven_splits_whole_and_back() {
     let shape = [37u64, 23];

@@ -25,6 +25,12 @@ use crate::shard::Chunk;
 /// most 2 × 1/64 of a row beyond its third, under 10 %.
 const MAX_BANDS: u64 = 64;
 
+/// How many tiles are about as many bytes as a checksum block: small enough that a rank
+/// holding a block of rows and columns whose edges fall inside tiles reads little beyond it
+/// (a tile of 4 KiB is 16 rows of 256 bytes, by default), large enough that the checksums
+/// stay under 0.2 % of the data.
+const TILES_PER_BLOCK: u64 = 64;
+
 /// The narrowest band worth a checksum of its own: below it, hashing the short pieces of each
 /// row costs more than reading the whole row.
 const MIN_BAND: u64 = 64;
@@ -56,8 +62,8 @@ pub(super) fn rows_of(chunk: &Chunk, dtype: DType) -> Option<(u64, u64)> {
 }
 
 impl Tiles {
-    /// The tiles of `data`, the row-major data of `chunk`, for checksum blocks of about
-    /// `block_size` bytes; `None` where bands would be too narrow to help (rows under
+    /// The tiles of `data`, the row-major data of `chunk`, for checksum blocks of
+    /// `block_size` bytes (each tile about [`TILES_PER_BLOCK`] times smaller); `None` where bands would be too narrow to help (rows under
     /// 128 bytes, or a single row).
     pub(super) fn of(chunk: &Chunk, dtype: DType, data: &[u8], block_size: u64) -> Option<Self> {
         let (rows, row) = rows_of(chunk, dtype)?;
@@ -70,7 +76,7 @@ impl Tiles {
         let band = row.div_ceil(bands).div_ceil(item) * item;
         let mut tiles = Tiles {
             band,
-            rows: (block_size / band).max(1),
+            rows: (block_size / TILES_PER_BLOCK / band).max(1),
             checksums: Vec::new(),
         };
         let layout = Layout::new(&tiles, rows, row)?;
@@ -254,7 +260,7 @@ mod tests {
         // rows (about 4 KiB): 5 row bands.
         let chunk = Chunk::whole(vec![300, 200]).unwrap();
         let bytes = data(300 * 800);
-        let tiles = Tiles::of(&chunk, DType::F32, &bytes, 4096).unwrap();
+        let tiles = Tiles::of(&chunk, DType::F32, &bytes, 64 * 4096).unwrap();
         assert_eq!((tiles.band, tiles.rows), (68, 60));
         let layout = Layout::new(&tiles, 300, 800).unwrap();
         assert_eq!(layout.count(), 5 * 12);
