@@ -278,6 +278,20 @@ impl Reader<'_> {
         Ok((source, location))
     }
 
+    /// The byte ranges of the stored `chunk`'s data that each of `targets` needs.
+    fn wanted(
+        &self,
+        dtype: DType,
+        chunk: &Chunk,
+        targets: &[Chunk],
+    ) -> Result<Vec<Vec<Range<u64>>>, Error> {
+        targets
+            .iter()
+            .map(|target| byte_ranges(dtype, chunk, target))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::invalid(self.dir, e.to_string()))
+    }
+
     /// The stored chunks of the tensor `key` that overlap `targets`, each as a tensor read
     /// in place from its mapped data file, once every checksum block that holds part of
     /// `targets` has been checked: a load copies only from those blocks. `None` where a
@@ -294,12 +308,11 @@ impl Reader<'_> {
         let mut checks = Vec::new();
         for piece in &global.pieces {
             let chunk = &piece.stored.chunk;
-            let mut wanted = Vec::new();
-            for target in targets {
-                let ranges = byte_ranges(dtype, chunk, target)
-                    .map_err(|e| Error::invalid(self.dir, e.to_string()))?;
-                wanted.extend(ranges);
-            }
+            let wanted: Vec<Range<u64>> = self
+                .wanted(dtype, chunk, targets)?
+                .into_iter()
+                .flatten()
+                .collect();
             if wanted.is_empty() {
                 continue;
             }
@@ -382,12 +395,7 @@ impl Reader<'_> {
             .map_err(|e| Error::invalid(self.dir, e.to_string()))?;
         for piece in &global.pieces {
             let chunk = &piece.stored.chunk;
-            let mut wanted = Vec::new();
-            for target in targets {
-                let ranges = byte_ranges(dtype, chunk, target)
-                    .map_err(|e| Error::invalid(self.dir, e.to_string()))?;
-                wanted.push(ranges);
-            }
+            let wanted = self.wanted(dtype, chunk, targets)?;
             if wanted.iter().all(Vec::is_empty) {
                 continue;
             }
