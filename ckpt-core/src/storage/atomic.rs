@@ -12,6 +12,7 @@ use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
 pub(crate) use super::commit::{Commit, CommitError};
+use super::previous::Previous;
 use super::{Location, Sink};
 
 /// Buffering of the temporary file: large enough that formats can write small pieces.
@@ -62,6 +63,7 @@ pub(crate) fn write_atomically<E>(
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
     let tmp = builder.tempfile_in(dir).map_err(CommitError::Io)?;
+    let previous = Previous::open(path);
     let mut sink = BufWriter::with_capacity(BUFFER, tmp);
     write(&mut sink).map_err(CommitError::Write)?;
     // Dropping the temporary file on any error below removes it.
@@ -71,16 +73,8 @@ pub(crate) fn write_atomically<E>(
     if fsync {
         tmp.as_file().sync_all().map_err(CommitError::Io)?;
     }
-    // Replacing a file frees the old one's blocks inside the rename, which for a large
-    // checkpoint takes as long as writing a good part of it; holding the old file open moves
-    // that work to the last close, done on a background thread.
-    let previous = File::open(path).ok();
     tmp.persist(path).map_err(|e| CommitError::Io(e.error))?;
-    if let Some(previous) = previous {
-        let _ = std::thread::Builder::new()
-            .name("ckpt-release-old".to_owned())
-            .spawn(move || drop(previous));
-    }
+    previous.release();
     if fsync {
         sync_dir(dir).map_err(CommitError::Io)?;
     }

@@ -17,6 +17,7 @@ pub(crate) mod dir;
 pub(crate) mod local;
 pub(crate) mod memory;
 mod options;
+mod previous;
 #[cfg(feature = "object-store")]
 pub(crate) mod remote;
 mod url;
