@@ -147,8 +147,13 @@ impl fmt::Debug for LoadOptions {
 #[non_exhaustive]
 pub struct SaveOptions {
     /// Whether the data and the rename are flushed to disk before `save` returns (`true`, the
-    /// default). Off, a power failure soon after a save may lose it; the previous file is
-    /// never damaged either way.
+    /// default). A save that fails or is killed never damages the previous file either way.
+    /// Off, the save returns once its bytes are in the page cache, and a power failure (or
+    /// kernel crash) before the kernel writes them back may lose it: the file then reads as
+    /// zeros where its data did not reach the disk, which the checksums of ckpt's own format
+    /// report on load, and the previous file is gone, as on file systems that allocate late
+    /// (XFS, ext4 with the space reserved ahead, which such saves do to spare the rename a
+    /// flush).
     pub fsync: bool,
     /// The format; `None` (the default) picks it from the extension among
     /// [`formats`](SaveOptions::formats): `.safetensors`, `.pt`/`.pth`/`.bin`, and ckpt's own

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use super::commit::{Commit, CommitError};
 use super::previous::Previous;
+use super::reserve::Reserved;
 use super::{Location, Sink};
 
 /// Buffering of the temporary file: large enough that formats can write small pieces.
@@ -64,12 +65,17 @@ pub(crate) fn write_atomically<E>(
     }
     let tmp = builder.tempfile_in(dir).map_err(CommitError::Io)?;
     let previous = Previous::open(path);
+    // Without fsync, space is reserved ahead of the writes where that spares the rename a
+    // flush (`reserve.rs`); a save with fsync writes everything back before it renames.
+    let tmp = Reserved::new(tmp, commit.size_hint, !fsync);
     let mut sink = BufWriter::with_capacity(BUFFER, tmp);
     write(&mut sink).map_err(CommitError::Write)?;
     // Dropping the temporary file on any error below removes it.
     let tmp = sink
         .into_inner()
-        .map_err(|e| CommitError::Io(e.into_error()))?;
+        .map_err(|e| CommitError::Io(e.into_error()))?
+        .finish()
+        .map_err(CommitError::Io)?;
     if fsync {
         tmp.as_file().sync_all().map_err(CommitError::Io)?;
     }

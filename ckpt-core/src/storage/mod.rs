@@ -20,6 +20,7 @@ mod options;
 mod previous;
 #[cfg(feature = "object-store")]
 pub(crate) mod remote;
+mod reserve;
 mod url;
 pub(crate) mod window;
 
