@@ -3,12 +3,15 @@
 //!
 //! `cargo bench --bench save_load [-- --threads N]`; `CKPT_BENCH_MB=256` scales the model
 //! down (fewer blocks, a smaller vocabulary), `CKPT_BENCH_REPEAT` sets the repetitions (median
-//! reported), `CKPT_BENCH_DIR` the directory for the files. `--threads N` (or `CKPT_THREADS`)
-//! sets the threads of ckpt's loads and of the parallel anchors (default: every core); a table
-//! of 1, 2 and all threads follows. `CKPT_BENCH_ONLY=save` runs the saves alone. Each figure is one line `bench NAME SECONDS GIB_PER_S`;
-//! then every target with its ratio and whether it is met, and the byte traffic each path
-//! must move with its limit on this machine. Peak memory is measured in a separate process
-//! per loader. Files are read from the page cache (each is read once before timing).
+//! reported), `CKPT_BENCH_DIR` the directory for the files, `CKPT_BENCH_WARM_MB` the free
+//! memory touched before each run (see `warm_free_memory`; default twice W, 0 for none).
+//! `--threads N` (or `CKPT_THREADS`) sets the threads of ckpt's loads and of the parallel
+//! anchors (default: every core); a table of 1, 2 and all threads follows.
+//! `CKPT_BENCH_ONLY=save` runs the saves alone. Each figure is one line
+//! `bench NAME SECONDS GIB_PER_S`; then every target with its ratio and whether it is met, and
+//! the byte traffic each path must move with its limit on this machine. Peak memory is
+//! measured in a separate process per loader. Files are read from the page cache (each is
+//! read once before timing).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -85,17 +88,43 @@ fn run(results: &mut Results, repeat: usize, cases: &mut [Case<'_>]) {
     }
 }
 
-/// Flushes all dirty pages to disk (`sync`) and pauses, so the next timed run starts from a
-/// clean slate: no write-back of another run's pages, and no file of an earlier run still being
-/// freed in the background (ckpt and the safetensors crate both close replaced files late).
-/// `CKPT_BENCH_SETTLE_MS` sets the pause (default 700 ms; files in memory need less).
+/// Flushes all dirty pages to disk (`sync`), warms the machine's free memory, and pauses, so
+/// the next timed run starts from a clean slate: no write-back of another run's pages, no file
+/// of an earlier run still being freed in the background (ckpt and the safetensors crate both
+/// close replaced files late), and free memory that costs what free memory costs on a machine
+/// of its own. `CKPT_BENCH_SETTLE_MS` sets the pause (default 700 ms; files in memory need
+/// less).
 fn settle() {
     let _ = Command::new("sync").status();
+    warm_free_memory();
     let ms = std::env::var("CKPT_BENCH_SETTLE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(700);
     std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+/// Bytes of free memory [`warm_free_memory`] touches: twice W (a new file and a snapshot),
+/// set once W is built; `CKPT_BENCH_WARM_MB` overrides it, 0 turns warming off.
+static WARM_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Touches, then frees, [`WARM_BYTES`] of memory. A virtual machine that reports free memory
+/// to its host (Firecracker, as the development VM: "Free page reporting enabled" in its boot
+/// log) gets each reported page back from the host by a fault on its next use, at a quarter
+/// of a GB/s there; which pages a run gets then depends on how long ago they were freed, and
+/// the same save took 0.5 s or 6 s by that alone. Pages touched just before a run are not yet
+/// reported (the kernel waits 2 s), so every run, anchors and ckpt alike, starts as on a
+/// machine without reporting.
+fn warm_free_memory() {
+    let bytes = *WARM_BYTES.get().unwrap_or(&0);
+    if bytes == 0 {
+        return;
+    }
+    let mut warm = vec![0u8; bytes];
+    for page in warm.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    drop(std::hint::black_box(warm));
 }
 
 /// Peak resident memory of this process, from /proc (Linux), in bytes.
@@ -185,6 +214,10 @@ fn main() {
     .unwrap();
     let model = Gpt2::new(mb);
     let bytes = model.state_dict().nbytes();
+    let warm_mb = std::env::var("CKPT_BENCH_WARM_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let _ = WARM_BYTES.set(warm_mb.map_or(2 * bytes, |mb| mb << 20));
     let tensors = model.state_dict().len();
     let largest = model
         .arrays()
