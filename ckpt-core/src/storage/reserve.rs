@@ -20,8 +20,14 @@ use std::io::{self, Seek, SeekFrom, Write};
 
 use tempfile::NamedTempFile;
 
-/// The least the reservation grows by, so that small writes do not each call `fallocate`.
+/// The least the reservation grows by once the writes pass it, so that small writes do not
+/// each call `fallocate`.
 const STEP: u64 = 64 << 20;
+
+/// Reserved beyond the expected bytes at first, for what a format writes besides its tensors
+/// (headers, padding); a little, so that small files and many saves at once on a nearly full
+/// disk do not hold much space they will not use.
+const MARGIN: u64 = 1 << 20;
 
 /// A temporary file that reserves space ahead of what is written to it (see the module).
 pub(crate) struct Reserved {
@@ -39,7 +45,7 @@ pub(crate) struct Reserved {
 }
 
 impl Reserved {
-    /// Wraps `file`, reserving `expected` bytes (plus a margin for headers) if its file
+    /// Wraps `file`, reserving `expected` bytes (plus [`MARGIN`] and 1/256) if its file
     /// system gains from it and `reserve` is asked.
     pub(crate) fn new(file: NamedTempFile, expected: u64, reserve: bool) -> Self {
         let reserving = reserve && gains_from_reserving(file.as_file());
@@ -50,7 +56,11 @@ impl Reserved {
             reserved: 0,
             reserving,
         };
-        reserved.reserve_to(expected.saturating_add(expected / 16).saturating_add(STEP));
+        reserved.reserve_to(
+            expected
+                .saturating_add(expected / 256)
+                .saturating_add(MARGIN),
+        );
         reserved
     }
 
@@ -63,13 +73,19 @@ impl Reserved {
         Ok(self.file)
     }
 
-    /// Reserves space up to `end`, at least a step further than reserved, if reserving.
+    /// Reserves space up to `end` if reserving; past a first reservation, at least a step
+    /// further.
     fn reserve_to(&mut self, end: u64) {
         let reserved = self.reserved;
         if !self.reserving || end <= reserved {
             return;
         }
-        let end = end.max(reserved.saturating_add(STEP.max(reserved / 4)));
+        let step = if reserved == 0 {
+            0
+        } else {
+            STEP.max(reserved / 4)
+        };
+        let end = end.max(reserved.saturating_add(step));
         // Refused, the writes go on unreserved, and fail themselves if the disk is full.
         self.reserving = allocate(self.file.as_file(), reserved, end - reserved).is_ok();
         self.reserved = end;
@@ -139,8 +155,12 @@ mod tests {
         // is really reserved; elsewhere the file is a plain one, and must read the same.
         let tmp = NamedTempFile::new().unwrap();
         let reserving = gains_from_reserving(tmp.as_file());
-        let mut file = Reserved::new(tmp, 3 << 20, true);
+        // One MiB expected, three written: the reservation grows past the first.
+        let mut file = Reserved::new(tmp, 1 << 20, true);
         assert_eq!(file.reserving, reserving);
+        if reserving {
+            assert!((2 << 20..3 << 20).contains(&file.reserved));
+        }
         let block: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
         for _ in 0..3 {
             file.write_all(&block).unwrap();
@@ -151,7 +171,7 @@ mod tests {
         file.write_all(b"tail").unwrap();
         if reserving {
             let reserved = file.reserved;
-            assert!(reserved >= (3 << 20) + STEP);
+            assert!(reserved >= (2 << 20) + STEP);
             #[cfg(unix)]
             assert!(occupied(file.file.as_file()) >= reserved);
         }
