@@ -683,4 +683,54 @@ mod tests {
         let t = Tensor::from(array![1i16, 2]);
         assert_eq!(format!("{t:?}"), "I16[2] [1, 2]");
     }
+
+    #[test]
+    fn write_le_bytes_counts_the_bytes_the_data_gives_whether_or_not_they_fit() {
+        // Transposed, so the bytes come element by element in C order.
+        let t = Tensor::from(array![[1u16, 2], [3, 4]].reversed_axes());
+        let mut short = [0u8; 6];
+        assert_eq!(t.view().write_le_bytes(&mut short).unwrap(), 8);
+        assert_eq!(short, [1, 0, 3, 0, 2, 0]);
+        let mut long = [9u8; 10];
+        assert_eq!(t.view().write_le_bytes(&mut long).unwrap(), 8);
+        assert_eq!(long, [1, 0, 3, 0, 2, 0, 4, 0, 9, 9]);
+    }
+
+    /// A foreign tensor of shape [2] (u8) that streams `given` bytes in pieces of 3.
+    #[cfg(feature = "candle")]
+    struct Streams {
+        given: usize,
+    }
+
+    #[cfg(feature = "candle")]
+    impl ForeignTensor for Streams {
+        fn shape(&self) -> &[usize] {
+            &[2]
+        }
+
+        fn device(&self) -> Device {
+            Device::Cpu
+        }
+
+        fn stream_le_bytes(&self, sink: &mut dyn FnMut(&[u8])) -> Result<(), DeviceError> {
+            let bytes: Vec<u8> = (1..=self.given as u8).collect();
+            bytes.chunks(3).for_each(sink);
+            Ok(())
+        }
+
+        fn storage_id(&self) -> Option<(usize, Vec<isize>)> {
+            None
+        }
+    }
+
+    #[cfg(feature = "candle")]
+    #[test]
+    fn write_le_bytes_of_streamed_data_counts_bytes_past_the_end_too() {
+        for (given, written) in [(2, [1, 2, 0, 0]), (7, [1, 2, 3, 4])] {
+            let view = TensorView::foreign(Streams { given }, DType::U8);
+            let mut out = [0u8; 4];
+            assert_eq!(view.write_le_bytes(&mut out).unwrap(), given);
+            assert_eq!(out, written);
+        }
+    }
 }

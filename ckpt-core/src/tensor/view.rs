@@ -261,21 +261,24 @@ impl<'a> TensorView<'a> {
     }
 
     /// Writes the little-endian bytes in C order into `out`, as many as fit, and returns how
-    /// many it wrote: host data element by element whatever its strides, without a copy of
-    /// its own, and GPU or foreign data as [`stream_le_bytes`](TensorView::stream_le_bytes)
-    /// gives it. For memory the caller keeps, such as a background save's staging.
+    /// many the data gave, written or not: host data element by element whatever its
+    /// strides, without a copy of its own, and GPU or foreign data as
+    /// [`stream_le_bytes`](TensorView::stream_le_bytes) gives it. A count other than
+    /// `out.len()` means the data did not fill `out` or did not fit in it, which the caller
+    /// reports. For memory the caller keeps, such as a background save's staging.
     pub(crate) fn write_le_bytes(&self, out: &mut [u8]) -> Result<usize, DeviceError> {
         match &self.src {
             Src::Host(host) => Ok(dispatch!(host, HostView, v => write_le(v, out))),
             #[cfg(any(feature = "cuda", feature = "candle"))]
             _ => {
-                let mut at = 0;
+                let mut given = 0;
                 self.stream_le_bytes(&mut |piece| {
-                    let end = (at + piece.len()).min(out.len());
+                    let at = given.min(out.len());
+                    let end = (given + piece.len()).min(out.len());
                     out[at..end].copy_from_slice(&piece[..end - at]);
-                    at = end;
+                    given += piece.len();
                 })?;
-                Ok(at)
+                Ok(given)
             }
         }
     }
@@ -482,17 +485,17 @@ fn le_bytes<T: NoUninit>(view: ArrayViewD<'_, T>) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// Writes `view`'s little-endian bytes in C order into `out`, as many whole elements as fit,
+/// and returns how many bytes the view has.
 fn write_le<T: NoUninit>(view: &ArrayViewD<'_, T>, out: &mut [u8]) -> usize {
     let size = size_of::<T>();
-    let mut written = 0;
     for (x, to) in view.iter().zip(out.chunks_exact_mut(size)) {
         to.copy_from_slice(bytemuck::bytes_of(x));
         if cfg!(target_endian = "big") {
             to.reverse();
         }
-        written += size;
     }
-    written
+    view.len() * size
 }
 
 impl<'a, T: Element, D: Dimension> From<ArrayView<'a, T, D>> for TensorView<'a> {
